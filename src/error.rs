@@ -1,0 +1,80 @@
+//! Typed errors, one enum per concern. Every message names the file, the field and the value
+//! so a user can fix the input without reading code; `main` prints the chain.
+
+use std::path::PathBuf;
+
+/// A model description (TOML) that cannot be turned into networks.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read model description {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: malformed TOML: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("{path}: {field} = {value}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        value: String,
+        reason: String,
+    },
+}
+
+impl SpecError {
+    pub fn invalid(
+        path: &std::path::Path,
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        SpecError::Invalid {
+            path: path.to_path_buf(),
+            field: field.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Datasets on disk: missing, truncated or inconsistent files.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+    #[error("{what}: {reason}")]
+    Mismatch { what: String, reason: String },
+}
+
+/// Checkpoints and saved thresholds.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt checkpoint: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: checkpoint does not match the model description: {reason}")]
+    Mismatch { path: PathBuf, reason: String },
+}
+
+/// Calibration and cascade inference.
+#[derive(Debug, thiserror::Error)]
+pub enum CascadeError {
+    #[error("target TPR {0} is outside (0, 1]")]
+    BadTpr(f64),
+    #[error("stage {stage}, s-class {class}: no positive example in the calibration split")]
+    NoPositives { stage: usize, class: usize },
+    #[error("empty input: {0}")]
+    Empty(String),
+    #[error("input shape {got:?} does not match the model's input {want:?}")]
+    Shape { got: [usize; 3], want: [usize; 3] },
+}

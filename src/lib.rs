@@ -1,0 +1,13 @@
+//! # onionnet
+//!
+//! OnionNet (Simonovsky & Komodakis, BMVC 2016): cascades of feature-sharing deep classifiers.
+//! One model description ([`spec`]) builds three networks ([`onion`]): the monolithic baseline,
+//! the non-sharing cascade and the onion, whose stage s+1 wraps stage s and reads its maps.
+//! They train under one joint loss ([`train`]), get per-stage thresholds from a target TPR
+//! ([`calibrate`]), run as a cascade over compacted sparse batches ([`compaction`],
+//! [`cascade`]) and are compared against an analytic cost model ([`cost`]).
+
+pub mod error;
+pub mod spec;
+pub mod onion;
+pub mod data;
