@@ -525,6 +525,18 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
                 &format!("a later stage cannot end before an earlier one (previous ends at layer {prev})"),
             ));
         }
+        // later stages read this stage's last maps at the next layer, which must be weighted
+        if depth < n_layers && !layers[depth].kind.is_weighted() {
+            return Err(err(
+                &format!("{at}.ends_at"),
+                &depth,
+                &format!(
+                    "layer {} ({:?}) that follows is not conv/fc: end a stage after its ReLU/pooling, right before a conv or fc layer",
+                    depth + 1,
+                    layers[depth].name
+                ),
+            ));
+        }
         let loss = match rs.loss.as_deref().unwrap_or("cross_entropy") {
             "cross_entropy" => Loss::CrossEntropy,
             "hinge" => Loss::Hinge,
@@ -817,6 +829,15 @@ label_map = [0, 0, 1, 1]
     #[test]
     fn split_that_does_not_add_up() {
         expect_err(&GOOD.replace("split = [2, 6]", "split = [2, 5]"), &["layer[0].split", "[2, 5]", "adds up to 7"]);
+    }
+
+    #[test]
+    fn stage_must_end_before_a_weighted_layer() {
+        expect_err(&GOOD.replacen("classes = 2\n", "classes = 2\nends_at = \"c1\"\n", 1), &["stage[0].ends_at", "relu"]);
+        let shallow = GOOD.replacen("classes = 2\n", "classes = 2\nends_at = 3\n", 1).replace("[0.25, 0.75]", "[0, 16]");
+        assert_eq!(parse(&shallow).unwrap().stages[0].depth, 3);
+        // a stage cannot keep channels past its end
+        expect_err(&GOOD.replacen("classes = 2\n", "classes = 2\nends_at = 3\n", 1), &["layer[3].split[0]", "ends at layer 3"]);
     }
 
     #[test]

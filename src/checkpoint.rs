@@ -1,0 +1,200 @@
+//! A trained network on disk: one directory per network kind, holding the exact description
+//! it was built from (`spec.toml`, label maps resolved), the weights of each of its modules
+//! (`net{i}.bpk`, burn's burnpack format), the optimiser state for `--resume`
+//! (`optim{i}.bpk`), the training log (`train.json`) and the thresholds (`thresholds.json`).
+//! Every file is written atomically (temp file + rename): an interrupted run leaves the
+//! previous version intact.
+
+use crate::calibrate::Calibration;
+use crate::cascade::Model;
+use crate::error::CheckpointError;
+use crate::onion::{Net, NetworkKind, OnionModule, archs};
+use crate::spec::Spec;
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let io = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Per-epoch record of training.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    /// Per trained stage: (train loss, train accuracy, validation loss, validation accuracy).
+    pub stages: Vec<[f64; 4]>,
+    pub seconds: f64,
+}
+
+/// `train.json`: what kind of network this is and how far training got.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    pub kind: NetworkKind,
+    /// Epochs completed by each module (the non-sharing cascade trains its stages one after
+    /// the other).
+    pub epochs_done: Vec<usize>,
+    pub epochs: usize,
+    pub seed: u64,
+    pub log: Vec<Vec<EpochLog>>,
+}
+
+/// `thresholds.json`: one calibration per target TPR.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Thresholds {
+    pub calibrations: Vec<Calibration>,
+}
+
+pub struct Checkpoint {
+    pub dir: PathBuf,
+}
+
+impl Checkpoint {
+    pub fn new(dir: &Path) -> Checkpoint {
+        Checkpoint { dir: dir.to_path_buf() }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path("train.json").exists()
+    }
+
+    pub fn save_spec(&self, spec: &Spec) -> Result<(), CheckpointError> {
+        write_atomic(&self.path("spec.toml"), spec.to_toml().as_bytes())
+    }
+
+    pub fn load_spec(&self) -> Result<Spec, CheckpointError> {
+        let p = self.path("spec.toml");
+        let text = String::from_utf8(read(&p)?).map_err(|e| CheckpointError::Corrupt {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+        Spec::from_toml(&text, &p).map_err(|e| CheckpointError::Corrupt {
+            path: p.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn save_module(&self, i: usize, module: &OnionModule) -> Result<(), CheckpointError> {
+        let p = self.path(&format!("net{i}.bpk"));
+        let bytes = module.clone().into_record().into_bytes().map_err(|e| CheckpointError::Corrupt {
+            path: p.clone(),
+            reason: format!("{e:?}"),
+        })?;
+        write_atomic(&p, &bytes)
+    }
+
+    /// Loads weights into a freshly built module of the right shape; a record from another
+    /// description is a mismatch error, a damaged file a corruption error.
+    pub fn load_module(&self, i: usize, module: OnionModule) -> Result<OnionModule, CheckpointError> {
+        let p = self.path(&format!("net{i}.bpk"));
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(read(&p)?)).map_err(|e| {
+            CheckpointError::Corrupt {
+                path: p.clone(),
+                reason: format!("{e:?}"),
+            }
+        })?;
+        module.try_load_record(record).map_err(|e| CheckpointError::Mismatch {
+            path: p.clone(),
+            reason: format!("{e:?}"),
+        })
+    }
+
+    pub fn save_optim(&self, i: usize, bytes: &[u8]) -> Result<(), CheckpointError> {
+        write_atomic(&self.path(&format!("optim{i}.bpk")), bytes)
+    }
+
+    pub fn load_optim(&self, i: usize) -> Result<Option<Bytes>, CheckpointError> {
+        let p = self.path(&format!("optim{i}.bpk"));
+        if !p.exists() {
+            return Ok(None);
+        }
+        Ok(Some(Bytes::from_bytes_vec(read(&p)?)))
+    }
+
+    pub fn save_state(&self, state: &TrainState) -> Result<(), CheckpointError> {
+        write_atomic(&self.path("train.json"), &serde_json::to_vec_pretty(state).unwrap())
+    }
+
+    pub fn load_state(&self) -> Result<TrainState, CheckpointError> {
+        let p = self.path("train.json");
+        serde_json::from_slice(&read(&p)?).map_err(|e| CheckpointError::Corrupt {
+            path: p,
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn save_thresholds(&self, t: &Thresholds) -> Result<(), CheckpointError> {
+        write_atomic(&self.path("thresholds.json"), &serde_json::to_vec_pretty(t).unwrap())
+    }
+
+    pub fn load_thresholds(&self) -> Result<Thresholds, CheckpointError> {
+        let p = self.path("thresholds.json");
+        serde_json::from_slice(&read(&p)?).map_err(|e| CheckpointError::Corrupt {
+            path: p,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Loads a trained network for inference (on a plain, non-autodiff device).
+    pub fn load_model(&self, device: &Device) -> Result<Model, CheckpointError> {
+        let spec = self.load_spec()?;
+        let state = self.load_state()?;
+        let nets = archs(&spec, state.kind)
+            .into_iter()
+            .enumerate()
+            .map(|(i, arch)| {
+                let fresh = OnionModule::new(&arch, device);
+                Ok(Net {
+                    module: self.load_module(i, fresh)?.valid(),
+                    arch,
+                })
+            })
+            .collect::<Result<Vec<_>, CheckpointError>>()?;
+        Ok(Model {
+            kind: state.kind,
+            spec,
+            nets,
+        })
+    }
+
+    /// Fails unless the description stored here is `spec` (same layers, split and stages).
+    pub fn check_spec(&self, spec: &Spec) -> Result<(), CheckpointError> {
+        let saved = self.load_spec()?;
+        if saved.layers != spec.layers || saved.stages != spec.stages || saved.input != spec.input {
+            return Err(CheckpointError::Mismatch {
+                path: self.path("spec.toml"),
+                reason: format!(
+                    "it was trained from a different description than {} (layers, split or stages differ)",
+                    spec.source.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+}

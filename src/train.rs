@@ -1,0 +1,300 @@
+//! Joint training: L = Σ_s w_s · L_s over all stages on every example, one SGD step for all
+//! branches at once — B_1's weights get gradients from every later stage through the maps
+//! those stages read. The monolithic network trains on the last stage's loss; the non-sharing
+//! cascade trains each of its stage networks on that stage's loss, one after the other.
+//! SGD with momentum and weight decay, cosine learning-rate decay, seeded shuffles and
+//! initialisation; a checkpoint after every epoch so `--resume` continues where it stopped.
+
+use crate::cascade::Model;
+use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
+use crate::data::Dataset;
+use crate::error::CheckpointError;
+use crate::onion::{Arch, Net, NetworkKind, OnionModule, archs};
+use crate::spec::{Loss, Spec, Stage};
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::loss::cross_entropy_with_logits;
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// Optimisation settings shared by the three networks (so the comparison is fair).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Hide progress bars (tests).
+    #[serde(skip)]
+    pub quiet: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 6,
+            batch_size: 64,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            seed: 42,
+            quiet: false,
+        }
+    }
+}
+
+/// What one module learns: `(branch, description stage)` pairs, each adding its weighted loss.
+fn objectives(spec: &Spec, kind: NetworkKind) -> Vec<Vec<(usize, usize)>> {
+    let s = spec.num_stages();
+    match kind {
+        NetworkKind::Monolithic => vec![vec![(0, s - 1)]],
+        NetworkKind::Onion => vec![(0..s).map(|b| (b, b)).collect()],
+        NetworkKind::NonSharing => (0..s).map(|t| vec![(0, t)]).collect(),
+    }
+}
+
+/// Per-stage loss (scalar) for a head's logits and the examples' fine labels.
+fn stage_loss(stage: &Stage, logits: Tensor<2>, labels: &[usize], device: &Device) -> Tensor<1> {
+    let n = labels.len();
+    match stage.loss {
+        Loss::CrossEntropy => {
+            let c = stage.classes;
+            let mut onehot = vec![0f32; n * c];
+            for (i, &l) in labels.iter().enumerate() {
+                onehot[i * c + stage.s_class(l)] = 1.0;
+            }
+            let target = Tensor::<2>::from_data(TensorData::new(onehot, [n, c]), device);
+            cross_entropy_with_logits(logits, target)
+        }
+        Loss::Hinge => {
+            let y: Vec<f32> = labels.iter().map(|&l| if stage.s_class(l) == 1 { 1.0 } else { -1.0 }).collect();
+            let y = Tensor::<2>::from_data(TensorData::new(y, [n, 1]), device);
+            relu(y.mul(logits).neg().add_scalar(1.0)).mean()
+        }
+    }
+}
+
+/// Correct predictions of a head (argmax, or the sign for hinge).
+fn correct(stage: &Stage, logits: &Tensor<2>, labels: &[usize]) -> usize {
+    let o = stage.outputs();
+    let v = logits.to_data().try_to_vec::<f32>().expect("f32 logits");
+    labels
+        .iter()
+        .enumerate()
+        .filter(|&(i, &l)| {
+            let row = &v[i * o..(i + 1) * o];
+            let pred = match stage.loss {
+                Loss::Hinge => (row[0] > 0.0) as usize,
+                Loss::CrossEntropy => (0..o).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap(),
+            };
+            pred == stage.s_class(l)
+        })
+        .count()
+}
+
+/// Mean loss and accuracy of each objective over a dataset, without gradients.
+pub fn evaluate(
+    module: &OnionModule,
+    arch: &Arch,
+    spec: &Spec,
+    objective: &[(usize, usize)],
+    data: &Dataset,
+    batch: usize,
+    device: &Device,
+) -> Vec<(f64, f64)> {
+    let mut sums = vec![(0.0, 0usize); objective.len()];
+    let all: Vec<usize> = (0..data.len()).collect();
+    for chunk in all.chunks(batch.max(1)) {
+        let x = data.batch(chunk, device);
+        let labels: Vec<usize> = chunk.iter().map(|&i| data.labels[i]).collect();
+        let logits = module.forward_all(arch, &x);
+        for (k, &(b, s)) in objective.iter().enumerate() {
+            let st = &spec.stages[s];
+            let l = stage_loss(st, logits[b].clone(), &labels, device).into_scalar::<f32>() as f64;
+            sums[k].0 += l * chunk.len() as f64;
+            sums[k].1 += correct(st, &logits[b], &labels);
+        }
+    }
+    let n = data.len().max(1) as f64;
+    sums.into_iter().map(|(l, c)| (l / n, c as f64 / n)).collect()
+}
+
+fn bar(len: u64, prefix: String, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len).with_prefix(prefix);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} eta {eta} {msg}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Trains a network kind from `spec`, checkpointing into `ckpt` after every epoch.
+///
+/// `pretrained[i] = Some(module)` takes module `i` as already trained (the demo reuses the
+/// trained monolithic network as the non-sharing cascade's last stage, which is the same
+/// network). With `resume`, continues from the checkpoint's last completed epoch.
+pub fn train(
+    spec: &Spec,
+    kind: NetworkKind,
+    train_set: &Dataset,
+    valid_set: &Dataset,
+    cfg: &TrainConfig,
+    ckpt: &Checkpoint,
+    resume: bool,
+    mut pretrained: Vec<Option<OnionModule>>,
+    device: &Device,
+) -> Result<Model, CheckpointError> {
+    let archs = archs(spec, kind);
+    let objectives = objectives(spec, kind);
+    pretrained.resize_with(archs.len(), || None);
+    let mut state = TrainState {
+        kind,
+        epochs_done: vec![0; archs.len()],
+        epochs: cfg.epochs,
+        seed: cfg.seed,
+        log: vec![Vec::new(); archs.len()],
+    };
+    if resume && ckpt.exists() {
+        ckpt.check_spec(spec)?;
+        let saved = ckpt.load_state()?;
+        if saved.kind != kind {
+            return Err(CheckpointError::Mismatch {
+                path: ckpt.dir.join("train.json"),
+                reason: format!("it holds a {} network, not {}", saved.kind, kind),
+            });
+        }
+        state.epochs_done = saved.epochs_done;
+        state.log = saved.log;
+    } else {
+        ckpt.save_spec(spec)?;
+    }
+    let ad = device.clone().autodiff();
+    let mut nets = Vec::with_capacity(archs.len());
+    for (i, arch) in archs.into_iter().enumerate() {
+        ad.seed(cfg.seed.wrapping_add(i as u64));
+        let mut module = OnionModule::new(&arch, &ad);
+        if let Some(done) = pretrained[i].take() {
+            module = done;
+            state.epochs_done[i] = cfg.epochs;
+            ckpt.save_module(i, &module)?;
+        } else if state.epochs_done[i] > 0 {
+            module = ckpt.load_module(i, module)?;
+        }
+        let mut optim = SgdConfig::new()
+            .with_momentum(Some(MomentumConfig {
+                momentum: cfg.momentum,
+                dampening: 0.0,
+                nesterov: false,
+            }))
+            .with_weight_decay(Some(WeightDecayConfig {
+                penalty: cfg.weight_decay as f32,
+            }))
+            .init();
+        if state.epochs_done[i] > 0 && state.epochs_done[i] < cfg.epochs {
+            if let Some(bytes) = ckpt.load_optim(i)? {
+                optim = optim.from_bytes(bytes).map_err(|e| CheckpointError::Corrupt {
+                    path: ckpt.dir.join(format!("optim{i}.bpk")),
+                    reason: format!("{e:?}"),
+                })?;
+            }
+        }
+        let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
+        let total_steps = (steps_per_epoch * cfg.epochs).max(1);
+        let objective = &objectives[i];
+        for epoch in state.epochs_done[i]..cfg.epochs {
+            let t0 = Instant::now();
+            let mut order: Vec<usize> = (0..train_set.len()).collect();
+            // per-epoch seed: a resumed run shuffles exactly as an uninterrupted one
+            order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
+                cfg.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ));
+            let unit = if kind == NetworkKind::NonSharing { format!(" N{}", i + 1) } else { String::new() };
+            let pb = bar(steps_per_epoch as u64, format!("{kind}{unit} epoch {}/{}", epoch + 1, cfg.epochs), cfg.quiet);
+            let mut sums = vec![(0.0f64, 0usize); objective.len()];
+            let mut seen = 0usize;
+            for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
+                let global = epoch * steps_per_epoch + step;
+                let lr = cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * global as f64 / total_steps as f64).cos());
+                let x = train_set.batch(chunk, &ad);
+                let labels: Vec<usize> = chunk.iter().map(|&j| train_set.labels[j]).collect();
+                let logits = module.forward_all(&arch, &x);
+                let mut total: Option<Tensor<1>> = None;
+                for (k, &(b, s)) in objective.iter().enumerate() {
+                    let st = &spec.stages[s];
+                    let l = stage_loss(st, logits[b].clone(), &labels, &ad);
+                    sums[k].0 += l.clone().into_scalar::<f32>() as f64 * chunk.len() as f64;
+                    sums[k].1 += correct(st, &logits[b], &labels);
+                    let l = l.mul_scalar(st.weight);
+                    total = Some(match total {
+                        None => l,
+                        Some(t) => t + l,
+                    });
+                }
+                seen += chunk.len();
+                let grads = GradientsParams::from_grads(total.unwrap().backward(), &module);
+                module = optim.step(lr, module, grads);
+                pb.inc(1);
+                pb.set_message(
+                    objective
+                        .iter()
+                        .zip(&sums)
+                        .map(|(&(_, s), &(l, c))| {
+                            format!("s{} loss {:.3} acc {:.1}%", s + 1, l / seen as f64, 100.0 * c as f64 / seen as f64)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" | "),
+                );
+            }
+            let valid = evaluate(&module.valid(), &arch, spec, objective, valid_set, 256, device);
+            let stages: Vec<[f64; 4]> = sums
+                .iter()
+                .zip(&valid)
+                .map(|(&(l, c), &(vl, va))| [l / seen as f64, c as f64 / seen as f64, vl, va])
+                .collect();
+            pb.finish_with_message(
+                objective
+                    .iter()
+                    .zip(&stages)
+                    .map(|(&(_, s), v)| format!("s{} val loss {:.3} acc {:.1}%", s + 1, v[2], 100.0 * v[3]))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            );
+            state.log[i].push(EpochLog {
+                epoch: epoch + 1,
+                stages,
+                seconds: t0.elapsed().as_secs_f64(),
+            });
+            state.epochs_done[i] = epoch + 1;
+            ckpt.save_module(i, &module)?;
+            let ob = optim.into_bytes().map_err(|e| CheckpointError::Corrupt {
+                path: ckpt.dir.join(format!("optim{i}.bpk")),
+                reason: format!("{e:?}"),
+            })?;
+            ckpt.save_optim(i, &ob)?;
+            ckpt.save_state(&state)?;
+        }
+        ckpt.save_state(&state)?;
+        nets.push(Net {
+            module: module.valid(),
+            arch,
+        });
+    }
+    Ok(Model {
+        kind,
+        spec: spec.clone(),
+        nets,
+    })
+}

@@ -1,0 +1,146 @@
+//! Invariants of cascade inference on randomly initialised networks built from one
+//! description with three stages of different depths (so S > 2 and depth changes are covered).
+
+use burn::tensor::{Distribution, Tensor};
+use onionnet::cascade::{Gate, Model, run};
+use onionnet::onion::{Net, NetworkKind, archs};
+use onionnet::spec::Spec;
+use std::path::Path;
+use std::time::Duration;
+
+const SPEC: &str = r#"
+name = "three-stage"
+classes = 6
+input = { channels = 2, height = 12, width = 12 }
+[[layer]]
+type = "conv"
+name = "c1"
+filters = 12
+kernel = 3
+padding = 1
+split = [3, 4, 5]
+[[layer]]
+type = "relu"
+[[layer]]
+type = "maxpool"
+kernel = 2
+[[layer]]
+type = "conv"
+name = "c2"
+filters = 16
+kernel = 3
+split = [4, 6, 6]
+[[layer]]
+type = "relu"
+[[layer]]
+type = "fc"
+name = "f1"
+units = 20
+split = [0, 8, 12]
+[[layer]]
+type = "relu"
+[[stage]]
+ends_at = 5
+loss = "hinge"
+classes = 2
+label_map = [0, 0, 0, 1, 1, 1]
+[[stage]]
+classes = 3
+label_map = [0, 0, 1, 1, 2, 2]
+[[stage]]
+"#;
+
+fn model(kind: NetworkKind, seed: u64) -> Model {
+    let spec = Spec::from_toml(SPEC, Path::new("three.toml")).unwrap();
+    let device = burn::tensor::Device::default();
+    device.seed(seed);
+    let nets = archs(&spec, kind).into_iter().map(|a| Net::new(a, &device)).collect();
+    Model { kind, spec, nets }
+}
+
+fn input(n: usize) -> Tensor<4> {
+    Tensor::random([n, 2, 12, 12], Distribution::Normal(0.0, 1.0), &burn::tensor::Device::default())
+}
+
+fn assert_close(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= 1e-5, "{what}[{i}]: {x} vs {y}");
+    }
+}
+
+#[test]
+fn open_gate_equals_the_last_stage_on_the_whole_batch() {
+    for kind in [NetworkKind::Onion, NetworkKind::NonSharing] {
+        let m = model(kind, 1);
+        let x = input(17);
+        let full = m.scores_all(&x);
+        let out = run(&m, x, &Gate::open(&m.spec));
+        assert!(out.reached.iter().all(|&r| r == 2), "{kind}: every row reaches stage 3");
+        for s in 0..3 {
+            assert_close(&out.scores[s], &full[s], &format!("{kind} stage {}", s + 1));
+        }
+    }
+}
+
+#[test]
+fn closed_gate_rejects_everything_after_stage_one() {
+    for kind in [NetworkKind::Onion, NetworkKind::NonSharing] {
+        let m = model(kind, 2);
+        let out = run(&m, input(9), &Gate::closed(&m.spec));
+        assert!(out.reached.iter().all(|&r| r == 0), "{kind}: nobody passes stage 1");
+        assert!(out.scores[1].iter().all(|v| v.is_nan()) && out.scores[2].iter().all(|v| v.is_nan()));
+        assert_eq!(out.timing.stage[1], Duration::ZERO, "{kind}: stage 2 never runs");
+        assert_eq!(out.timing.stage[2], Duration::ZERO, "{kind}: stage 3 never runs");
+        assert!(out.scores[0].iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn compacted_survivors_get_the_same_scores_as_the_full_batch() {
+    // thresholds at the median score: about half pass each stage, at scattered positions
+    for kind in [NetworkKind::Onion, NetworkKind::NonSharing] {
+        let m = model(kind, 3);
+        let x = input(40);
+        let full = m.scores_all(&x);
+        let median = |s: usize, c: usize, k: usize| {
+            let mut v: Vec<f32> = (0..40).map(|i| full[s][i * k + c]).collect();
+            v.sort_by(f32::total_cmp);
+            v[20]
+        };
+        let gate = Gate {
+            per_stage: vec![vec![(1, median(0, 1, 2))], vec![(0, median(1, 0, 3)), (2, median(1, 2, 3))]],
+        };
+        let out = run(&m, x, &gate);
+        let mut reached = [0usize; 3];
+        for i in 0..40 {
+            reached[out.reached[i]] += 1;
+            let pass1 = full[0][i * 2 + 1] >= gate.per_stage[0][0].1;
+            let pass2 = gate.per_stage[1].iter().any(|&(c, t)| full[1][i * 3 + c] >= t);
+            let expect = if !pass1 { 0 } else if !pass2 { 1 } else { 2 };
+            assert_eq!(out.reached[i], expect, "{kind} row {i}");
+            for s in 0..=expect {
+                let k = [2, 3, 6][s];
+                assert_close(&out.scores[s][i * k..(i + 1) * k], &full[s][i * k..(i + 1) * k], &format!("{kind} row {i} stage {}", s + 1));
+            }
+        }
+        assert!(reached.iter().all(|&r| r > 0), "{kind}: the gate splits the batch {reached:?}");
+    }
+}
+
+#[test]
+fn the_three_networks_come_from_one_description() {
+    let spec = Spec::from_toml(SPEC, Path::new("three.toml")).unwrap();
+    let mono = &archs(&spec, NetworkKind::Monolithic)[0];
+    let ns = archs(&spec, NetworkKind::NonSharing);
+    // the non-sharing cascade's last network is the monolithic one
+    assert_eq!(&ns[2], mono);
+    // stage 2 of the non-sharing cascade has stages 1+2's channels of the onion
+    assert_eq!(ns[1].branches[0].channels[0], 7);
+    // the onion's stage 3 conv c2 reads stages 1..3's pooled maps: 3 + 4 + 5 channels
+    let onion = &archs(&spec, NetworkKind::Onion)[0];
+    assert_eq!(onion.in_channels(2, 3), 12);
+    // stage 1 ends after c2's ReLU: stage 2's f1 reads those maps (consumed at the next layer)
+    assert_eq!(onion.in_channels(1, 5), 4 + 6);
+    assert_eq!(onion.in_channels(2, 5), 4 + 6 + 6);
+}
