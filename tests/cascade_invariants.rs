@@ -103,13 +103,17 @@ fn compacted_survivors_get_the_same_scores_as_the_full_batch() {
         let m = model(kind, 3);
         let x = input(40);
         let full = m.scores_all(&x);
-        let median = |s: usize, c: usize, k: usize| {
-            let mut v: Vec<f32> = (0..40).map(|i| full[s][i * k + c]).collect();
+        // median of a score over a set of rows
+        let median = |s: usize, c: usize, k: usize, rows: &[usize]| {
+            let mut v: Vec<f32> = rows.iter().map(|&i| full[s][i * k + c]).collect();
             v.sort_by(f32::total_cmp);
-            v[20]
+            v[v.len() / 2]
         };
+        let all: Vec<usize> = (0..40).collect();
+        let t1 = median(0, 1, 2, &all);
+        let survivors: Vec<usize> = all.iter().copied().filter(|&i| full[0][i * 2 + 1] >= t1).collect();
         let gate = Gate {
-            per_stage: vec![vec![(1, median(0, 1, 2))], vec![(0, median(1, 0, 3)), (2, median(1, 2, 3))]],
+            per_stage: vec![vec![(1, t1)], vec![(2, median(1, 2, 3, &survivors))]],
         };
         let out = run(&m, x, &gate);
         let mut reached = [0usize; 3];
