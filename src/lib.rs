@@ -17,3 +17,6 @@ pub mod cascade;
 pub mod cost;
 pub mod checkpoint;
 pub mod train;
+pub mod report;
+pub mod apps;
+pub mod cli;

@@ -1,1 +1,20 @@
-fn main() {}
+//! `onionnet`: parse the command line, dispatch, print errors with their chain.
+
+use clap::Parser;
+use onionnet::cli::{Cli, Command, calibrate, cost, demo, eval, train};
+
+fn main() {
+    let cli = Cli::parse();
+    let device = cli.device.device();
+    let result = match &cli.command {
+        Command::Demo(a) => demo::run(a, &device),
+        Command::Train(a) => train::run(a, &device),
+        Command::Calibrate(a) => calibrate::run(a, &device),
+        Command::Eval(a) => eval::run(a, &device),
+        Command::Cost(a) => cost::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,3 @@
+//! Applications of the engine, one file each.
+
+pub mod retrieval;

@@ -1,0 +1,391 @@
+//! On-the-fly image retrieval (the paper's third application) on Fashion-MNIST.
+//!
+//! Stage 1 predicts class *groups* — k-means on the class-averaged last hidden activations of
+//! a trained monolithic network — and stage 2 the fine class. A query for class c keeps an
+//! image at stage 1 only if its score for c's group passes that group's threshold (the other
+//! groups are ignored: "any group" would let everything through). An image is retrieved when
+//! c is in the top-k of the final softmax. AP per query ranks the whole test set: retrieved
+//! images by p(c), then those that reached the last stage without c in their top-k, then the
+//! rejected ones (by their stage-1 score); the metric is the mean AP over the 10 classes.
+
+use crate::calibrate::{Calibration, calibrate};
+use crate::cascade::{Gate, Model, run};
+use crate::checkpoint::{Checkpoint, Thresholds};
+use crate::cost::{expected_cost, stage_costs};
+use crate::data::{Dataset, fashion};
+use crate::error::CascadeError;
+use crate::onion::NetworkKind;
+use crate::report::Row;
+use crate::spec::{LabelMap, Spec};
+use burn::tensor::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use std::path::Path;
+use std::time::Instant;
+
+/// Train / calibration / test splits, standardised with the training statistics.
+pub struct Splits {
+    pub train: Dataset,
+    pub calib: Dataset,
+    pub test: Dataset,
+}
+
+impl Splits {
+    /// Loads Fashion-MNIST from `dir`, holding out `calib` training images (seeded) for
+    /// validation and calibration, and keeping at most `test_limit` test images.
+    pub fn load(dir: &Path, calib: Option<usize>, test_limit: Option<usize>, seed: u64) -> anyhow::Result<Splits> {
+        let full = fashion::load_split(dir, "train")?;
+        let mut test = fashion::load_split(dir, "t10k")?;
+        if let Some(n) = test_limit {
+            test = test.take(n);
+        }
+        let calib = calib.unwrap_or((full.len() / 6).clamp(1, 5000));
+        let (mut train, mut calib) = full.split(calib, seed)?;
+        let stats = train.stats();
+        train.normalise(stats);
+        calib.normalise(stats);
+        test.normalise(stats);
+        Ok(Splits { train, calib, test })
+    }
+}
+
+/// Mean last-hidden activation of each fine class under a (monolithic) model.
+pub fn class_means(model: &Model, data: &Dataset, device: &Device) -> Vec<Vec<f32>> {
+    let net = &model.nets[0];
+    let mut sums: Vec<Vec<f64>> = Vec::new();
+    let mut counts = vec![0usize; data.classes];
+    let all: Vec<usize> = (0..data.len()).collect();
+    for chunk in all.chunks(256) {
+        let f = net.module.features(&net.arch, &data.batch(chunk, device));
+        let [n, d] = f.dims();
+        let v = f.into_data().try_to_vec::<f32>().expect("f32 features");
+        if sums.is_empty() {
+            sums = vec![vec![0.0; d]; data.classes];
+        }
+        for i in 0..n {
+            let c = data.labels[chunk[i]];
+            counts[c] += 1;
+            for (s, x) in sums[c].iter_mut().zip(&v[i * d..(i + 1) * d]) {
+                *s += *x as f64;
+            }
+        }
+    }
+    sums.into_iter()
+        .zip(counts)
+        .map(|(s, n)| s.into_iter().map(|x| (x / n.max(1) as f64) as f32).collect())
+        .collect()
+}
+
+fn dist2(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum()
+}
+
+/// k-means (k-means++ seeding, Lloyd iterations, best of `restarts`) of `points` into `k`
+/// non-empty groups; returns each point's group, groups numbered by first appearance.
+pub fn kmeans(points: &[Vec<f32>], k: usize, seed: u64, restarts: usize) -> Vec<usize> {
+    let n = points.len();
+    assert!(k >= 1 && k <= n, "k-means needs 1 <= k <= points");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut best: Option<(f64, Vec<usize>)> = None;
+    for _ in 0..restarts.max(1) {
+        let mut centres: Vec<Vec<f32>> = vec![points[rng.random_range(0..n)].clone()];
+        while centres.len() < k {
+            let d: Vec<f64> = points.iter().map(|p| centres.iter().map(|c| dist2(p, c)).fold(f64::MAX, f64::min)).collect();
+            let total: f64 = d.iter().sum();
+            let mut pick = rng.random::<f64>() * total;
+            let mut idx = n - 1;
+            for (i, di) in d.iter().enumerate() {
+                if pick < *di {
+                    idx = i;
+                    break;
+                }
+                pick -= di;
+            }
+            centres.push(points[idx].clone());
+        }
+        let mut assign = vec![0usize; n];
+        for _ in 0..100 {
+            let new: Vec<usize> = points
+                .iter()
+                .map(|p| (0..k).min_by(|&a, &b| dist2(p, &centres[a]).total_cmp(&dist2(p, &centres[b]))).unwrap())
+                .collect();
+            // an empty group takes the point farthest from its centre
+            let mut new = new;
+            for g in 0..k {
+                if !new.contains(&g) {
+                    let far = (0..n)
+                        .max_by(|&a, &b| dist2(&points[a], &centres[new[a]]).total_cmp(&dist2(&points[b], &centres[new[b]])))
+                        .unwrap();
+                    new[far] = g;
+                }
+            }
+            let changed = new != assign;
+            assign = new;
+            for (g, c) in centres.iter_mut().enumerate() {
+                let members: Vec<&Vec<f32>> = points.iter().zip(&assign).filter(|(_, a)| **a == g).map(|(p, _)| p).collect();
+                if !members.is_empty() {
+                    for (j, v) in c.iter_mut().enumerate() {
+                        *v = members.iter().map(|m| m[j]).sum::<f32>() / members.len() as f32;
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let inertia: f64 = points.iter().zip(&assign).map(|(p, &a)| dist2(p, &centres[a])).sum();
+        if best.as_ref().is_none_or(|(b, _)| inertia < *b) {
+            best = Some((inertia, assign));
+        }
+    }
+    // renumber groups by first appearance so the result does not depend on centre order
+    let assign = best.unwrap().1;
+    let mut order: Vec<usize> = Vec::new();
+    for &a in &assign {
+        if !order.contains(&a) {
+            order.push(a);
+        }
+    }
+    assign.iter().map(|a| order.iter().position(|o| o == a).unwrap()).collect()
+}
+
+/// The description with every `label_map = "kmeans"` stage given `groups`.
+pub fn resolve_groups(spec: &Spec, groups: &[usize]) -> Spec {
+    let mut out = spec.clone();
+    for st in &mut out.stages {
+        if st.label_map == LabelMap::KMeans {
+            st.label_map = LabelMap::Explicit(groups.to_vec());
+        }
+    }
+    out
+}
+
+/// Whether the description still needs k-means groups.
+pub fn needs_groups(spec: &Spec) -> bool {
+    spec.stages.iter().any(|s| s.label_map == LabelMap::KMeans)
+}
+
+/// Computes the groups from a trained monolithic network (k = the k-means stage's classes).
+pub fn groups_from(mono: &Model, spec: &Spec, train: &Dataset, seed: u64, device: &Device) -> Vec<usize> {
+    let k = spec.stages.iter().find(|s| s.label_map == LabelMap::KMeans).map_or(2, |s| s.classes);
+    kmeans(&class_means(mono, train, device), k, seed, 20)
+}
+
+/// Average precision of a ranking (`relevant[i]` for the i-th ranked item).
+pub fn average_precision(relevant: &[bool]) -> f64 {
+    let total = relevant.iter().filter(|&&r| r).count();
+    if total == 0 {
+        return 0.0;
+    }
+    let mut hits = 0;
+    let mut sum = 0.0;
+    for (i, &r) in relevant.iter().enumerate() {
+        if r {
+            hits += 1;
+            sum += hits as f64 / (i + 1) as f64;
+        }
+    }
+    sum / total as f64
+}
+
+/// Per-stage thresholds for `model` at every target TPR, from the calibration split.
+pub fn calibrate_model(model: &Model, calib: &Dataset, tprs: &[f64], device: &Device) -> Result<Vec<Calibration>, CascadeError> {
+    if calib.is_empty() {
+        return Err(CascadeError::Empty("calibration split".into()));
+    }
+    let early = model.num_stages() - 1;
+    let mut scores: Vec<Vec<f32>> = vec![Vec::new(); early];
+    let all: Vec<usize> = (0..calib.len()).collect();
+    for chunk in all.chunks(256) {
+        let s = model.scores_all(&calib.batch(chunk, device));
+        for (acc, v) in scores.iter_mut().zip(s) {
+            acc.extend(v);
+        }
+    }
+    let s_labels: Vec<Vec<usize>> = (0..early).map(|s| calib.labels.iter().map(|&l| model.stage(s).s_class(l)).collect()).collect();
+    let classes: Vec<usize> = (0..early).map(|s| model.stage(s).classes).collect();
+    tprs.iter().map(|&t| calibrate(&scores, &s_labels, &classes, t)).collect()
+}
+
+/// Calibrates a saved model and writes its `thresholds.json`.
+pub fn calibrate_dir(dir: &Path, calib: &Dataset, tprs: &[f64], device: &Device) -> anyhow::Result<Vec<Calibration>> {
+    let ck = Checkpoint::new(dir);
+    let model = ck.load_model(device)?;
+    if model.kind == NetworkKind::Monolithic {
+        anyhow::bail!("{}: a monolithic network has no early stage to calibrate", dir.display());
+    }
+    let cals = calibrate_model(&model, calib, tprs, device)?;
+    ck.save_thresholds(&Thresholds { calibrations: cals.clone() })?;
+    Ok(cals)
+}
+
+/// One network's retrieval result at one operating point.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub kind: NetworkKind,
+    pub target_tpr: Option<f64>,
+    pub map: f64,
+    pub ap: Vec<f64>,
+    /// Mean over queries of the fraction passing each early stage (of those reaching it).
+    pub pass: Vec<f64>,
+    pub reached_tpr: Option<f64>,
+    pub ms_per_1000: f64,
+}
+
+/// Evaluates networks (each with its calibrations; `None` = the monolithic network) on the
+/// test split, one query per class, measuring time interleaved across networks.
+pub fn evaluate(
+    models: &[(&Model, Vec<Option<Calibration>>)],
+    test: &Dataset,
+    top_k: usize,
+    batch: usize,
+    device: &Device,
+    quiet: bool,
+) -> Result<Vec<Outcome>, CascadeError> {
+    if test.is_empty() {
+        return Err(CascadeError::Empty("test split".into()));
+    }
+    for (m, _) in models {
+        let want = m.spec.input.dims();
+        if test.shape != want {
+            return Err(CascadeError::Shape { got: test.shape, want });
+        }
+    }
+    let n = test.len();
+    let all: Vec<usize> = (0..n).collect();
+    let batches: Vec<(Vec<usize>, Tensor<4>)> = all.chunks(batch.max(1)).map(|c| (c.to_vec(), test.batch(c, device))).collect();
+    let classes = test.classes;
+    let points: usize = models.iter().map(|(_, c)| c.len()).sum();
+    let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new((classes * points) as u64) };
+    pb.set_style(ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} {msg}").unwrap().progress_chars("=> "));
+    pb.set_prefix("evaluating queries");
+    // [model][calibration] accumulators
+    let mut acc: Vec<Vec<(Vec<f64>, Vec<f64>, Vec<f64>, f64)>> = models
+        .iter()
+        .map(|(m, cals)| cals.iter().map(|_| (Vec::new(), vec![0.0; m.num_stages().saturating_sub(1)], Vec::new(), 0.0)).collect())
+        .collect();
+    for c in 0..classes {
+        for (mi, (model, cals)) in models.iter().enumerate() {
+            for (ci, cal) in cals.iter().enumerate() {
+                let stages = model.num_stages();
+                let gate = match cal {
+                    None => Gate { per_stage: Vec::new() },
+                    Some(cal) => Gate {
+                        per_stage: (0..stages - 1)
+                            .map(|s| {
+                                let g = model.stage(s).s_class(c);
+                                vec![(g, cal.thresholds[s][g])]
+                            })
+                            .collect(),
+                    },
+                };
+                let mut reached = vec![0usize; n];
+                let mut first: Vec<f32> = vec![0.0; n];
+                let mut last: Vec<f32> = vec![f32::NAN; n];
+                let mut in_topk = vec![false; n];
+                let t0 = Instant::now();
+                for (rows, x) in &batches {
+                    let out = run(model, x.clone(), &gate);
+                    let k0 = model.stage(0).classes;
+                    let kl = model.stage(stages - 1).classes;
+                    for (i, &r) in rows.iter().enumerate() {
+                        reached[r] = out.reached[i];
+                        let g = model.stage(0).s_class(c);
+                        first[r] = out.scores[0][i * k0 + g];
+                        if out.reached[i] + 1 == stages {
+                            let row = &out.scores[stages - 1][i * kl..(i + 1) * kl];
+                            last[r] = row[c];
+                            in_topk[r] = row.iter().filter(|&&v| v > row[c]).count() < top_k;
+                        }
+                    }
+                }
+                let elapsed = t0.elapsed().as_secs_f64();
+                // rank: retrieved by p(c), then reached-but-not-top-k by p(c), then rejected
+                let mut order: Vec<usize> = (0..n).collect();
+                let tier = |r: usize| if reached[r] + 1 < stages { 2 } else if in_topk[r] { 0 } else { 1 };
+                let key = |r: usize| if tier(r) == 2 { first[r] } else { last[r] };
+                order.sort_by(|&a, &b| tier(a).cmp(&tier(b)).then(key(b).total_cmp(&key(a))));
+                let relevant: Vec<bool> = order.iter().map(|&r| test.labels[r] == c).collect();
+                let a = &mut acc[mi][ci];
+                a.0.push(average_precision(&relevant));
+                for s in 0..stages - 1 {
+                    let reach = reached.iter().filter(|&&r| r >= s).count().max(1);
+                    a.1[s] += reached.iter().filter(|&&r| r > s).count() as f64 / reach as f64 / classes as f64;
+                }
+                if stages > 1 {
+                    let g = model.stage(0).s_class(c);
+                    let pos: Vec<usize> = (0..n).filter(|&r| model.stage(0).s_class(test.labels[r]) == g).collect();
+                    let passed = pos.iter().filter(|&&r| reached[r] >= 1).count();
+                    a.2.push(passed as f64 / pos.len().max(1) as f64);
+                }
+                a.3 += elapsed * 1000.0 / n as f64 * 1000.0 / classes as f64;
+                pb.inc(1);
+            }
+        }
+    }
+    pb.finish_and_clear();
+    let mut out = Vec::new();
+    for (mi, (model, cals)) in models.iter().enumerate() {
+        for (ci, cal) in cals.iter().enumerate() {
+            let (ap, pass, tprs, ms) = acc[mi][ci].clone();
+            out.push(Outcome {
+                kind: model.kind,
+                target_tpr: cal.as_ref().map(|c| c.target_tpr),
+                map: ap.iter().sum::<f64>() / ap.len() as f64,
+                ap,
+                pass,
+                reached_tpr: (!tprs.is_empty()).then(|| tprs.iter().sum::<f64>() / tprs.len() as f64),
+                ms_per_1000: ms,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Table rows: speed-ups against the monolithic network (measured and from the cost model at
+/// the measured pass fractions).
+pub fn rows(spec: &Spec, outcomes: &[Outcome]) -> Vec<Row> {
+    let mono = outcomes.iter().find(|o| o.kind == NetworkKind::Monolithic);
+    let t_mono = stage_costs(spec, NetworkKind::Monolithic)[0] as f64;
+    outcomes
+        .iter()
+        .map(|o| {
+            let theory = t_mono / expected_cost(&stage_costs(spec, o.kind), &o.pass);
+            Row {
+                network: o.kind.name().into(),
+                metric_name: "mAP".into(),
+                metric: Some(o.map),
+                target_tpr: o.target_tpr,
+                reached_tpr: o.reached_tpr,
+                pass_pct: o.pass.first().map(|p| 100.0 * p),
+                ms_per_1000: Some(o.ms_per_1000),
+                speedup_measured: mono.map(|m| m.ms_per_1000 / o.ms_per_1000),
+                speedup_theory: Some(theory),
+                task: "retrieval".into(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn average_precision_by_hand() {
+        // relevant at ranks 1, 3: (1/1 + 2/3) / 2
+        assert!((average_precision(&[true, false, true, false]) - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+        assert_eq!(average_precision(&[false, false]), 0.0);
+        assert_eq!(average_precision(&[true, true]), 1.0);
+    }
+
+    #[test]
+    fn kmeans_finds_obvious_groups() {
+        let pts: Vec<Vec<f32>> = [[0.0, 0.0], [0.1, 0.0], [10.0, 10.0], [10.0, 10.2], [0.0, 0.2], [-9.0, 5.0]]
+            .iter()
+            .map(|p| p.to_vec())
+            .collect();
+        let g = kmeans(&pts, 3, 7, 10);
+        assert_eq!(g, vec![0, 0, 1, 1, 0, 2]);
+    }
+}

@@ -1,0 +1,27 @@
+//! `onionnet calibrate DIR --tpr T...`: per-stage thresholds from the held-out split.
+
+use super::{DataArgs, parse_tpr};
+use crate::apps::retrieval::calibrate_dir;
+use burn::tensor::Device;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// A trained cascade's checkpoint directory (onion or non-sharing).
+    pub model: PathBuf,
+    /// Target true-positive rates of the early stages, in (0, 1].
+    #[arg(long = "tpr", value_parser = parse_tpr, default_values_t = [0.95, 0.99])]
+    pub tpr: Vec<f64>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+pub fn run(args: &CalibrateArgs, device: &Device) -> anyhow::Result<()> {
+    let splits = args.data.load()?;
+    for cal in calibrate_dir(&args.model, &splits.calib, &args.tpr, device)? {
+        eprintln!("target TPR {}: thresholds {:?}", cal.target_tpr, cal.thresholds);
+    }
+    eprintln!("wrote {}", args.model.join("thresholds.json").display());
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! `onionnet demo`: the whole retrieval experiment in one command — train the monolithic
+//! baseline, derive the stage-1 groups from it by k-means, train the non-sharing cascade and
+//! the onion, calibrate both on the held-out split, evaluate and print the paper's table.
+
+use super::train::OptimArgs;
+use super::{DataArgs, parse_tpr};
+use crate::apps::retrieval::{calibrate_model, groups_from, resolve_groups};
+use crate::checkpoint::{Checkpoint, Thresholds};
+use crate::data::fashion::CLASS_NAMES;
+use crate::onion::{NetworkKind, archs};
+use crate::spec::Spec;
+use crate::train::train;
+use burn::module::Module;
+use burn::tensor::Device;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Model description (default: the shipped specs/fashion-retrieval.toml).
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Where the three trained networks go (an existing run with the same settings is reused).
+    #[arg(long, default_value = "runs/demo")]
+    pub out: PathBuf,
+    /// Target TPRs of stage 1.
+    #[arg(long = "tpr", value_parser = parse_tpr, default_values_t = [0.95, 0.99])]
+    pub tpr: Vec<f64>,
+    /// An image is retrieved for class c when c is in the top-k of the final softmax.
+    #[arg(long, default_value_t = 1)]
+    pub top_k: usize,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Print `{"rows": [...]}` on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub optim: OptimArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+pub fn default_spec() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml")
+}
+
+pub fn run(args: &DemoArgs, device: &Device) -> anyhow::Result<()> {
+    let spec_path = args.spec.clone().unwrap_or_else(default_spec);
+    let spec = Spec::from_file(&spec_path)?;
+    let cfg = args.optim.config()?;
+    let splits = args.data.load()?;
+    eprintln!(
+        "splits: {} train, {} held out (validation + calibration), {} test",
+        splits.train.len(),
+        splits.calib.len(),
+        splits.test.len()
+    );
+    let step = |i: usize, what: &str| eprintln!("\n[{i}/5] {what}");
+
+    step(1, "monolithic baseline");
+    let mono = train(&spec, NetworkKind::Monolithic, &splits.train, &splits.calib, &cfg, &Checkpoint::new(&args.out.join("monolithic")), true, Vec::new(), device)?;
+
+    step(2, "stage-1 groups: k-means on the monolithic network's class-averaged activations");
+    let groups = groups_from(&mono, &spec, &splits.train, cfg.seed, device);
+    let k = groups.iter().max().map_or(0, |g| g + 1);
+    for g in 0..k {
+        let names: Vec<&str> = (0..groups.len()).filter(|&c| groups[c] == g).map(|c| CLASS_NAMES.get(c).copied().unwrap_or("?")).collect();
+        eprintln!("  group {g}: {}", names.join(", "));
+    }
+    let spec = resolve_groups(&spec, &groups);
+
+    step(3, "non-sharing cascade and onion (joint loss)");
+    // the non-sharing cascade's last stage is the monolithic network itself when the split adds
+    // up: reuse the trained one instead of training an identical network twice
+    let ns_archs = archs(&spec, NetworkKind::NonSharing);
+    let mut pretrained = vec![None; ns_archs.len()];
+    if ns_archs.last() == Some(&mono.nets[0].arch) {
+        *pretrained.last_mut().unwrap() = Some(mono.nets[0].module.clone().train());
+    }
+    let ns = train(&spec, NetworkKind::NonSharing, &splits.train, &splits.calib, &cfg, &Checkpoint::new(&args.out.join("non-sharing")), true, pretrained, device)?;
+    let onion = train(&spec, NetworkKind::Onion, &splits.train, &splits.calib, &cfg, &Checkpoint::new(&args.out.join("onion")), true, Vec::new(), device)?;
+
+    step(4, "calibration on the held-out split");
+    let mut loaded = vec![(mono, vec![None])];
+    for (model, name) in [(ns, "non-sharing"), (onion, "onion")] {
+        let cals = calibrate_model(&model, &splits.calib, &args.tpr, device)?;
+        Checkpoint::new(&args.out.join(name)).save_thresholds(&Thresholds { calibrations: cals.clone() })?;
+        loaded.push((model, cals.into_iter().map(Some).collect()));
+    }
+
+    step(5, "evaluation: one retrieval query per class");
+    super::eval::print_results(&loaded, &splits.test, args.top_k, args.batch, args.json, device)?;
+    eprintln!("\nnetworks and thresholds saved under {}", args.out.display());
+    Ok(())
+}

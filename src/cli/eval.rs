@@ -1,0 +1,70 @@
+//! `onionnet eval DIR...`: the retrieval table for trained (and calibrated) networks.
+
+use super::DataArgs;
+use crate::apps::retrieval::{evaluate, rows};
+use crate::cascade::Model;
+use crate::checkpoint::Checkpoint;
+use crate::onion::NetworkKind;
+use crate::report::{json, table};
+use burn::tensor::Device;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Checkpoint directories (include a monolithic one for measured speed-ups).
+    #[arg(required = true)]
+    pub models: Vec<PathBuf>,
+    /// An image is retrieved for class c when c is in the top-k of the final softmax.
+    #[arg(long, default_value_t = 1)]
+    pub top_k: usize,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Print `{"rows": [...]}` on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+pub fn run(args: &EvalArgs, device: &Device) -> anyhow::Result<()> {
+    let splits = args.data.load()?;
+    let mut loaded: Vec<(Model, Vec<Option<crate::calibrate::Calibration>>)> = Vec::new();
+    for dir in &args.models {
+        let ck = Checkpoint::new(dir);
+        let model = ck.load_model(device)?;
+        let cals = if model.kind == NetworkKind::Monolithic {
+            vec![None]
+        } else {
+            let t = ck.load_thresholds().map_err(|e| anyhow::anyhow!("{e}; run `onionnet calibrate {}` first", dir.display()))?;
+            anyhow::ensure!(!t.calibrations.is_empty(), "{}: thresholds.json holds no calibration", dir.display());
+            t.calibrations.into_iter().map(Some).collect()
+        };
+        loaded.push((model, cals));
+    }
+    print_results(&loaded, &splits.test, args.top_k, args.batch, args.json, device)
+}
+
+/// Evaluates and prints the table (or JSON) — shared with the demo.
+pub fn print_results(
+    loaded: &[(Model, Vec<Option<crate::calibrate::Calibration>>)],
+    test: &crate::data::Dataset,
+    top_k: usize,
+    batch: usize,
+    as_json: bool,
+    device: &Device,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(top_k >= 1, "--top-k {top_k} must be at least 1");
+    let refs: Vec<(&Model, Vec<Option<crate::calibrate::Calibration>>)> = loaded.iter().map(|(m, c)| (m, c.clone())).collect();
+    let outcomes = evaluate(&refs, test, top_k, batch, device, false)?;
+    let spec = &loaded.iter().find(|(m, _)| m.kind != NetworkKind::Monolithic).unwrap_or(&loaded[0]).0.spec;
+    let rows = rows(spec, &outcomes);
+    if as_json {
+        println!("{}", json::to_string(&rows));
+    } else {
+        println!("retrieval on {} test images, top-{top_k}, mean over {} class queries", test.len(), test.classes);
+        print!("{}", table::to_string(&rows));
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! Command-line interface: `Cli` and its subcommands; one file per command's logic.
+
+pub mod calibrate;
+pub mod cost;
+pub mod demo;
+pub mod eval;
+pub mod train;
+
+use burn::tensor::Device;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// OnionNet: cascades of feature-sharing deep classifiers.
+#[derive(Debug, Parser)]
+#[command(name = "onionnet", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Where tensors live and compute.
+    #[arg(long, global = true, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DeviceKind {
+    /// burn's pure-Rust CPU backend (flex), SIMD and threads.
+    Cpu,
+    /// NVIDIA GPU (build with `--features cuda`).
+    #[cfg(feature = "cuda")]
+    Cuda,
+    /// Any GPU through wgpu (build with `--features wgpu`).
+    #[cfg(feature = "wgpu")]
+    Wgpu,
+}
+
+impl DeviceKind {
+    pub fn device(self) -> Device {
+        match self {
+            DeviceKind::Cpu => Device::flex(),
+            #[cfg(feature = "cuda")]
+            DeviceKind::Cuda => Device::cuda(0),
+            #[cfg(feature = "wgpu")]
+            DeviceKind::Wgpu => Device::wgpu(Default::default()),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The main job: train the monolithic baseline, the non-sharing cascade and the onion for
+    /// retrieval on Fashion-MNIST, calibrate, evaluate and print the paper's table.
+    Demo(demo::DemoArgs),
+    /// Train one network of a model description on Fashion-MNIST.
+    Train(train::TrainArgs),
+    /// Thresholds of a trained cascade for target TPRs, from the held-out calibration split.
+    Calibrate(calibrate::CalibrateArgs),
+    /// Retrieval evaluation of trained networks: mAP, % passing stage 1, time, speed-ups.
+    Eval(eval::EvalArgs),
+    /// Multiply-adds per layer and stage, and theoretical speed-ups, of a model description.
+    Cost(cost::CostArgs),
+}
+
+/// Where the data come from and how they are split (shared by train, calibrate, eval, demo).
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Directory with the Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist if
+    /// installed, else the committed subset under data/).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Training images held out for validation and calibration (default: 1/6 of the training
+    /// file, at most 5000).
+    #[arg(long)]
+    pub calib_size: Option<usize>,
+    /// Use at most this many test images.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Seed of the held-out split.
+    #[arg(long, default_value_t = 7)]
+    pub split_seed: u64,
+}
+
+impl DataArgs {
+    pub fn load(&self) -> anyhow::Result<crate::apps::retrieval::Splits> {
+        let dir = crate::data::fashion::default_dir(self.data.as_deref());
+        eprintln!("data: {}", dir.display());
+        crate::apps::retrieval::Splits::load(&dir, self.calib_size, self.test_limit, self.split_seed)
+    }
+}
+
+/// Target TPRs, validated.
+pub fn parse_tpr(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    crate::calibrate::check_tpr(v).map_err(|e| e.to_string())
+}

@@ -1,0 +1,97 @@
+//! `onionnet train SPEC --network KIND --out DIR`: one network on Fashion-MNIST.
+
+use super::DataArgs;
+use crate::apps::retrieval::{groups_from, needs_groups, resolve_groups};
+use crate::checkpoint::Checkpoint;
+use crate::onion::NetworkKind;
+use crate::spec::Spec;
+use crate::train::{TrainConfig, train};
+use burn::tensor::Device;
+use clap::Args;
+use std::path::PathBuf;
+
+/// Optimisation settings (the same defaults for every network, so comparisons are fair).
+#[derive(Debug, Clone, Args)]
+pub struct OptimArgs {
+    /// Epochs over the training split.
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
+    pub batch_size: usize,
+    /// Initial learning rate (cosine decay to 0).
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
+    pub lr: f64,
+    #[arg(long, default_value_t = TrainConfig::default().momentum)]
+    pub momentum: f64,
+    #[arg(long, default_value_t = TrainConfig::default().weight_decay)]
+    pub weight_decay: f64,
+    /// Seed of initialisation and shuffling.
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
+    pub seed: u64,
+}
+
+impl OptimArgs {
+    pub fn config(&self) -> anyhow::Result<TrainConfig> {
+        anyhow::ensure!(self.epochs >= 1, "--epochs {} must be at least 1", self.epochs);
+        anyhow::ensure!(self.batch_size >= 1, "--batch-size {} must be at least 1", self.batch_size);
+        anyhow::ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr {} must be a positive number", self.lr);
+        Ok(TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            quiet: false,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Model description (TOML).
+    pub spec: PathBuf,
+    /// Which of the three networks to train.
+    #[arg(long, value_enum)]
+    pub network: NetworkKind,
+    /// Checkpoint directory (created; written atomically after every epoch).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// A trained monolithic checkpoint whose class-averaged activations define the k-means
+    /// groups of a `label_map = "kmeans"` stage.
+    #[arg(long)]
+    pub groups_from: Option<PathBuf>,
+    #[command(flatten)]
+    pub optim: OptimArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+pub fn run(args: &TrainArgs, device: &Device) -> anyhow::Result<()> {
+    let mut spec = Spec::from_file(&args.spec)?;
+    let cfg = args.optim.config()?;
+    let splits = args.data.load()?;
+    if args.network != NetworkKind::Monolithic && needs_groups(&spec) {
+        let Some(dir) = &args.groups_from else {
+            anyhow::bail!(
+                "{}: a stage has label_map = \"kmeans\"; pass --groups-from DIR (a trained monolithic checkpoint)",
+                args.spec.display()
+            );
+        };
+        let mono = Checkpoint::new(dir).load_model(device)?;
+        anyhow::ensure!(mono.kind == NetworkKind::Monolithic, "{}: --groups-from needs a monolithic checkpoint, this is {}", dir.display(), mono.kind);
+        let groups = groups_from(&mono, &spec, &splits.train, cfg.seed, device);
+        eprintln!("k-means groups of the fine classes: {groups:?}");
+        spec = resolve_groups(&spec, &groups);
+    }
+    let ckpt = Checkpoint::new(&args.out);
+    if ckpt.exists() && !args.resume {
+        anyhow::bail!("{} already holds a checkpoint; pass --resume to continue it or choose another --out", args.out.display());
+    }
+    train(&spec, args.network, &splits.train, &splits.calib, &cfg, &ckpt, args.resume, Vec::new(), device)?;
+    eprintln!("saved {} network to {}", args.network, args.out.display());
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! Results tables: one [`Row`] per network and target TPR, printed as an aligned text table
+//! ([`table`]) or, with `--json`, as `{"rows": [...]}` on stdout ([`json`]). The JSON field
+//! names are a stable interface (scripts and CI read them); fields that do not apply are null.
+
+pub mod json;
+pub mod table;
+
+use serde::Serialize;
+
+/// One line of a results table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// "monolithic" | "non-sharing" | "onion"
+    pub network: String,
+    /// Name of the precision metric ("mAP", ...).
+    pub metric_name: String,
+    pub metric: Option<f64>,
+    pub target_tpr: Option<f64>,
+    /// Mean TPR of stage 1 actually reached on the test split.
+    pub reached_tpr: Option<f64>,
+    /// Mean % of examples passing stage 1.
+    pub pass_pct: Option<f64>,
+    pub ms_per_1000: Option<f64>,
+    pub speedup_measured: Option<f64>,
+    pub speedup_theory: Option<f64>,
+    /// Extra: the task ("retrieval", ...).
+    pub task: String,
+}
