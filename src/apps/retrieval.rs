@@ -31,10 +31,20 @@ pub struct Splits {
 }
 
 impl Splits {
-    /// Loads Fashion-MNIST from `dir`, holding out `calib` training images (seeded) for
-    /// validation and calibration, and keeping at most `test_limit` test images.
-    pub fn load(dir: &Path, calib: Option<usize>, test_limit: Option<usize>, seed: u64) -> anyhow::Result<Splits> {
-        let full = fashion::load_split(dir, "train")?;
+    /// Loads Fashion-MNIST from `dir` (at most `train_limit` training images), holding out
+    /// `calib` of them (seeded) for validation and calibration, and keeping at most
+    /// `test_limit` test images.
+    pub fn load(
+        dir: &Path,
+        train_limit: Option<usize>,
+        calib: Option<usize>,
+        test_limit: Option<usize>,
+        seed: u64,
+    ) -> anyhow::Result<Splits> {
+        let mut full = fashion::load_split(dir, "train")?;
+        if let Some(n) = train_limit {
+            full = full.take(n);
+        }
         let mut test = fashion::load_split(dir, "t10k")?;
         if let Some(n) = test_limit {
             test = test.take(n);

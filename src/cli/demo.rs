@@ -48,14 +48,15 @@ pub fn default_spec() -> PathBuf {
 pub fn run(args: &DemoArgs, device: &Device) -> anyhow::Result<()> {
     let spec_path = args.spec.clone().unwrap_or_else(default_spec);
     let spec = Spec::from_file(&spec_path)?;
-    let cfg = args.optim.config()?;
     let splits = args.data.load()?;
+    let cfg = args.optim.config(splits.train.len())?;
     eprintln!(
         "splits: {} train, {} held out (validation + calibration), {} test",
         splits.train.len(),
         splits.calib.len(),
         splits.test.len()
     );
+    eprintln!("training: {} epochs, batch {}, lr {} (cosine), seed {}", cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed);
     let step = |i: usize, what: &str| eprintln!("\n[{i}/5] {what}");
 
     step(1, "monolithic baseline");

@@ -71,6 +71,9 @@ pub struct DataArgs {
     /// file, at most 5000).
     #[arg(long)]
     pub calib_size: Option<usize>,
+    /// Use at most this many training images (before the held-out split).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
     /// Use at most this many test images.
     #[arg(long)]
     pub test_limit: Option<usize>,
@@ -83,7 +86,7 @@ impl DataArgs {
     pub fn load(&self) -> anyhow::Result<crate::apps::retrieval::Splits> {
         let dir = crate::data::fashion::default_dir(self.data.as_deref());
         eprintln!("data: {}", dir.display());
-        crate::apps::retrieval::Splits::load(&dir, self.calib_size, self.test_limit, self.split_seed)
+        crate::apps::retrieval::Splits::load(&dir, self.train_limit, self.calib_size, self.test_limit, self.split_seed)
     }
 }
 

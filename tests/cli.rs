@@ -1,0 +1,134 @@
+//! The command line on real inputs and on bad ones: every bad input is a clear error (file,
+//! field, value) and a non-zero exit, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn onionnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_onionnet")).args(args).output().expect("runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn spec() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml").display().to_string()
+}
+
+fn subset() -> String {
+    onionnet::data::fashion::subset_dir().display().to_string()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("onionnet-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn assert_clean_error(o: &Output, needles: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "exit code; stderr: {e}");
+    assert!(!e.contains("panicked"), "no panic: {e}");
+    for n in needles {
+        assert!(e.contains(n), "stderr should mention {n:?}: {e}");
+    }
+}
+
+#[test]
+fn cost_prints_json_rows() {
+    let o = onionnet(&["cost", &spec(), "--json", "--p", "0.25"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let onion = rows.iter().find(|r| r["network"] == "onion").unwrap();
+    // 307456 + 0.25 * 3181184 over 4241152 (see `onionnet cost`)
+    let want = (307456.0 + 0.25 * 3181184.0) / 4241152.0;
+    assert!((onion["theory_ratio"].as_f64().unwrap() - want).abs() < 1e-9);
+}
+
+#[test]
+fn malformed_descriptions_name_file_field_and_value() {
+    let d = tmp("spec");
+    let text = std::fs::read_to_string(spec()).unwrap();
+    let bad = d.join("bad.toml");
+    std::fs::write(&bad, text.replace("split = [16, 48]", "split = [16, 40]")).unwrap();
+    let o = onionnet(&["cost", bad.to_str().unwrap()]);
+    assert_clean_error(&o, &["bad.toml", "layer[3].split", "[16, 40]", "adds up to 56"]);
+    std::fs::write(&bad, "this is = not toml [").unwrap();
+    assert_clean_error(&onionnet(&["cost", bad.to_str().unwrap()]), &["bad.toml", "malformed TOML"]);
+    assert_clean_error(&onionnet(&["cost", d.join("missing.toml").to_str().unwrap()]), &["missing.toml"]);
+}
+
+#[test]
+fn tpr_outside_the_unit_interval_is_refused() {
+    let o = onionnet(&["calibrate", "somewhere", "--tpr", "1.5"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("1.5") && stderr(&o).contains("(0, 1]"), "{}", stderr(&o));
+}
+
+#[test]
+fn missing_or_corrupt_data_is_a_clear_error() {
+    let d = tmp("data");
+    assert_clean_error(&onionnet(&["eval", "x", "--data", d.to_str().unwrap()]), &["train-images-idx3-ubyte.gz"]);
+    std::fs::write(d.join("train-images-idx3-ubyte.gz"), b"not gzip").unwrap();
+    std::fs::write(d.join("train-labels-idx1-ubyte.gz"), b"not gzip").unwrap();
+    assert_clean_error(&onionnet(&["eval", "x", "--data", d.to_str().unwrap()]), &["train-images-idx3-ubyte.gz", "gzip"]);
+}
+
+/// The demo on a small slice (one epoch), its JSON, then the separate steps on its output,
+/// then damaged checkpoints.
+#[test]
+fn demo_json_then_eval_and_damaged_checkpoints() {
+    let d = tmp("demo");
+    let out = d.join("run");
+    let common = ["--data", &subset(), "--train-limit", "1500", "--calib-size", "500", "--test-limit", "300"];
+    let mut args = vec!["demo", "--epochs", "1", "--json", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(&common);
+    let o = onionnet(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "monolithic + 2 TPRs x 2 cascades");
+    let keys = ["network", "metric_name", "metric", "target_tpr", "reached_tpr", "pass_pct", "ms_per_1000", "speedup_measured", "speedup_theory"];
+    for r in rows {
+        for k in keys {
+            assert!(r.get(k).is_some(), "row {r} lacks {k}");
+        }
+    }
+    assert_eq!(rows[0]["network"], "monolithic");
+    assert!(rows[0]["target_tpr"].is_null() && rows[0]["pass_pct"].is_null());
+    assert!(rows.iter().any(|r| r["network"] == "onion" && r["target_tpr"] == 0.99));
+
+    // the separate steps on the demo's networks
+    let onion = out.join("onion");
+    let mut cal = vec!["calibrate", onion.to_str().unwrap(), "--tpr", "0.9"];
+    cal.extend_from_slice(&common);
+    assert!(onionnet(&cal).status.success());
+    let mono = out.join("monolithic");
+    let mut ev = vec!["eval", mono.to_str().unwrap(), onion.to_str().unwrap(), "--json"];
+    ev.extend_from_slice(&common);
+    let o = onionnet(&ev);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rows"][1]["target_tpr"], 0.9);
+
+    // a truncated weight file is reported as corrupt, naming it
+    let w = onion.join("net0.bpk");
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() / 3]).unwrap();
+    let mut ev = vec!["eval", onion.to_str().unwrap()];
+    ev.extend_from_slice(&common);
+    assert_clean_error(&onionnet(&ev), &["net0.bpk"]);
+    // weights of another network under this description: a mismatch, naming the file
+    std::fs::copy(out.join("monolithic/net0.bpk"), &w).unwrap();
+    assert_clean_error(&onionnet(&ev), &["net0.bpk", "does not match"]);
+    // training into an existing checkpoint without --resume is refused
+    let spec = spec();
+    let mut tr = vec!["train", spec.as_str(), "--network", "monolithic", "--out", mono.to_str().unwrap()];
+    tr.extend_from_slice(&common);
+    assert_clean_error(&onionnet(&tr), &["--resume"]);
+    let _ = std::fs::remove_dir_all(&d);
+}

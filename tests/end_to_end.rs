@@ -1,0 +1,63 @@
+//! A small end-to-end run on real images (the committed Fashion-MNIST subset): the three
+//! networks train, the groups come from k-means, thresholds from the held-out split, and the
+//! cascades retrieve far better than chance while rejecting most images at stage 1.
+
+use onionnet::apps::retrieval::{Splits, calibrate_model, evaluate, groups_from, resolve_groups, rows};
+use onionnet::checkpoint::Checkpoint;
+use onionnet::data::fashion::subset_dir;
+use onionnet::onion::NetworkKind;
+use onionnet::spec::Spec;
+use onionnet::train::{TrainConfig, train};
+use std::path::Path;
+
+#[test]
+fn retrieval_end_to_end_on_fashion_mnist() {
+    let device = burn::tensor::Device::default();
+    let splits = Splits::load(&subset_dir(), Some(2500), Some(500), Some(600), 7).unwrap();
+    assert_eq!((splits.train.len(), splits.calib.len(), splits.test.len()), (2000, 500, 600));
+    let spec = Spec::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml")).unwrap();
+    let cfg = TrainConfig { epochs: 3, quiet: true, ..TrainConfig::default() };
+    let tmp = std::env::temp_dir().join(format!("onionnet-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    let mono = train(&spec, NetworkKind::Monolithic, &splits.train, &splits.calib, &cfg, &Checkpoint::new(&tmp.join("mono")), false, Vec::new(), &device).unwrap();
+    let groups = groups_from(&mono, &spec, &splits.train, 1, &device);
+    assert_eq!(groups.len(), 10);
+    assert_eq!(groups.iter().max(), Some(&3), "4 non-empty groups: {groups:?}");
+    let spec = resolve_groups(&spec, &groups);
+    let onion = train(&spec, NetworkKind::Onion, &splits.train, &splits.calib, &cfg, &Checkpoint::new(&tmp.join("onion")), false, Vec::new(), &device).unwrap();
+    let ns = train(&spec, NetworkKind::NonSharing, &splits.train, &splits.calib, &cfg, &Checkpoint::new(&tmp.join("ns")), false, Vec::new(), &device).unwrap();
+
+    // the saved onion reloads to the same network
+    let reloaded = Checkpoint::new(&tmp.join("onion")).load_model(&device).unwrap();
+    let x = splits.test.batch(&(0..8).collect::<Vec<_>>(), &device);
+    let (a, b) = (onion.scores_all(&x), reloaded.scores_all(&x));
+    for (u, v) in a.iter().flatten().zip(b.iter().flatten()) {
+        assert!((u - v).abs() < 1e-6);
+    }
+
+    let tpr = 0.95;
+    let c_onion = calibrate_model(&onion, &splits.calib, &[tpr], &device).unwrap();
+    let c_ns = calibrate_model(&ns, &splits.calib, &[tpr], &device).unwrap();
+    let models = vec![
+        (&mono, vec![None]),
+        (&ns, c_ns.into_iter().map(Some).collect()),
+        (&onion, c_onion.into_iter().map(Some).collect()),
+    ];
+    let out = evaluate(&models, &splits.test, 1, 128, &device, true).unwrap();
+    let table = rows(&spec, &out);
+    assert_eq!(table.len(), 3);
+    for r in &table {
+        let map = r.metric.unwrap();
+        // chance AP is about 0.1 (one class in ten)
+        assert!(map > 0.6, "{}: mAP {map}", r.network);
+    }
+    for r in &table[1..] {
+        let pass = r.pass_pct.unwrap();
+        assert!(pass > 10.0 && pass < 70.0, "{}: {pass}% pass stage 1", r.network);
+        let reached = r.reached_tpr.unwrap();
+        assert!((reached - tpr).abs() < 0.06, "{}: reached TPR {reached} for target {tpr}", r.network);
+        assert!(r.speedup_theory.unwrap() > 1.2, "{}: theoretical speed-up {:?}", r.network, r.speedup_theory);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
