@@ -121,7 +121,9 @@ impl Checkpoint {
         })?;
         module.try_load_record(record).map_err(|e| CheckpointError::Mismatch {
             path: p.clone(),
-            reason: format!("{e:?}"),
+            reason: match e {
+                burn::store::RecordError::Validation(m) | burn::store::RecordError::Io(m) => m,
+            },
         })
     }
 

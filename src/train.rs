@@ -36,6 +36,10 @@ pub struct TrainConfig {
     /// Hide progress bars (tests).
     #[serde(skip)]
     pub quiet: bool,
+    /// Stop after this many epochs in this call, as if interrupted (the checkpoint then
+    /// resumes); `None` runs to `epochs`.
+    #[serde(skip)]
+    pub stop_after: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -48,6 +52,7 @@ impl Default for TrainConfig {
             weight_decay: 5e-4,
             seed: 42,
             quiet: false,
+            stop_after: None,
         }
     }
 }
@@ -214,7 +219,8 @@ pub fn train(
         let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
         let total_steps = (steps_per_epoch * cfg.epochs).max(1);
         let objective = &objectives[i];
-        for epoch in state.epochs_done[i]..cfg.epochs {
+        let stop = cfg.stop_after.map_or(cfg.epochs, |n| (state.epochs_done[i] + n).min(cfg.epochs));
+        for epoch in state.epochs_done[i]..stop {
             let t0 = Instant::now();
             let mut order: Vec<usize> = (0..train_set.len()).collect();
             // per-epoch seed: a resumed run shuffles exactly as an uninterrupted one

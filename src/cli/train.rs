@@ -46,6 +46,7 @@ impl OptimArgs {
             weight_decay: self.weight_decay,
             seed: self.seed,
             quiet: false,
+            stop_after: None,
         })
     }
 }
