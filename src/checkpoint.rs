@@ -58,6 +58,11 @@ pub struct TrainState {
     pub epochs_done: Vec<usize>,
     pub epochs: usize,
     pub seed: u64,
+    /// The settings and data size it was trained with: a resumed run must match them.
+    #[serde(default)]
+    pub config: Option<crate::train::TrainConfig>,
+    #[serde(default)]
+    pub train_examples: usize,
     pub log: Vec<Vec<EpochLog>>,
 }
 

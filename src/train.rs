@@ -170,6 +170,8 @@ pub fn train(
         epochs_done: vec![0; archs.len()],
         epochs: cfg.epochs,
         seed: cfg.seed,
+        config: Some(cfg.clone()),
+        train_examples: train_set.len(),
         log: vec![Vec::new(); archs.len()],
     };
     if resume && ckpt.exists() {
@@ -179,6 +181,19 @@ pub fn train(
             return Err(CheckpointError::Mismatch {
                 path: ckpt.dir.join("train.json"),
                 reason: format!("it holds a {} network, not {}", saved.kind, kind),
+            });
+        }
+        let same = |a: &TrainConfig, b: &TrainConfig| {
+            (a.epochs, a.batch_size, a.seed) == (b.epochs, b.batch_size, b.seed)
+                && (a.lr, a.momentum, a.weight_decay) == (b.lr, b.momentum, b.weight_decay)
+        };
+        if saved.train_examples != train_set.len() || !saved.config.as_ref().is_some_and(|c| same(c, cfg)) {
+            return Err(CheckpointError::Mismatch {
+                path: ckpt.dir.join("train.json"),
+                reason: format!(
+                    "it was trained on {} examples with {:?}; this run has {} examples and {:?} (choose another output directory)",
+                    saved.train_examples, saved.config, train_set.len(), cfg
+                ),
             });
         }
         state.epochs_done = saved.epochs_done;

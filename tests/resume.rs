@@ -41,5 +41,12 @@ fn interrupted_training_resumes_to_the_same_network() {
     let other = Spec::from_toml(&spec_text.replace("split = [8, 24]", "split = [16, 16]"), Path::new("other.toml")).unwrap();
     let err = train(&other, NetworkKind::Onion, &splits.train, &splits.calib, &cfg, &broken, true, Vec::new(), &device).unwrap_err();
     assert!(err.to_string().contains("spec.toml") && err.to_string().contains("other.toml"), "{err}");
+    // ... and so is resuming with other settings or other data
+    let faster = TrainConfig { lr: 0.1, ..cfg.clone() };
+    let err = train(&spec, NetworkKind::Onion, &splits.train, &splits.calib, &faster, &broken, true, Vec::new(), &device).unwrap_err();
+    assert!(err.to_string().contains("train.json"), "{err}");
+    let fewer = splits.train.take(100);
+    let err = train(&spec, NetworkKind::Onion, &fewer, &splits.calib, &cfg, &broken, true, Vec::new(), &device).unwrap_err();
+    assert!(err.to_string().contains("trained on 600 examples"), "{err}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
