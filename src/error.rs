@@ -78,3 +78,12 @@ pub enum CascadeError {
     #[error("input shape {got:?} does not match the model's input {want:?}")]
     Shape { got: [usize; 3], want: [usize; 3] },
 }
+
+/// Training: a checkpoint problem or data that do not fit the description.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+}

@@ -8,7 +8,7 @@
 use crate::cascade::Model;
 use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
 use crate::data::Dataset;
-use crate::error::CheckpointError;
+use crate::error::{CheckpointError, DataError, TrainError};
 use crate::onion::{Arch, Net, NetworkKind, OnionModule, archs};
 use crate::spec::{Loss, Spec, Stage};
 use burn::module::Module;
@@ -161,7 +161,19 @@ pub fn train(
     resume: bool,
     mut pretrained: Vec<Option<OnionModule>>,
     device: &Device,
-) -> Result<Model, CheckpointError> {
+) -> Result<Model, TrainError> {
+    for (what, d) in [("training split", train_set), ("validation split", valid_set)] {
+        if d.shape != spec.input.dims() {
+            return Err(DataError::Mismatch {
+                what: format!("{what} vs {} field input", spec.source.display()),
+                reason: format!("images are {:?} (channels, height, width) but the description expects {:?}", d.shape, spec.input.dims()),
+            }
+            .into());
+        }
+        if d.is_empty() {
+            return Err(DataError::Mismatch { what: what.into(), reason: "no examples".into() }.into());
+        }
+    }
     let archs = archs(spec, kind);
     let objectives = objectives(spec, kind);
     pretrained.resize_with(archs.len(), || None);
@@ -181,7 +193,8 @@ pub fn train(
             return Err(CheckpointError::Mismatch {
                 path: ckpt.dir.join("train.json"),
                 reason: format!("it holds a {} network, not {}", saved.kind, kind),
-            });
+            }
+            .into());
         }
         let same = |a: &TrainConfig, b: &TrainConfig| {
             (a.epochs, a.batch_size, a.seed) == (b.epochs, b.batch_size, b.seed)
@@ -194,7 +207,8 @@ pub fn train(
                     "it was trained on {} examples with {:?}; this run has {} examples and {:?} (choose another output directory)",
                     saved.train_examples, saved.config, train_set.len(), cfg
                 ),
-            });
+            }
+            .into());
         }
         state.epochs_done = saved.epochs_done;
         state.log = saved.log;

@@ -20,6 +20,8 @@ kernel = 3
 padding = 1
 split = [3, 4, 5]
 [[layer]]
+type = "batchnorm"
+[[layer]]
 type = "relu"
 [[layer]]
 type = "maxpool"
@@ -39,8 +41,11 @@ units = 20
 split = [0, 8, 12]
 [[layer]]
 type = "relu"
+[[layer]]
+type = "dropout"
+prob = 0.3
 [[stage]]
-ends_at = 5
+ends_at = 6
 loss = "hinge"
 classes = 2
 label_map = [0, 0, 0, 1, 1, 1]
@@ -141,10 +146,11 @@ fn the_three_networks_come_from_one_description() {
     assert_eq!(&ns[2], mono);
     // stage 2 of the non-sharing cascade has stages 1+2's channels of the onion
     assert_eq!(ns[1].branches[0].channels[0], 7);
+    assert_eq!(ns[1].branches[0].channels[2], 7, "batch-norm and ReLU keep the channels");
     // the onion's stage 3 conv c2 reads stages 1..3's pooled maps: 3 + 4 + 5 channels
     let onion = &archs(&spec, NetworkKind::Onion)[0];
-    assert_eq!(onion.in_channels(2, 3), 12);
+    assert_eq!(onion.in_channels(2, 4), 12);
     // stage 1 ends after c2's ReLU: stage 2's f1 reads those maps (consumed at the next layer)
-    assert_eq!(onion.in_channels(1, 5), 4 + 6);
-    assert_eq!(onion.in_channels(2, 5), 4 + 6 + 6);
+    assert_eq!(onion.in_channels(1, 6), 4 + 6);
+    assert_eq!(onion.in_channels(2, 6), 4 + 6 + 6);
 }

@@ -132,3 +132,13 @@ fn demo_json_then_eval_and_damaged_checkpoints() {
     assert_clean_error(&onionnet(&tr), &["--resume"]);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn wrong_image_size_is_refused() {
+    let d = tmp("size");
+    let bad = d.join("big.toml");
+    std::fs::write(&bad, std::fs::read_to_string(spec()).unwrap().replace("height = 28, width = 28", "height = 32, width = 32")).unwrap();
+    let out = d.join("m");
+    let o = onionnet(&["train", bad.to_str().unwrap(), "--network", "monolithic", "--out", out.to_str().unwrap(), "--data", &subset(), "--train-limit", "300", "--calib-size", "100", "--test-limit", "10"]);
+    assert_clean_error(&o, &["big.toml", "input", "[1, 28, 28]", "[1, 32, 32]"]);
+}
