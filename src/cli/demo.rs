@@ -2,6 +2,7 @@
 //! baseline, derive the stage-1 groups from it by k-means, train the non-sharing cascade and
 //! the onion, calibrate both on the held-out split, evaluate and print the paper's table.
 
+use super::eval::EvalOpts;
 use super::train::OptimArgs;
 use super::{DataArgs, parse_tpr};
 use crate::apps::retrieval::{calibrate_model, groups_from, resolve_groups};
@@ -26,15 +27,8 @@ pub struct DemoArgs {
     /// Target TPRs of stage 1.
     #[arg(long = "tpr", value_parser = parse_tpr, default_values_t = [0.95, 0.99])]
     pub tpr: Vec<f64>,
-    /// An image is retrieved for class c when c is in the top-k of the final softmax.
-    #[arg(long, default_value_t = 1)]
-    pub top_k: usize,
-    /// Images per inference batch.
-    #[arg(long, default_value_t = 256)]
-    pub batch: usize,
-    /// Print `{"rows": [...]}` on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub eval: EvalOpts,
     #[command(flatten)]
     pub optim: OptimArgs,
     #[command(flatten)]
@@ -91,7 +85,7 @@ pub fn run(args: &DemoArgs, device: &Device) -> anyhow::Result<()> {
     }
 
     step(5, "evaluation: one retrieval query per class");
-    super::eval::print_results(&loaded, &splits.test, args.top_k, args.batch, args.json, device)?;
+    super::eval::print_results(&loaded, &splits.test, &args.eval, device)?;
     eprintln!("\nnetworks and thresholds saved under {}", args.out.display());
     Ok(())
 }

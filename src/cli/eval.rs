@@ -10,11 +10,9 @@ use burn::tensor::Device;
 use clap::Args;
 use std::path::PathBuf;
 
-#[derive(Debug, Args)]
-pub struct EvalArgs {
-    /// Checkpoint directories (include a monolithic one for measured speed-ups).
-    #[arg(required = true)]
-    pub models: Vec<PathBuf>,
+/// How the retrieval evaluation runs and prints (shared with the demo).
+#[derive(Debug, Clone, Args)]
+pub struct EvalOpts {
     /// An image is retrieved for class c when c is in the top-k of the final softmax.
     #[arg(long, default_value_t = 1)]
     pub top_k: usize,
@@ -24,6 +22,15 @@ pub struct EvalArgs {
     /// Print `{"rows": [...]}` on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Checkpoint directories (include a monolithic one for measured speed-ups).
+    #[arg(required = true)]
+    pub models: Vec<PathBuf>,
+    #[command(flatten)]
+    pub eval: EvalOpts,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -43,18 +50,17 @@ pub fn run(args: &EvalArgs, device: &Device) -> anyhow::Result<()> {
         };
         loaded.push((model, cals));
     }
-    print_results(&loaded, &splits.test, args.top_k, args.batch, args.json, device)
+    print_results(&loaded, &splits.test, &args.eval, device)
 }
 
 /// Evaluates and prints the table (or JSON) — shared with the demo.
 pub fn print_results(
     loaded: &[(Model, Vec<Option<crate::calibrate::Calibration>>)],
     test: &crate::data::Dataset,
-    top_k: usize,
-    batch: usize,
-    as_json: bool,
+    opts: &EvalOpts,
     device: &Device,
 ) -> anyhow::Result<()> {
+    let (top_k, batch, as_json) = (opts.top_k, opts.batch, opts.json);
     anyhow::ensure!(top_k >= 1, "--top-k {top_k} must be at least 1");
     let refs: Vec<(&Model, Vec<Option<crate::calibrate::Calibration>>)> = loaded.iter().map(|(m, c)| (m, c.clone())).collect();
     let outcomes = evaluate(&refs, test, top_k, batch, device, false)?;
