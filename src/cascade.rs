@@ -66,7 +66,7 @@ impl Model {
     }
 
     /// Only the maps a later branch reads are kept (and gathered) after each stage.
-    fn prune(&self, own: &mut Maps) {
+    pub fn prune(&self, own: &mut Maps) {
         let layers = &self.spec.layers;
         let depths: Vec<usize> = self.spec.stages.iter().map(|s| s.depth).collect();
         for (l, m) in own.iter_mut().enumerate() {
@@ -122,7 +122,7 @@ impl Gate {
         }
     }
 
-    fn passes(&self, s: usize, scores: &[f32], classes: usize, row: usize) -> bool {
+    pub fn passes(&self, s: usize, scores: &[f32], classes: usize, row: usize) -> bool {
         self.per_stage[s].iter().any(|&(c, t)| scores[row * classes + c] >= t)
     }
 }
@@ -132,13 +132,24 @@ impl Gate {
 pub struct Timing {
     /// Forward time of each stage (including moving its scores to the host).
     pub stage: Vec<Duration>,
-    /// Thresholding, compaction planning, gathering the survivors' rows and maps, scattering.
-    pub overhead: Duration,
+    /// Deciding who passes (thresholds, or the forced masks of the benchmark).
+    pub threshold: Duration,
+    /// Planning the fewest-moves compaction.
+    pub compaction: Duration,
+    /// Gathering the survivors' input rows and the earlier stages' maps into one block.
+    pub gather: Duration,
+    /// Scattering each stage's scores back to the batch's original positions.
+    pub scatter: Duration,
 }
 
 impl Timing {
+    /// Everything but the stages' forward passes.
+    pub fn overhead(&self) -> Duration {
+        self.threshold + self.compaction + self.gather + self.scatter
+    }
+
     pub fn total(&self) -> Duration {
-        self.stage.iter().sum::<Duration>() + self.overhead
+        self.stage.iter().sum::<Duration>() + self.overhead()
     }
 
     pub fn add(&mut self, other: &Timing) {
@@ -148,7 +159,10 @@ impl Timing {
         for (a, b) in self.stage.iter_mut().zip(&other.stage) {
             *a += *b;
         }
-        self.overhead += other.overhead;
+        self.threshold += other.threshold;
+        self.compaction += other.compaction;
+        self.gather += other.gather;
+        self.scatter += other.scatter;
     }
 }
 
@@ -162,15 +176,31 @@ pub struct CascadeOutput {
     pub timing: Timing,
 }
 
-impl CascadeOutput {
-    /// Rows that reached the last stage.
-    pub fn passed_all(&self, stages: usize) -> usize {
-        self.reached.iter().filter(|&&r| r + 1 == stages).count()
+/// Gathers rows `src` (in that order) of the input and of every kept map: the compacted block.
+pub fn gather_rows(x: Tensor<4>, prev: &mut [Maps], src: &[usize]) -> Tensor<4> {
+    let idx = Tensor::<1, Int>::from_data(
+        TensorData::new(src.iter().map(|&i| i as i64).collect::<Vec<_>>(), [src.len()]),
+        &x.device(),
+    );
+    for maps in prev.iter_mut() {
+        for m in maps.iter_mut() {
+            *m = m.take().map(|t| t.select(0, idx.clone()));
+        }
     }
+    x.select(0, idx)
 }
 
-/// Runs `model` as a cascade over one batch.
+/// Runs `model` as a cascade over one batch, rows passing by `gate`'s thresholds.
 pub fn run(model: &Model, input: Tensor<4>, gate: &Gate) -> CascadeOutput {
+    let classes: Vec<usize> = (0..model.num_stages()).map(|s| model.stage(s).classes).collect();
+    run_with(model, input, |s, scores| {
+        (0..scores.len() / classes[s]).map(|i| gate.passes(s, scores, classes[s], i)).collect()
+    })
+}
+
+/// Runs `model` as a cascade over one batch; `decide(s, scores)` says which rows of the
+/// current block (scores row-major `[rows, classes_s]`) go on to stage s + 1.
+pub fn run_with(model: &Model, input: Tensor<4>, mut decide: impl FnMut(usize, &[f32]) -> Vec<bool>) -> CascadeOutput {
     let n = input.dims()[0];
     let stages = model.num_stages();
     let classes: Vec<usize> = (0..stages).map(|s| model.stage(s).classes).collect();
@@ -179,54 +209,48 @@ pub fn run(model: &Model, input: Tensor<4>, gate: &Gate) -> CascadeOutput {
         reached: vec![0; n],
         timing: Timing {
             stage: vec![Duration::ZERO; stages],
-            overhead: Duration::ZERO,
+            ..Timing::default()
         },
     };
-    let device = input.device();
     let mut rows: Vec<usize> = (0..n).collect();
     let mut x = input;
     let mut prev: Vec<Maps> = Vec::new();
     for s in 0..stages {
-        let t0 = Instant::now();
+        let t = Instant::now();
         let (mut own, logits) = model.run_stage(s, &x, &prev);
         let scores = stage_scores(model.stage(s).loss, logits);
-        out.timing.stage[s] += t0.elapsed();
+        out.timing.stage[s] += t.elapsed();
 
-        let t1 = Instant::now();
+        let t = Instant::now();
         let c = classes[s];
         for (i, &r) in rows.iter().enumerate() {
             out.scores[s][r * c..(r + 1) * c].copy_from_slice(&scores[i * c..(i + 1) * c]);
             out.reached[r] = s;
         }
+        out.timing.scatter += t.elapsed();
         if s + 1 == stages {
-            out.timing.overhead += t1.elapsed();
             break;
         }
-        let keep: Vec<bool> = (0..rows.len()).map(|i| gate.passes(s, &scores, c, i)).collect();
+        let t = Instant::now();
+        let keep = decide(s, &scores);
+        out.timing.threshold += t.elapsed();
+        let t = Instant::now();
         let plan = compact(&keep);
+        out.timing.compaction += t.elapsed();
         if plan.len == 0 {
-            out.timing.overhead += t1.elapsed();
             break;
         }
+        let t = Instant::now();
         if model.kind == NetworkKind::Onion {
             model.prune(&mut own);
             prev.push(own);
         }
         if plan.len < rows.len() {
             let src = plan.window_sources();
-            let idx = Tensor::<1, Int>::from_data(
-                TensorData::new(src.iter().map(|&i| i as i64).collect::<Vec<_>>(), [src.len()]),
-                &device,
-            );
-            x = x.select(0, idx.clone());
-            for maps in &mut prev {
-                for m in maps.iter_mut() {
-                    *m = m.take().map(|t| t.select(0, idx.clone()));
-                }
-            }
+            x = gather_rows(x, &mut prev, &src);
             rows = src.iter().map(|&i| rows[i]).collect();
         }
-        out.timing.overhead += t1.elapsed();
+        out.timing.gather += t.elapsed();
     }
     out
 }

@@ -15,6 +15,7 @@ pub mod compaction;
 pub mod calibrate;
 pub mod cascade;
 pub mod cost;
+pub mod bench;
 pub mod checkpoint;
 pub mod train;
 pub mod report;

@@ -1,7 +1,7 @@
 //! `onionnet`: parse the command line, dispatch, print errors with their chain.
 
 use clap::Parser;
-use onionnet::cli::{Cli, Command, calibrate, cost, demo, eval, train};
+use onionnet::cli::{Cli, Command, bench, calibrate, cost, demo, eval, train};
 
 fn main() {
     let cli = Cli::parse();
@@ -12,6 +12,7 @@ fn main() {
         Command::Calibrate(a) => calibrate::run(a, &device),
         Command::Eval(a) => eval::run(a, &device),
         Command::Cost(a) => cost::run(a),
+        Command::Bench(a) => bench::run(a, &device),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,5 +1,6 @@
 //! Command-line interface: `Cli` and its subcommands; one file per command's logic.
 
+pub mod bench;
 pub mod calibrate;
 pub mod cost;
 pub mod demo;
@@ -58,6 +59,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Multiply-adds per layer and stage, and theoretical speed-ups, of a model description.
     Cost(cost::CostArgs),
+    /// The synthetic time-cost benchmark: forced pass fractions p, measured vs theoretical
+    /// time of the three networks (table, CSV, PNG plot, time breakdown).
+    Bench(bench::BenchArgs),
 }
 
 /// Where the data come from and how they are split (shared by train, calibrate, eval, demo).

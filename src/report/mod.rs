@@ -3,6 +3,7 @@
 //! names are a stable interface (scripts and CI read them); fields that do not apply are null.
 
 pub mod json;
+pub mod plot;
 pub mod table;
 
 use serde::Serialize;

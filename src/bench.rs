@@ -1,0 +1,151 @@
+//! The synthetic time-cost benchmark (paper, "time cost"): the three networks of a description
+//! with random weights, a fraction p of each batch forced through stage 1 at random positions
+//! (so compaction is exercised), forward time per example measured interleaved across the
+//! networks and set against the cost model's prediction.
+
+use crate::cascade::{Model, Timing, run_with};
+use crate::cost::time_at;
+use crate::onion::{Net, NetworkKind, archs};
+use crate::spec::Spec;
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub batch: usize,
+    pub warmup: usize,
+    pub reps: usize,
+    pub ps: Vec<f64>,
+    pub seed: u64,
+    pub quiet: bool,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            batch: 128,
+            warmup: 2,
+            reps: 7,
+            ps: vec![0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+            seed: 1,
+            quiet: false,
+        }
+    }
+}
+
+/// One measured point.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub network: String,
+    pub p: f64,
+    /// Median over repetitions of the batch time, per example.
+    pub ms_per_example: f64,
+    /// Cost model: T_network(p) / T_mono.
+    pub theory_ratio: f64,
+    /// Measured: time / the monolithic network's time at the same p.
+    pub measured_ratio: f64,
+    #[serde(skip)]
+    pub breakdown: Timing,
+}
+
+/// The three networks of `spec` with random weights, ready for inference.
+pub fn random_models(spec: &Spec, device: &Device, seed: u64) -> Vec<Model> {
+    device.seed(seed);
+    NetworkKind::ALL
+        .iter()
+        .map(|&kind| Model {
+            kind,
+            spec: spec.clone(),
+            nets: archs(spec, kind)
+                .into_iter()
+                .map(|a| {
+                    let n = Net::new(a, device);
+                    Net { module: n.module.valid(), arch: n.arch }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// Runs the benchmark; rows in `ps` order, three per p (monolithic, non-sharing, onion).
+pub fn run_bench(spec: &Spec, cfg: &BenchConfig, device: &Device) -> Vec<BenchRow> {
+    let models = random_models(spec, device, cfg.seed);
+    let [c, h, w] = spec.input.dims();
+    let input = Tensor::<4>::random([cfg.batch, c, h, w], Distribution::Normal(0.0, 1.0), device);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let total = (cfg.warmup + cfg.reps) * cfg.ps.len() * models.len();
+    let pb = if cfg.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
+    pb.set_style(ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} eta {eta}").unwrap().progress_chars("=> "));
+    pb.set_prefix(format!("bench {}", spec.name));
+    // times[p][model] over repetitions; breakdown sums
+    let mut times = vec![vec![Vec::new(); models.len()]; cfg.ps.len()];
+    let mut breakdown = vec![vec![Timing::default(); models.len()]; cfg.ps.len()];
+    for rep in 0..cfg.warmup + cfg.reps {
+        for (pi, &p) in cfg.ps.iter().enumerate() {
+            for (mi, model) in models.iter().enumerate() {
+                // exactly round(p * rows) survivors at random positions, at every early stage
+                let out = run_with(model, input.clone(), |s, scores| {
+                    let rows = scores.len() / model.stage(s).classes;
+                    let k = (p * rows as f64).round() as usize;
+                    let mut keep = vec![false; rows];
+                    for i in sample(&mut rng, rows, k.min(rows)) {
+                        keep[i] = true;
+                    }
+                    keep
+                });
+                if rep >= cfg.warmup {
+                    times[pi][mi].push(out.timing.total().as_secs_f64());
+                    breakdown[pi][mi].add(&out.timing);
+                }
+                pb.inc(1);
+            }
+        }
+    }
+    pb.finish_and_clear();
+    let mono_t = time_at(spec, NetworkKind::Monolithic, 1.0);
+    let mut rows = Vec::new();
+    for (pi, &p) in cfg.ps.iter().enumerate() {
+        let med: Vec<f64> = times[pi].iter().map(|t| median(t.clone())).collect();
+        for (mi, model) in models.iter().enumerate() {
+            let mut b = breakdown[pi][mi].clone();
+            // per-batch averages
+            let reps = cfg.reps.max(1) as u32;
+            b.stage.iter_mut().for_each(|d| *d /= reps);
+            for d in [&mut b.threshold, &mut b.compaction, &mut b.gather, &mut b.scatter] {
+                *d /= reps;
+            }
+            rows.push(BenchRow {
+                network: model.kind.name().into(),
+                p,
+                ms_per_example: med[mi] * 1000.0 / cfg.batch as f64,
+                theory_ratio: time_at(spec, model.kind, p) / mono_t,
+                measured_ratio: med[mi] / med[0],
+                breakdown: b,
+            });
+        }
+    }
+    rows
+}
+
+/// The largest |measured / theory − 1| over p >= 0.05 of a network.
+pub fn max_deviation(rows: &[BenchRow], network: &str) -> f64 {
+    rows.iter()
+        .filter(|r| r.network == network && r.p >= 0.05 - 1e-12)
+        .map(|r| (r.measured_ratio / r.theory_ratio - 1.0).abs())
+        .fold(0.0, f64::max)
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

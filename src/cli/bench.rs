@@ -1,0 +1,163 @@
+//! `onionnet bench SPEC`: the synthetic time-cost benchmark — table, CSV, PNG plot (measured
+//! solid, theory dashed, normalised to the monolithic network) and where the time goes.
+
+use crate::bench::{BenchConfig, BenchRow, max_deviation, ms, run_bench};
+use crate::checkpoint::write_atomic;
+use crate::onion::NetworkKind;
+use crate::report::plot::{Series, line_plot};
+use crate::spec::Spec;
+use burn::tensor::Device;
+use clap::Args;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Model description (TOML).
+    pub spec: PathBuf,
+    /// Examples per batch.
+    #[arg(long, default_value_t = BenchConfig::default().batch)]
+    pub batch: usize,
+    /// Measured repetitions per (network, p); the median is reported.
+    #[arg(long, default_value_t = BenchConfig::default().reps)]
+    pub reps: usize,
+    /// Unmeasured repetitions first.
+    #[arg(long, default_value_t = BenchConfig::default().warmup)]
+    pub warmup: usize,
+    /// Fractions passing each early stage [default: 0, 0.05, 0.1, 0.2, ..., 1].
+    #[arg(long = "p", value_parser = parse_p)]
+    pub p: Vec<f64>,
+    /// Seed of the random weights, input and survivor positions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Directory for bench.csv and bench.png [default: docs/bench/<description name>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print `{"rows": [...]}` on stdout instead of the tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_p(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("p = {v} is outside [0, 1]")) }
+}
+
+pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
+    let spec = Spec::from_file(&args.spec)?;
+    anyhow::ensure!(args.batch >= 1, "--batch {} must be at least 1", args.batch);
+    anyhow::ensure!(args.reps >= 1, "--reps {} must be at least 1", args.reps);
+    let mut cfg = BenchConfig { batch: args.batch, reps: args.reps, warmup: args.warmup, seed: args.seed, ..BenchConfig::default() };
+    if !args.p.is_empty() {
+        cfg.ps = args.p.clone();
+    }
+    let rows = run_bench(&spec, &cfg, device);
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("docs/bench").join(&spec.name));
+    std::fs::create_dir_all(&out)?;
+    write_atomic(&out.join("bench.csv"), csv(&rows).as_bytes())?;
+    plot(&rows, &spec, &cfg, &out.join("bench.png"))?;
+    let dev: Vec<(String, f64)> = NetworkKind::ALL.iter().map(|k| (k.name().to_string(), max_deviation(&rows, k.name()))).collect();
+    if args.json {
+        let breakdown: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({"network": r.network, "p": r.p,
+                    "stage_ms": r.breakdown.stage.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+                    "threshold_ms": ms(r.breakdown.threshold), "compaction_ms": ms(r.breakdown.compaction),
+                    "gather_ms": ms(r.breakdown.gather), "scatter_ms": ms(r.breakdown.scatter)})
+            })
+            .collect();
+        let dev: serde_json::Map<String, serde_json::Value> = dev.into_iter().map(|(k, v)| (k, v.into())).collect();
+        println!("{}", serde_json::json!({"rows": rows, "max_deviation": dev, "breakdown": breakdown}));
+        return Ok(());
+    }
+    println!(
+        "{}: batch {}, median of {} runs after {} warm-up, per example; ratios against the monolithic network",
+        spec.name, cfg.batch, cfg.reps, cfg.warmup
+    );
+    print!("{}", table(&rows));
+    println!("\nlargest |measured/theory - 1| over p >= 0.05:");
+    for (k, v) in &dev {
+        println!("  {k:<12} {:.1}%", 100.0 * v);
+    }
+    let mid = rows
+        .iter()
+        .map(|r| r.p)
+        .min_by(|a, b| (a - 0.5).abs().total_cmp(&(b - 0.5).abs()))
+        .unwrap_or(0.5);
+    println!("\nwhere the time goes per batch at p = {mid} (ms):");
+    print!("{}", breakdown(&rows, mid));
+    eprintln!("\nwrote {} and {}", out.join("bench.csv").display(), out.join("bench.png").display());
+    Ok(())
+}
+
+fn csv(rows: &[BenchRow]) -> String {
+    let mut s = String::from("network,p,ms_per_example,theory_ratio,measured_ratio,stage1_ms,stage2_ms,threshold_ms,compaction_ms,gather_ms,scatter_ms\n");
+    for r in rows {
+        let st = |i: usize| r.breakdown.stage.get(i).map_or(0.0, |d| ms(*d));
+        let b = &r.breakdown;
+        let _ = writeln!(
+            s,
+            "{},{},{:.6},{:.6},{:.6},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}",
+            r.network, r.p, r.ms_per_example, r.theory_ratio, r.measured_ratio, st(0), st(1),
+            ms(b.threshold), ms(b.compaction), ms(b.gather), ms(b.scatter)
+        );
+    }
+    s
+}
+
+fn table(rows: &[BenchRow]) -> String {
+    let mut s = format!("{:>5}", "p");
+    for k in NetworkKind::ALL {
+        let _ = write!(s, "  {:>24}", format!("{k} ms (meas/theory)"));
+    }
+    s.push('\n');
+    let mut ps: Vec<f64> = rows.iter().map(|r| r.p).collect();
+    ps.dedup();
+    for p in ps {
+        let _ = write!(s, "{p:>5.2}");
+        for k in NetworkKind::ALL {
+            if let Some(r) = rows.iter().find(|r| r.p == p && r.network == k.name()) {
+                let _ = write!(s, "  {:>24}", format!("{:.3} ({:.2}/{:.2})", r.ms_per_example, r.measured_ratio, r.theory_ratio));
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn breakdown(rows: &[BenchRow], p: f64) -> String {
+    let mut s = format!(
+        "  {:<12} {:>9} {:>9} {:>10} {:>8} {:>9} {:>8} {:>14}\n",
+        "network", "stage 1", "stage 2", "threshold", "compact", "gather", "scatter", "overhead/s2"
+    );
+    for r in rows.iter().filter(|r| r.p == p) {
+        let b = &r.breakdown;
+        let st = |i: usize| b.stage.get(i).map_or(0.0, |d| ms(*d));
+        let s2: f64 = b.stage.iter().skip(1).map(|d| ms(*d)).sum();
+        let over = ms(b.overhead());
+        let ratio = if s2 > 0.0 { format!("{:.2}%", 100.0 * over / s2) } else { "-".into() };
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>9.3} {:>9.3} {:>10.3} {:>8.3} {:>9.3} {:>8.3} {:>14}",
+            r.network, st(0), st(1), ms(b.threshold), ms(b.compaction), ms(b.gather), ms(b.scatter), ratio
+        );
+    }
+    s
+}
+
+fn plot(rows: &[BenchRow], spec: &Spec, cfg: &BenchConfig, path: &std::path::Path) -> anyhow::Result<()> {
+    let mut series = Vec::new();
+    for (i, k) in NetworkKind::ALL.iter().enumerate() {
+        let pts = |f: fn(&BenchRow) -> f64| rows.iter().filter(|r| r.network == k.name()).map(|r| (r.p, f(r))).collect::<Vec<_>>();
+        series.push(Series { label: format!("{k} (measured)"), points: pts(|r| r.measured_ratio), colour: i, dashed: false });
+        series.push(Series { label: format!("{k} (theory, dashed)"), points: pts(|r| r.theory_ratio), colour: i, dashed: true });
+    }
+    line_plot(
+        path,
+        &format!("{}: time vs fraction passing stage 1 (batch {})", spec.name, cfg.batch),
+        "p (fraction of examples passing stage 1)",
+        "time / monolithic time",
+        &series,
+    )
+}
