@@ -7,6 +7,7 @@
 //! ([`calibrate`]), run as a cascade over compacted sparse batches ([`compaction`],
 //! [`cascade`]) and are compared against an analytic cost model ([`cost`]).
 
+pub mod alloc;
 pub mod error;
 pub mod spec;
 pub mod onion;

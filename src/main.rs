@@ -4,6 +4,7 @@ use clap::Parser;
 use onionnet::cli::{Cli, Command, bench, calibrate, cost, demo, eval, train};
 
 fn main() {
+    onionnet::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let device = cli.device.device();
     let result = match &cli.command {

@@ -1,7 +1,8 @@
 //! `onionnet bench SPEC`: the synthetic time-cost benchmark — table, CSV, PNG plot (measured
 //! solid, theory dashed, normalised to the monolithic network) and where the time goes.
 
-use crate::bench::{BenchConfig, BenchRow, max_deviation, ms, run_bench};
+use crate::bench::{BenchConfig, BenchRow, gemm_gflops, max_deviation, ms, run_bench};
+use crate::cost::stage_costs;
 use crate::checkpoint::write_atomic;
 use crate::onion::NetworkKind;
 use crate::report::plot::{Series, line_plot};
@@ -56,6 +57,12 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out)?;
     write_atomic(&out.join("bench.csv"), csv(&rows).as_bytes())?;
     plot(&rows, &spec, &cfg, &out.join("bench.png"))?;
+    // achieved throughput of the monolithic forward against the backend's GEMM peak
+    let mut mono: Vec<f64> = rows.iter().filter(|r| r.network == "monolithic").map(|r| r.ms_per_example).collect();
+    mono.sort_by(f64::total_cmp);
+    let mono_ms = mono[mono.len() / 2];
+    let mono_gflops = 2.0 * stage_costs(&spec, NetworkKind::Monolithic)[0] as f64 / (mono_ms / 1000.0) / 1e9;
+    let peak = gemm_gflops(1024, 5, device);
     let dev: Vec<(String, f64)> = NetworkKind::ALL.iter().map(|k| (k.name().to_string(), max_deviation(&rows, k.name()))).collect();
     if args.json {
         let breakdown: Vec<_> = rows
@@ -68,7 +75,11 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
             })
             .collect();
         let dev: serde_json::Map<String, serde_json::Value> = dev.into_iter().map(|(k, v)| (k, v.into())).collect();
-        println!("{}", serde_json::json!({"rows": rows, "max_deviation": dev, "breakdown": breakdown}));
+        println!(
+            "{}",
+            serde_json::json!({"rows": rows, "max_deviation": dev, "breakdown": breakdown,
+                "monolithic_gflops": mono_gflops, "gemm_peak_gflops": peak})
+        );
         return Ok(());
     }
     println!(
@@ -85,6 +96,10 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
         .map(|r| r.p)
         .min_by(|a, b| (a - 0.5).abs().total_cmp(&(b - 0.5).abs()))
         .unwrap_or(0.5);
+    println!(
+        "\nmonolithic forward: {mono_gflops:.1} GFLOP/s (median over p); GEMM peak (1024x1024 matmul, same backend): {peak:.1} GFLOP/s ({:.0}%)",
+        100.0 * mono_gflops / peak
+    );
     println!("\nwhere the time goes per batch at p = {mid} (ms):");
     print!("{}", breakdown(&rows, mid));
     eprintln!("\nwrote {} and {}", out.join("bench.csv").display(), out.join("bench.png").display());
