@@ -4,7 +4,10 @@
 //! curve of that score at the target TPR. Calibration uses a held-out split, not the training
 //! set (the paper calibrated on training data and missed its TPR at test time).
 
+use crate::cascade::Model;
+use crate::data::Dataset;
 use crate::error::CascadeError;
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 /// Checks a user-given target TPR.
@@ -67,6 +70,25 @@ pub fn calibrate(
         target_tpr: tpr,
         thresholds,
     })
+}
+
+/// Per-stage thresholds for `model` at every target TPR, from the calibration split.
+pub fn calibrate_model(model: &Model, calib: &Dataset, tprs: &[f64], device: &Device) -> Result<Vec<Calibration>, CascadeError> {
+    if calib.is_empty() {
+        return Err(CascadeError::Empty("calibration split".into()));
+    }
+    let early = model.num_stages() - 1;
+    let mut scores: Vec<Vec<f32>> = vec![Vec::new(); early];
+    let all: Vec<usize> = (0..calib.len()).collect();
+    for chunk in all.chunks(256) {
+        let s = model.scores_all(&calib.batch(chunk, device));
+        for (acc, v) in scores.iter_mut().zip(s) {
+            acc.extend(v);
+        }
+    }
+    let s_labels: Vec<Vec<usize>> = (0..early).map(|s| calib.labels.iter().map(|&l| model.stage(s).s_class(l)).collect()).collect();
+    let classes: Vec<usize> = (0..early).map(|s| model.stage(s).classes).collect();
+    tprs.iter().map(|&t| calibrate(&scores, &s_labels, &classes, t)).collect()
 }
 
 #[cfg(test)]

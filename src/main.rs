@@ -1,7 +1,7 @@
 //! `onionnet`: parse the command line, dispatch, print errors with their chain.
 
 use clap::Parser;
-use onionnet::cli::{Cli, Command, bench, calibrate, cost, demo, eval, train};
+use onionnet::cli::{Cli, Command, bench, calibrate, cost, demo, eval, patches, train};
 
 fn main() {
     onionnet::alloc::keep_freed_memory();
@@ -14,6 +14,7 @@ fn main() {
         Command::Eval(a) => eval::run(a, &device),
         Command::Cost(a) => cost::run(a),
         Command::Bench(a) => bench::run(a, &device),
+        Command::Patches(a) => patches::run(a, &device),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -2,7 +2,8 @@
 //! networks train, the groups come from k-means, thresholds from the held-out split, and the
 //! cascades retrieve far better than chance while rejecting most images at stage 1.
 
-use onionnet::apps::retrieval::{Splits, calibrate_model, evaluate, groups_from, resolve_groups, rows};
+use onionnet::apps::retrieval::{Splits, evaluate, groups_from, resolve_groups, rows};
+use onionnet::calibrate::calibrate_model;
 use onionnet::checkpoint::Checkpoint;
 use onionnet::data::fashion::subset_dir;
 use onionnet::onion::NetworkKind;

@@ -1,3 +1,4 @@
 //! Applications of the engine, one file each.
 
 pub mod retrieval;
+pub mod patches;

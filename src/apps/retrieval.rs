@@ -8,7 +8,7 @@
 //! images by p(c), then those that reached the last stage without c in their top-k, then the
 //! rejected ones (by their stage-1 score); the metric is the mean AP over the 10 classes.
 
-use crate::calibrate::{Calibration, calibrate};
+use crate::calibrate::{Calibration, calibrate_model};
 use crate::cascade::{Gate, Model, run};
 use crate::checkpoint::{Checkpoint, Thresholds};
 use crate::cost::{expected_cost, stage_costs};
@@ -198,25 +198,6 @@ pub fn average_precision(relevant: &[bool]) -> f64 {
     sum / total as f64
 }
 
-/// Per-stage thresholds for `model` at every target TPR, from the calibration split.
-pub fn calibrate_model(model: &Model, calib: &Dataset, tprs: &[f64], device: &Device) -> Result<Vec<Calibration>, CascadeError> {
-    if calib.is_empty() {
-        return Err(CascadeError::Empty("calibration split".into()));
-    }
-    let early = model.num_stages() - 1;
-    let mut scores: Vec<Vec<f32>> = vec![Vec::new(); early];
-    let all: Vec<usize> = (0..calib.len()).collect();
-    for chunk in all.chunks(256) {
-        let s = model.scores_all(&calib.batch(chunk, device));
-        for (acc, v) in scores.iter_mut().zip(s) {
-            acc.extend(v);
-        }
-    }
-    let s_labels: Vec<Vec<usize>> = (0..early).map(|s| calib.labels.iter().map(|&l| model.stage(s).s_class(l)).collect()).collect();
-    let classes: Vec<usize> = (0..early).map(|s| model.stage(s).classes).collect();
-    tprs.iter().map(|&t| calibrate(&scores, &s_labels, &classes, t)).collect()
-}
-
 /// Calibrates a saved model and writes its `thresholds.json`.
 pub fn calibrate_dir(dir: &Path, calib: &Dataset, tprs: &[f64], device: &Device) -> anyhow::Result<Vec<Calibration>> {
     let ck = Checkpoint::new(dir);
@@ -372,6 +353,7 @@ pub fn rows(spec: &Spec, outcomes: &[Outcome]) -> Vec<Row> {
                 speedup_measured: mono.map(|m| m.ms_per_1000 / o.ms_per_1000),
                 speedup_theory: Some(theory),
                 task: "retrieval".into(),
+                setting: None,
             }
         })
         .collect()

@@ -5,7 +5,8 @@
 use super::eval::EvalOpts;
 use super::train::OptimArgs;
 use super::{DataArgs, parse_tpr};
-use crate::apps::retrieval::{calibrate_model, groups_from, resolve_groups};
+use crate::apps::retrieval::{groups_from, resolve_groups};
+use crate::calibrate::calibrate_model;
 use crate::checkpoint::{Checkpoint, Thresholds};
 use crate::data::fashion::CLASS_NAMES;
 use crate::onion::{NetworkKind, archs};

@@ -5,6 +5,7 @@ pub mod calibrate;
 pub mod cost;
 pub mod demo;
 pub mod eval;
+pub mod patches;
 pub mod train;
 
 use burn::tensor::Device;
@@ -51,6 +52,9 @@ pub enum Command {
     /// The main job: train the monolithic baseline, the non-sharing cascade and the onion for
     /// retrieval on Fashion-MNIST, calibrate, evaluate and print the paper's table.
     Demo(demo::DemoArgs),
+    /// Patch matching: 2ch-deep, its non-sharing cascade and its onion on pairs from real
+    /// photographs; FPR95 on a balanced set and on every Graffiti pair; time vs imbalance plot.
+    Patches(patches::PatchesArgs),
     /// Train one network of a model description on Fashion-MNIST.
     Train(train::TrainArgs),
     /// Thresholds of a trained cascade for target TPRs, from the held-out calibration split.

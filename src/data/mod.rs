@@ -1,6 +1,10 @@
 //! Datasets: images as `f32` in `[N, C, H, W]` order with fine labels, plus the readers.
 
 pub mod fashion;
+pub mod homography;
+pub mod image;
+pub mod keypoints;
+pub mod patches;
 pub mod idx;
 
 use crate::error::DataError;

@@ -24,6 +24,9 @@ pub struct Row {
     pub ms_per_1000: Option<f64>,
     pub speedup_measured: Option<f64>,
     pub speedup_theory: Option<f64>,
-    /// Extra: the task ("retrieval", ...).
+    /// Extra: the task ("retrieval", "patches", ...).
     pub task: String,
+    /// Extra: the test setting, where a task has several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setting: Option<String>,
 }

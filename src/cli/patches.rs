@@ -1,0 +1,166 @@
+//! `onionnet patches`: the patch-matching experiment — generate pairs from real photographs,
+//! train 2ch-deep, its non-sharing cascade and its onion, calibrate stage 1, and print FPR95,
+//! % passing, time and speed-ups on a balanced test set and on every Graffiti pair; plot time
+//! against the imbalance.
+
+use super::train::OptimArgs;
+use super::parse_tpr;
+use crate::apps::patches::{PatchOutcome, evaluate, imbalanced, rows};
+use crate::calibrate::calibrate_model;
+use crate::checkpoint::{Checkpoint, Thresholds};
+use crate::data::patches::{TEST_PHOTOS, TRAIN_PHOTOS, data_dir, generate_pairs, graffiti, load_photos};
+use crate::onion::{NetworkKind, archs};
+use crate::report::plot::{Series, line_plot};
+use crate::report::{json, table};
+use crate::spec::Spec;
+use crate::train::train;
+use burn::module::Module;
+use burn::tensor::Device;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct PatchesArgs {
+    /// Model description (default: the shipped specs/2ch-deep.toml).
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Where the trained networks, thresholds and the imbalance plot go.
+    #[arg(long, default_value = "runs/patches")]
+    pub out: PathBuf,
+    /// A run of a few minutes: 2,000 training pairs, 3 epochs, 60 Graffiti corners per image.
+    #[arg(long)]
+    pub quick: bool,
+    /// Training pairs [default: 12,000; --quick: 2,000].
+    #[arg(long)]
+    pub pairs: Option<usize>,
+    /// Pairs of the balanced test set [default: 4,000; --quick: 1,000].
+    #[arg(long)]
+    pub test_pairs: Option<usize>,
+    /// Corners per Graffiti image (every pair is evaluated) [default: 150; --quick: 60].
+    #[arg(long)]
+    pub corners: Option<usize>,
+    /// A Graffiti pair matches when the ground truth maps one corner within this many px.
+    #[arg(long, default_value_t = 4.0)]
+    pub tolerance: f64,
+    /// Target TPRs of stage 1.
+    #[arg(long = "tpr", value_parser = parse_tpr, default_values_t = [0.99, 0.995])]
+    pub tpr: Vec<f64>,
+    /// Pairs per inference batch.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Print `{"rows": [...]}` on stdout instead of the tables.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub optim: OptimArgs,
+}
+
+pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
+    let spec_path = args.spec.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs/2ch-deep.toml"));
+    let spec = Spec::from_file(&spec_path)?;
+    anyhow::ensure!(spec.input.dims() == [2, 64, 64], "{}: input must be 2 x 64 x 64 (two stacked 64x64 patches), it is {:?}", spec_path.display(), spec.input.dims());
+    anyhow::ensure!(spec.classes == 2, "{}: classes = {} but patch matching has 2 (non-match, match)", spec_path.display(), spec.classes);
+    let q = args.quick;
+    let n_train = args.pairs.unwrap_or(if q { 2000 } else { 12000 });
+    let n_test = args.test_pairs.unwrap_or(if q { 1000 } else { 4000 });
+    let corners = args.corners.unwrap_or(if q { 60 } else { 150 });
+    anyhow::ensure!(n_train >= 100, "--pairs {n_train}: at least 100 training pairs");
+    anyhow::ensure!(n_test >= 20, "--test-pairs {n_test}: at least 20 test pairs");
+    let mut cfg = args.optim.config(n_train)?;
+    if args.optim.epochs.is_none() {
+        cfg.epochs = if q { 3 } else { 5 };
+    }
+    let photos = data_dir().join("photos");
+    eprintln!("[1/5] pairs from real photographs under random homographies");
+    let train_photos = load_photos(&photos, &TRAIN_PHOTOS)?;
+    let (train_set, _) = generate_pairs(&train_photos, n_train, 1);
+    // held out: other pairs (other seed) of the training photographs, for validation and calibration
+    let (calib, _) = generate_pairs(&train_photos, (n_train / 6).max(400), 2);
+    let (balanced, _) = generate_pairs(&load_photos(&photos, &TEST_PHOTOS)?, n_test, 3);
+    let graf = graffiti(&data_dir().join("graffiti"), corners, args.tolerance)?;
+    let gpos = graf.pairs.labels.iter().sum::<usize>();
+    eprintln!(
+        "  train {} pairs ({}), held out {}, balanced test {} ({}), Graffiti {} x {} corners = {} pairs, {} matches (1 : {:.0})",
+        train_set.len(),
+        TRAIN_PHOTOS.join(", "),
+        calib.len(),
+        balanced.len(),
+        TEST_PHOTOS.join(", "),
+        graf.corners[0].len(),
+        graf.corners[1].len(),
+        graf.pairs.len(),
+        gpos,
+        (graf.pairs.len() - gpos) as f64 / gpos.max(1) as f64
+    );
+    eprintln!("  training: {} epochs, batch {}, lr {} (cosine), seed {}", cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed);
+
+    eprintln!("[2/5] monolithic 2ch-deep");
+    let mono = train(&spec, NetworkKind::Monolithic, &train_set, &calib, &cfg, &Checkpoint::new(&args.out.join("monolithic")), true, Vec::new(), device)?;
+    eprintln!("[3/5] non-sharing cascade and onion (joint hinge loss)");
+    let ns_archs = archs(&spec, NetworkKind::NonSharing);
+    let mut pretrained = vec![None; ns_archs.len()];
+    if ns_archs.last() == Some(&mono.nets[0].arch) {
+        *pretrained.last_mut().unwrap() = Some(mono.nets[0].module.clone().train());
+    }
+    let ns = train(&spec, NetworkKind::NonSharing, &train_set, &calib, &cfg, &Checkpoint::new(&args.out.join("non-sharing")), true, pretrained, device)?;
+    let onion = train(&spec, NetworkKind::Onion, &train_set, &calib, &cfg, &Checkpoint::new(&args.out.join("onion")), true, Vec::new(), device)?;
+
+    eprintln!("[4/5] stage-1 thresholds on the held-out pairs");
+    let mut loaded = vec![(mono, vec![None])];
+    for (model, name) in [(ns, "non-sharing"), (onion, "onion")] {
+        let cals = calibrate_model(&model, &calib, &args.tpr, device)?;
+        Checkpoint::new(&args.out.join(name)).save_thresholds(&Thresholds { calibrations: cals.clone() })?;
+        loaded.push((model, cals.into_iter().map(Some).collect()));
+    }
+    let refs: Vec<_> = loaded.iter().map(|(m, c)| (m, c.clone())).collect();
+
+    eprintln!("[5/5] evaluation");
+    let settings = [("balanced", &balanced, 3), ("graffiti (all pairs)", &graf.pairs, 1)];
+    let mut all_rows = Vec::new();
+    let mut tables = String::new();
+    for (name, data, reps) in settings {
+        let out: Vec<PatchOutcome> = evaluate(&refs, data, args.batch, reps, device, name)?;
+        let r = rows(&spec, &out, name);
+        let pos = data.labels.iter().sum::<usize>();
+        tables.push_str(&format!("\n{name}: {} pairs, {} matches\n{}", data.len(), pos, table::to_string(&r)));
+        all_rows.extend(r);
+    }
+    // running time against the imbalance (negatives per positive), first target TPR
+    let first: Vec<_> = refs.iter().map(|(m, c)| (*m, vec![c[0].clone()])).collect();
+    let mut series: Vec<Series> = Vec::new();
+    let mut lines = String::from("\ntime per 1,000 pairs (ms) against negatives per positive (Graffiti pairs):\n");
+    lines.push_str(&format!("  {:>6}", "ratio"));
+    for k in NetworkKind::ALL {
+        lines.push_str(&format!(" {:>12}", k.name()));
+    }
+    lines.push('\n');
+    let mut pts = vec![Vec::new(); NetworkKind::ALL.len()];
+    for r in [1usize, 3, 10, 30, 100, 300] {
+        let sub = imbalanced(&graf.pairs, r, 7);
+        let actual = (sub.len() - gpos) as f64 / gpos.max(1) as f64;
+        if gpos == 0 || (r > 1 && actual < r as f64 * 0.999) {
+            break;
+        }
+        let out = evaluate(&first, &sub, args.batch, 3, device, &format!("imbalance 1:{r}"))?;
+        lines.push_str(&format!("  {r:>6}"));
+        for (i, o) in out.iter().enumerate() {
+            pts[i].push(((r as f64).log10(), o.ms_per_1000));
+            lines.push_str(&format!(" {:>12.1}", o.ms_per_1000));
+        }
+        lines.push('\n');
+    }
+    for (i, k) in NetworkKind::ALL.iter().enumerate() {
+        series.push(Series { label: k.name().into(), points: pts[i].clone(), colour: i, dashed: false });
+    }
+    let png = args.out.join("imbalance.png");
+    if pts[0].len() >= 2 {
+        line_plot(&png, &format!("{}: running time vs imbalance (TPR {})", spec.name, args.tpr[0]), "log10(negatives per positive)", "ms per 1,000 pairs", &series)?;
+    }
+    if args.json {
+        println!("{}", json::to_string(&all_rows));
+    } else {
+        print!("{tables}{lines}");
+    }
+    eprintln!("\nnetworks, thresholds and {} saved under {}", png.file_name().unwrap().to_string_lossy(), args.out.display());
+    Ok(())
+}
