@@ -70,6 +70,10 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
     if args.optim.epochs.is_none() {
         cfg.epochs = if q { 3 } else { 5 };
     }
+    if args.optim.lr.is_none() {
+        // the deep hinge-loss network diverges to dead units at the retrieval default (0.05)
+        cfg.lr = 0.01;
+    }
     let photos = data_dir().join("photos");
     eprintln!("[1/5] pairs from real photographs under random homographies");
     let train_photos = load_photos(&photos, &TRAIN_PHOTOS)?;

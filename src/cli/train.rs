@@ -19,9 +19,9 @@ pub struct OptimArgs {
     pub epochs: Option<usize>,
     #[arg(long, default_value_t = TrainConfig::default().batch_size)]
     pub batch_size: usize,
-    /// Initial learning rate (cosine decay to 0).
-    #[arg(long, default_value_t = TrainConfig::default().lr)]
-    pub lr: f64,
+    /// Initial learning rate, cosine decay to 0 [default: 0.05; `patches`: 0.01].
+    #[arg(long)]
+    pub lr: Option<f64>,
     #[arg(long, default_value_t = TrainConfig::default().momentum)]
     pub momentum: f64,
     #[arg(long, default_value_t = TrainConfig::default().weight_decay)]
@@ -37,11 +37,12 @@ impl OptimArgs {
         let epochs = self.epochs.unwrap_or_else(|| default_epochs(n_train));
         anyhow::ensure!(epochs >= 1, "--epochs {epochs} must be at least 1");
         anyhow::ensure!(self.batch_size >= 1, "--batch-size {} must be at least 1", self.batch_size);
-        anyhow::ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr {} must be a positive number", self.lr);
+        let lr = self.lr.unwrap_or(TrainConfig::default().lr);
+        anyhow::ensure!(lr.is_finite() && lr > 0.0, "--lr {lr} must be a positive number");
         Ok(TrainConfig {
             epochs,
             batch_size: self.batch_size,
-            lr: self.lr,
+            lr,
             momentum: self.momentum,
             weight_decay: self.weight_decay,
             seed: self.seed,
