@@ -26,7 +26,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = BenchConfig::default().warmup)]
     pub warmup: usize,
     /// Fractions passing each early stage [default: 0, 0.05, 0.1, 0.2, ..., 1].
-    #[arg(long = "p", value_parser = parse_p)]
+    #[arg(long = "p", value_parser = super::parse_fraction)]
     pub p: Vec<f64>,
     /// Seed of the random weights, input and survivor positions.
     #[arg(long, default_value_t = 1)]
@@ -37,11 +37,6 @@ pub struct BenchArgs {
     /// Print `{"rows": [...]}` on stdout instead of the tables.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_p(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("p = {v} is outside [0, 1]")) }
 }
 
 pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {

@@ -11,16 +11,11 @@ pub struct CostArgs {
     /// Model description (TOML).
     pub spec: PathBuf,
     /// Fractions p of examples passing each early stage.
-    #[arg(long = "p", value_parser = parse_p, default_values_t = [0.05, 0.1, 0.2, 0.3, 0.5, 1.0])]
+    #[arg(long = "p", value_parser = super::parse_fraction, default_values_t = [0.05, 0.1, 0.2, 0.3, 0.5, 1.0])]
     pub p: Vec<f64>,
     /// Print `{"rows": [...]}` on stdout instead of the tables.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_p(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("p = {v} is outside [0, 1]")) }
 }
 
 pub fn run(args: &CostArgs) -> anyhow::Result<()> {

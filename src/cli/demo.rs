@@ -6,13 +6,11 @@ use super::eval::EvalOpts;
 use super::train::OptimArgs;
 use super::{DataArgs, parse_tpr};
 use crate::apps::retrieval::{groups_from, resolve_groups};
-use crate::calibrate::calibrate_model;
-use crate::checkpoint::{Checkpoint, Thresholds};
+use crate::checkpoint::Checkpoint;
 use crate::data::fashion::CLASS_NAMES;
-use crate::onion::{NetworkKind, archs};
+use crate::onion::NetworkKind;
 use crate::spec::Spec;
 use crate::train::train;
-use burn::module::Module;
 use burn::tensor::Device;
 use clap::Args;
 use std::path::PathBuf;
@@ -67,23 +65,10 @@ pub fn run(args: &DemoArgs, device: &Device) -> anyhow::Result<()> {
     let spec = resolve_groups(&spec, &groups);
 
     step(3, "non-sharing cascade and onion (joint loss)");
-    // the non-sharing cascade's last stage is the monolithic network itself when the split adds
-    // up: reuse the trained one instead of training an identical network twice
-    let ns_archs = archs(&spec, NetworkKind::NonSharing);
-    let mut pretrained = vec![None; ns_archs.len()];
-    if ns_archs.last() == Some(&mono.nets[0].arch) {
-        *pretrained.last_mut().unwrap() = Some(mono.nets[0].module.clone().train());
-    }
-    let ns = train(&spec, NetworkKind::NonSharing, &splits.train, &splits.calib, &cfg, &Checkpoint::new(&args.out.join("non-sharing")), true, pretrained, device)?;
-    let onion = train(&spec, NetworkKind::Onion, &splits.train, &splits.calib, &cfg, &Checkpoint::new(&args.out.join("onion")), true, Vec::new(), device)?;
+    let cascades = super::train_cascades(&mono, &spec, &splits.train, &splits.calib, &cfg, &args.out, device)?;
 
     step(4, "calibration on the held-out split");
-    let mut loaded = vec![(mono, vec![None])];
-    for (model, name) in [(ns, "non-sharing"), (onion, "onion")] {
-        let cals = calibrate_model(&model, &splits.calib, &args.tpr, device)?;
-        Checkpoint::new(&args.out.join(name)).save_thresholds(&Thresholds { calibrations: cals.clone() })?;
-        loaded.push((model, cals.into_iter().map(Some).collect()));
-    }
+    let loaded = super::calibrate_cascades(mono, cascades, &splits.calib, &args.tpr, &args.out, device)?;
 
     step(5, "evaluation: one retrieval query per class");
     super::eval::print_results(&loaded, &splits.test, &args.eval, device)?;

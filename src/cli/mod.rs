@@ -103,3 +103,57 @@ pub fn parse_tpr(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     crate::calibrate::check_tpr(v).map_err(|e| e.to_string())
 }
+
+/// The fraction-valued options (`--p`), validated.
+pub fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("p = {v} is outside [0, 1]")) }
+}
+
+/// After the monolithic network, an experiment's two cascades (shared by `demo` and
+/// `patches`): the non-sharing cascade — whose last stage is the trained monolithic network
+/// itself when the split adds up, so it is reused rather than trained twice — and the onion,
+/// checkpointed under `out/non-sharing` and `out/onion`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_cascades(
+    mono: &crate::cascade::Model,
+    spec: &crate::spec::Spec,
+    train_set: &crate::data::Dataset,
+    valid: &crate::data::Dataset,
+    cfg: &crate::train::TrainConfig,
+    out: &std::path::Path,
+    device: &Device,
+) -> anyhow::Result<[crate::cascade::Model; 2]> {
+    use crate::checkpoint::Checkpoint;
+    use crate::onion::NetworkKind;
+    use burn::module::Module;
+    let ns_archs = crate::onion::archs(spec, NetworkKind::NonSharing);
+    let mut pretrained = vec![None; ns_archs.len()];
+    if ns_archs.last() == Some(&mono.nets[0].arch) {
+        *pretrained.last_mut().unwrap() = Some(mono.nets[0].module.clone().train());
+    }
+    let train = |kind, dir: &str, pre| crate::train::train(spec, kind, train_set, valid, cfg, &Checkpoint::new(&out.join(dir)), true, pre, device);
+    let ns = train(NetworkKind::NonSharing, "non-sharing", pretrained)?;
+    let onion = train(NetworkKind::Onion, "onion", Vec::new())?;
+    Ok([ns, onion])
+}
+
+/// Calibrates the cascades on `calib` at every target TPR, saves `thresholds.json` next to
+/// each, and lists the three networks with their operating points (`None` = the monolithic
+/// network, which has no threshold).
+pub(crate) fn calibrate_cascades(
+    mono: crate::cascade::Model,
+    cascades: [crate::cascade::Model; 2],
+    calib: &crate::data::Dataset,
+    tprs: &[f64],
+    out: &std::path::Path,
+    device: &Device,
+) -> anyhow::Result<Vec<(crate::cascade::Model, Vec<Option<crate::calibrate::Calibration>>)>> {
+    let mut loaded = vec![(mono, vec![None])];
+    for (model, dir) in cascades.into_iter().zip(["non-sharing", "onion"]) {
+        let cals = crate::calibrate::calibrate_model(&model, calib, tprs, device)?;
+        crate::checkpoint::Checkpoint::new(&out.join(dir)).save_thresholds(&crate::checkpoint::Thresholds { calibrations: cals.clone() })?;
+        loaded.push((model, cals.into_iter().map(Some).collect()));
+    }
+    Ok(loaded)
+}

@@ -6,15 +6,13 @@
 use super::train::OptimArgs;
 use super::parse_tpr;
 use crate::apps::patches::{PatchOutcome, evaluate, imbalanced, rows};
-use crate::calibrate::calibrate_model;
-use crate::checkpoint::{Checkpoint, Thresholds};
+use crate::checkpoint::Checkpoint;
 use crate::data::patches::{TEST_PHOTOS, TRAIN_PHOTOS, data_dir, generate_pairs, graffiti, load_photos};
-use crate::onion::{NetworkKind, archs};
+use crate::onion::NetworkKind;
 use crate::report::plot::{Series, line_plot};
 use crate::report::{json, table};
 use crate::spec::Spec;
 use crate::train::train;
-use burn::module::Module;
 use burn::tensor::Device;
 use clap::Args;
 use std::path::PathBuf;
@@ -101,21 +99,9 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
     eprintln!("[2/5] monolithic 2ch-deep");
     let mono = train(&spec, NetworkKind::Monolithic, &train_set, &calib, &cfg, &Checkpoint::new(&args.out.join("monolithic")), true, Vec::new(), device)?;
     eprintln!("[3/5] non-sharing cascade and onion (joint hinge loss)");
-    let ns_archs = archs(&spec, NetworkKind::NonSharing);
-    let mut pretrained = vec![None; ns_archs.len()];
-    if ns_archs.last() == Some(&mono.nets[0].arch) {
-        *pretrained.last_mut().unwrap() = Some(mono.nets[0].module.clone().train());
-    }
-    let ns = train(&spec, NetworkKind::NonSharing, &train_set, &calib, &cfg, &Checkpoint::new(&args.out.join("non-sharing")), true, pretrained, device)?;
-    let onion = train(&spec, NetworkKind::Onion, &train_set, &calib, &cfg, &Checkpoint::new(&args.out.join("onion")), true, Vec::new(), device)?;
-
+    let cascades = super::train_cascades(&mono, &spec, &train_set, &calib, &cfg, &args.out, device)?;
     eprintln!("[4/5] stage-1 thresholds on the held-out pairs");
-    let mut loaded = vec![(mono, vec![None])];
-    for (model, name) in [(ns, "non-sharing"), (onion, "onion")] {
-        let cals = calibrate_model(&model, &calib, &args.tpr, device)?;
-        Checkpoint::new(&args.out.join(name)).save_thresholds(&Thresholds { calibrations: cals.clone() })?;
-        loaded.push((model, cals.into_iter().map(Some).collect()));
-    }
+    let loaded = super::calibrate_cascades(mono, cascades, &calib, &args.tpr, &args.out, device)?;
     let refs: Vec<_> = loaded.iter().map(|(m, c)| (m, c.clone())).collect();
 
     eprintln!("[5/5] evaluation");
