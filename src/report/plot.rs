@@ -38,7 +38,7 @@ pub fn line_plot(path: &Path, title: &str, x_label: &str, y_label: &str, series:
             .caption(title, ("sans-serif", 24))
             .margin(16)
             .x_label_area_size(44)
-            .y_label_area_size(60)
+            .y_label_area_size(80)
             .build_cartesian_2d(x0..x1, 0.0..y1.max(1e-9))?;
         chart
             .configure_mesh()
