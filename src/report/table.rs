@@ -24,7 +24,7 @@ pub fn to_string(rows: &[Row]) -> String {
             [
                 r.network.clone(),
                 cell(r.metric, |v| format!("{:.2}", 100.0 * v)),
-                cell(r.target_tpr, |v| format!("{v:.3}")),
+                cell(r.target_tpr, |v| format!("{v}")),
                 cell(r.reached_tpr, |v| format!("{v:.3}")),
                 cell(r.pass_pct, |v| format!("{v:.1}")),
                 cell(r.ms_per_1000, |v| format!("{v:.1}")),
