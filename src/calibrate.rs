@@ -77,6 +77,9 @@ pub fn calibrate_model(model: &Model, calib: &Dataset, tprs: &[f64], device: &De
     if calib.is_empty() {
         return Err(CascadeError::Empty("calibration split".into()));
     }
+    if calib.shape != model.spec.input.dims() {
+        return Err(CascadeError::Shape { got: calib.shape, want: model.spec.input.dims() });
+    }
     let early = model.num_stages() - 1;
     let mut scores: Vec<Vec<f32>> = vec![Vec::new(); early];
     let all: Vec<usize> = (0..calib.len()).collect();

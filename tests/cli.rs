@@ -142,3 +142,20 @@ fn wrong_image_size_is_refused() {
     let o = onionnet(&["train", bad.to_str().unwrap(), "--network", "monolithic", "--out", out.to_str().unwrap(), "--data", &subset(), "--train-limit", "300", "--calib-size", "100", "--test-limit", "10"]);
     assert_clean_error(&o, &["big.toml", "input", "[1, 28, 28]", "[1, 32, 32]"]);
 }
+
+#[test]
+fn calibrating_on_images_of_another_size_is_refused() {
+    // a checkpoint of 32x32 inputs, calibrated on 28x28 Fashion-MNIST images
+    let d = tmp("calsize");
+    let spec32 = std::fs::read_to_string(spec()).unwrap().replace("height = 28, width = 28", "height = 32, width = 32").replace("label_map = \"kmeans\"", "label_map = [0, 1, 0, 0, 0, 2, 0, 2, 3, 2]");
+    let parsed = onionnet::spec::Spec::from_toml(&spec32, Path::new("s32.toml")).unwrap();
+    let device = burn::tensor::Device::default();
+    let ck = onionnet::checkpoint::Checkpoint::new(&d.join("o"));
+    ck.save_spec(&parsed).unwrap();
+    let arch = onionnet::onion::Arch::onion(&parsed);
+    ck.save_module(0, &onionnet::onion::OnionModule::new(&arch, &device)).unwrap();
+    let state = onionnet::checkpoint::TrainState { kind: onionnet::onion::NetworkKind::Onion, epochs_done: vec![1], epochs: 1, seed: 0, config: None, train_examples: 0, log: vec![vec![]] };
+    ck.save_state(&state).unwrap();
+    let o = onionnet(&["calibrate", d.join("o").to_str().unwrap(), "--data", &subset(), "--train-limit", "300", "--calib-size", "100", "--test-limit", "10"]);
+    assert_clean_error(&o, &["[1, 28, 28]", "[1, 32, 32]"]);
+}
