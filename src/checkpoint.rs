@@ -144,28 +144,32 @@ impl Checkpoint {
         Ok(Some(Bytes::from_bytes_vec(read(&p)?)))
     }
 
+    fn save_json(&self, name: &str, value: &impl Serialize) -> Result<(), CheckpointError> {
+        write_atomic(&self.path(name), &serde_json::to_vec_pretty(value).expect("plain data serialises"))
+    }
+
+    fn load_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, CheckpointError> {
+        let p = self.path(name);
+        serde_json::from_slice(&read(&p)?).map_err(|e| CheckpointError::Corrupt {
+            path: p,
+            reason: e.to_string(),
+        })
+    }
+
     pub fn save_state(&self, state: &TrainState) -> Result<(), CheckpointError> {
-        write_atomic(&self.path("train.json"), &serde_json::to_vec_pretty(state).unwrap())
+        self.save_json("train.json", state)
     }
 
     pub fn load_state(&self) -> Result<TrainState, CheckpointError> {
-        let p = self.path("train.json");
-        serde_json::from_slice(&read(&p)?).map_err(|e| CheckpointError::Corrupt {
-            path: p,
-            reason: e.to_string(),
-        })
+        self.load_json("train.json")
     }
 
     pub fn save_thresholds(&self, t: &Thresholds) -> Result<(), CheckpointError> {
-        write_atomic(&self.path("thresholds.json"), &serde_json::to_vec_pretty(t).unwrap())
+        self.save_json("thresholds.json", t)
     }
 
     pub fn load_thresholds(&self) -> Result<Thresholds, CheckpointError> {
-        let p = self.path("thresholds.json");
-        serde_json::from_slice(&read(&p)?).map_err(|e| CheckpointError::Corrupt {
-            path: p,
-            reason: e.to_string(),
-        })
+        self.load_json("thresholds.json")
     }
 
     /// Loads a trained network for inference (on a plain, non-autodiff device).

@@ -243,18 +243,7 @@ impl OnionModule {
         let br = &arch.branches[b];
         let m = &self.branches[b];
         // the maps layer l of branch b reads: earlier branches' and its own, concatenated
-        let gather = |own: &Maps, l: usize| -> Option<Tensor<4>> {
-            let parts: Vec<Tensor<4>> = arch
-                .sources(b, l)
-                .map(|t| if t == b { own[l].clone() } else { prev[t][l].clone() })
-                .map(|x| x.expect("wiring: a source branch has maps at this layer"))
-                .collect();
-            match parts.len() {
-                0 => None,
-                1 => parts.into_iter().next(),
-                _ => Some(Tensor::cat(parts, 1)),
-            }
-        };
+        let gather = |own: &Maps, l: usize| read_sources(arch, b, l, own, prev);
         let mut own: Maps = Vec::with_capacity(br.depth);
         for (l, layer) in arch.layers.iter().enumerate().take(br.depth) {
             let out = match &layer.kind {
@@ -307,14 +296,25 @@ impl OnionModule {
             maps.push(self.forward_branch(arch, t, input, &maps).0);
         }
         let (own, _) = self.forward_branch(arch, b, input, &maps);
-        let l = arch.branches[b].depth - 1;
-        let parts: Vec<Tensor<4>> = arch
-            .sources(b, l)
-            .map(|t| if t == b { own[l].clone().unwrap() } else { maps[t][l].clone().unwrap() })
-            .collect();
-        let x = Tensor::cat(parts, 1);
+        let x = read_sources(arch, b, arch.branches[b].depth - 1, &own, &maps).expect("validated: the head has maps to read");
         let [n, c, h, w] = x.dims();
         x.reshape([n, c * h * w])
+    }
+}
+
+/// What layer `l + 1` (or the head, at a branch's last layer) of branch `b` reads: the maps
+/// after layer `l` of branches 1..=b that have some there, concatenated along channels —
+/// `own` for branch `b`, `prev[t]` for the earlier ones.
+fn read_sources(arch: &Arch, b: usize, l: usize, own: &Maps, prev: &[Maps]) -> Option<Tensor<4>> {
+    let parts: Vec<Tensor<4>> = arch
+        .sources(b, l)
+        .map(|t| if t == b { own[l].clone() } else { prev[t][l].clone() })
+        .map(|x| x.expect("wiring: a source branch has maps at this layer"))
+        .collect();
+    match parts.len() {
+        0 => None,
+        1 => parts.into_iter().next(),
+        _ => Some(Tensor::cat(parts, 1)),
     }
 }
 

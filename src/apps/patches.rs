@@ -70,11 +70,6 @@ fn score(model: &Model, cal: &Option<Calibration>, batches: &[(Vec<usize>, Tenso
     (scores, passed, t0.elapsed().as_secs_f64())
 }
 
-fn batches(data: &Dataset, batch: usize, device: &Device) -> Vec<(Vec<usize>, Tensor<4>)> {
-    let all: Vec<usize> = (0..data.len()).collect();
-    all.chunks(batch.max(1)).map(|c| (c.to_vec(), data.batch(c, device))).collect()
-}
-
 /// Evaluates every (network, calibration) on `data`, timing runs interleaved `reps` times
 /// (the median is kept).
 pub fn evaluate(
@@ -91,7 +86,7 @@ pub fn evaluate(
     if data.labels.iter().all(|&l| l == 0) {
         return Err(CascadeError::Empty(format!("{label} test set has no positive pair")));
     }
-    let b = batches(data, batch, device);
+    let b = data.batches(batch, device);
     let n = data.len();
     let points: usize = models.iter().map(|(_, c)| c.len()).sum();
     let pb = ProgressBar::new((points * reps.max(1)) as u64);

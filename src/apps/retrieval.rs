@@ -17,7 +17,7 @@ use crate::error::CascadeError;
 use crate::onion::NetworkKind;
 use crate::report::Row;
 use crate::spec::{LabelMap, Spec};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
@@ -243,8 +243,7 @@ pub fn evaluate(
         }
     }
     let n = test.len();
-    let all: Vec<usize> = (0..n).collect();
-    let batches: Vec<(Vec<usize>, Tensor<4>)> = all.chunks(batch.max(1)).map(|c| (c.to_vec(), test.batch(c, device))).collect();
+    let batches = test.batches(batch, device);
     let classes = test.classes;
     let points: usize = models.iter().map(|(_, c)| c.len()).sum();
     let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new((classes * points) as u64) };

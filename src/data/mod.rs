@@ -87,6 +87,13 @@ impl Dataset {
         }
     }
 
+    /// The whole set as tensors of at most `batch` rows, with the rows each holds (built once
+    /// before timed inference, so every network is timed on the same ready batches).
+    pub fn batches(&self, batch: usize, device: &Device) -> Vec<(Vec<usize>, Tensor<4>)> {
+        let all: Vec<usize> = (0..self.len()).collect();
+        all.chunks(batch.max(1)).map(|c| (c.to_vec(), self.batch(c, device))).collect()
+    }
+
     /// The images of rows `idx` as a tensor `[len, C, H, W]`.
     pub fn batch(&self, idx: &[usize], device: &Device) -> Tensor<4> {
         let n = self.item_len();
