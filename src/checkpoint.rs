@@ -105,7 +105,7 @@ impl Checkpoint {
         })
     }
 
-    pub fn save_module(&self, i: usize, module: &OnionModule) -> Result<(), CheckpointError> {
+    pub fn save_module<M: Module>(&self, i: usize, module: &M) -> Result<(), CheckpointError> {
         let p = self.path(&format!("net{i}.bpk"));
         let bytes = module.clone().into_record().into_bytes().map_err(|e| CheckpointError::Corrupt {
             path: p.clone(),
@@ -116,7 +116,7 @@ impl Checkpoint {
 
     /// Loads weights into a freshly built module of the right shape; a record from another
     /// description is a mismatch error, a damaged file a corruption error.
-    pub fn load_module(&self, i: usize, module: OnionModule) -> Result<OnionModule, CheckpointError> {
+    pub fn load_module<M: Module>(&self, i: usize, module: M) -> Result<M, CheckpointError> {
         let p = self.path(&format!("net{i}.bpk"));
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(read(&p)?)).map_err(|e| {
             CheckpointError::Corrupt {

@@ -1,7 +1,7 @@
 //! `onionnet`: parse the command line, dispatch, print errors with their chain.
 
 use clap::Parser;
-use onionnet::cli::{Cli, Command, bench, calibrate, cost, demo, eval, patches, train};
+use onionnet::cli::{Cli, Command, bench, calibrate, cost, demo, detect, eval, patches, train};
 
 fn main() {
     onionnet::alloc::keep_freed_memory();
@@ -15,6 +15,7 @@ fn main() {
         Command::Cost(a) => cost::run(a),
         Command::Bench(a) => bench::run(a, &device),
         Command::Patches(a) => patches::run(a, &device),
+        Command::Detect(a) => detect::run(a, &device),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -154,7 +154,7 @@ impl Arch {
 /// default (PyTorch's, gain 1/√3) shrinks the signal about 2.4x per layer, and a deep network
 /// such as 2ch-deep (8 layers) then starts with vanishing outputs and its hinge loss never
 /// leaves 1.
-fn he() -> Initializer {
+pub(crate) fn he() -> Initializer {
     Initializer::KaimingUniform {
         gain: std::f64::consts::SQRT_2,
         fan_out_only: false,

@@ -129,9 +129,25 @@ pub struct Spec {
     pub classes: usize,
     pub layers: Vec<Layer>,
     pub stages: Vec<Stage>,
+    /// Detection only: the backbone under the classifier the layers above describe.
+    pub detector: Option<Detector>,
     /// The file it came from (for error messages).
     #[serde(skip)]
     pub source: PathBuf,
+}
+
+/// Detection (`[detector]` with `[[detector.backbone]]` layers): a backbone runs once on the
+/// whole image; every proposal is RoI max-pooled from its last maps to the `input` grid of the
+/// description's layers, which are then the per-proposal classifier the stages split (the
+/// paper's Fast R-CNN setting: only the fully connected classifier becomes an onion).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detector {
+    /// The whole image.
+    pub image: InputShape,
+    /// conv / relu / maxpool layers (`width` = filters, no split: every stage shares them).
+    pub backbone: Vec<Layer>,
+    /// Image pixels per cell of the backbone's last maps.
+    pub stride: usize,
 }
 
 // ---------------------------------------------------------------- raw TOML
@@ -149,6 +165,15 @@ struct RawSpec {
     layers: Vec<RawLayer>,
     #[serde(rename = "stage", default)]
     stages: Vec<RawStage>,
+    detector: Option<RawDetector>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDetector {
+    image: InputShape,
+    #[serde(default)]
+    backbone: Vec<RawLayer>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,6 +315,27 @@ impl Spec {
                     "label_map = [{}]\n",
                     m.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
                 )),
+            }
+        }
+        if let Some(d) = &self.detector {
+            let i = d.image;
+            out.push_str(&format!(
+                "\n[detector]\nimage = {{ channels = {}, height = {}, width = {} }}\n",
+                i.channels, i.height, i.width
+            ));
+            for l in &d.backbone {
+                out.push_str("\n[[detector.backbone]]\n");
+                out.push_str(&format!("name = {:?}\n", l.name));
+                match &l.kind {
+                    LayerKind::Conv { kernel, stride, padding } => out.push_str(&format!(
+                        "type = \"conv\"\nfilters = {}\nkernel = {kernel}\nstride = {stride}\npadding = {padding}\n",
+                        l.width
+                    )),
+                    LayerKind::Maxpool { kernel, stride, ceil } => out.push_str(&format!(
+                        "type = \"maxpool\"\nkernel = {kernel}\nstride = {stride}\nceil = {ceil}\n"
+                    )),
+                    _ => out.push_str("type = \"relu\"\n"),
+                }
             }
         }
         out
@@ -674,6 +720,10 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
             ));
         }
     }
+    let detector = match &raw.detector {
+        None => None,
+        Some(d) => Some(validate_detector(d, &raw.input, path)?),
+    };
     Ok(Spec {
         name: raw.name.unwrap_or_else(|| {
             path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
@@ -682,8 +732,84 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
         classes: raw.classes,
         layers,
         stages,
+        detector,
         source: path.to_path_buf(),
     })
+}
+
+/// The `[detector]` table: conv/relu/maxpool layers that keep a whole number of image pixels
+/// per cell (so a proposal's box maps onto cells) and end with `input.channels` maps.
+fn validate_detector(raw: &RawDetector, input: &InputShape, path: &Path) -> Result<Detector, SpecError> {
+    let err = |field: &str, value: &dyn std::fmt::Display, reason: &str| SpecError::invalid(path, field, value, reason);
+    let img = raw.image;
+    for (f, v) in [("detector.image.channels", img.channels), ("detector.image.height", img.height), ("detector.image.width", img.width)] {
+        if v == 0 {
+            return Err(err(f, &v, "must be at least 1"));
+        }
+    }
+    if raw.backbone.is_empty() {
+        return Err(err("detector.backbone", &"[]", "the backbone needs at least one [[detector.backbone]] conv layer"));
+    }
+    let (mut h, mut w, mut stride, mut channels) = (img.height, img.width, 1usize, img.channels);
+    let mut backbone = Vec::with_capacity(raw.backbone.len());
+    for (i, rl) in raw.backbone.iter().enumerate() {
+        let at = format!("detector.backbone[{i}]");
+        let name = rl.name.clone().unwrap_or_else(|| format!("backbone_{}{}", rl.kind, i + 1));
+        let pos = |f: &str, v: Option<usize>, default: Option<usize>| -> Result<usize, SpecError> {
+            match v.or(default) {
+                None => Err(err(&format!("{at}.{f}"), &"(missing)", "required")),
+                Some(0) => Err(err(&format!("{at}.{f}"), &0, "must be at least 1")),
+                Some(v) => Ok(v),
+            }
+        };
+        if rl.split.is_some() || rl.units.is_some() || rl.prob.is_some() {
+            return Err(err(&at, &name, "backbone layers are shared by every stage: no split, units or prob"));
+        }
+        let (kind, width) = match rl.kind.as_str() {
+            "conv" => {
+                let kernel = pos("kernel", rl.kernel, None)?;
+                let s = pos("stride", rl.stride, Some(1))?;
+                let kind = LayerKind::Conv { kernel, stride: s, padding: rl.padding.unwrap_or(0) };
+                (kind, pos("filters", rl.filters, None)?)
+            }
+            "relu" => (LayerKind::Relu, 0),
+            "maxpool" => {
+                let kernel = pos("kernel", rl.kernel, None)?;
+                (LayerKind::Maxpool { kernel, stride: pos("stride", rl.stride, Some(kernel))?, ceil: rl.ceil.unwrap_or(false) }, 0)
+            }
+            other => return Err(err(&format!("{at}.type"), &format!("{other:?}"), "a backbone layer is conv, relu or maxpool")),
+        };
+        if i == 0 && !matches!(kind, LayerKind::Conv { .. }) {
+            return Err(err(&format!("{at}.type"), &rl.kind, "the backbone starts with a conv layer"));
+        }
+        let s = match kind {
+            LayerKind::Conv { stride, .. } | LayerKind::Maxpool { stride, .. } => stride,
+            _ => 1,
+        };
+        let Some((nh, nw)) = out_size(&kind, h, w) else {
+            return Err(err(&at, &name, &format!("does not fit its {h}x{w} input")));
+        };
+        if h % s != 0 || w % s != 0 || (nh, nw) != (h / s, w / s) {
+            return Err(err(
+                &at,
+                &name,
+                &format!("maps {h}x{w} -> {nh}x{nw}: each layer must divide the size exactly by its stride {s} (padding = kernel / 2 for odd kernels) so a box in pixels maps onto cells"),
+            ));
+        }
+        (h, w, stride) = (nh, nw, stride * s);
+        if width > 0 {
+            channels = width;
+        }
+        backbone.push(Layer { name, kind, width, split: Vec::new() });
+    }
+    if channels != input.channels {
+        return Err(err(
+            "input.channels",
+            &input.channels,
+            &format!("the classifier reads the backbone's last maps, which have {channels} channels"),
+        ));
+    }
+    Ok(Detector { image: img, backbone, stride })
 }
 
 /// Turns a `split = [...]` (integer counts or float fractions) into channel counts per stage.

@@ -58,7 +58,7 @@ impl Default for TrainConfig {
 }
 
 /// What one module learns: `(branch, description stage)` pairs, each adding its weighted loss.
-fn objectives(spec: &Spec, kind: NetworkKind) -> Vec<Vec<(usize, usize)>> {
+pub(crate) fn objectives(spec: &Spec, kind: NetworkKind) -> Vec<Vec<(usize, usize)>> {
     let s = spec.num_stages();
     match kind {
         NetworkKind::Monolithic => vec![vec![(0, s - 1)]],
@@ -68,7 +68,7 @@ fn objectives(spec: &Spec, kind: NetworkKind) -> Vec<Vec<(usize, usize)>> {
 }
 
 /// Per-stage loss (scalar) for a head's logits and the examples' fine labels.
-fn stage_loss(stage: &Stage, logits: Tensor<2>, labels: &[usize], device: &Device) -> Tensor<1> {
+pub(crate) fn stage_loss(stage: &Stage, logits: Tensor<2>, labels: &[usize], device: &Device) -> Tensor<1> {
     let n = labels.len();
     match stage.loss {
         Loss::CrossEntropy => {
@@ -89,7 +89,7 @@ fn stage_loss(stage: &Stage, logits: Tensor<2>, labels: &[usize], device: &Devic
 }
 
 /// Correct predictions of a head (argmax, or the sign for hinge).
-fn correct(stage: &Stage, logits: &Tensor<2>, labels: &[usize]) -> usize {
+pub(crate) fn correct(stage: &Stage, logits: &Tensor<2>, labels: &[usize]) -> usize {
     let o = stage.outputs();
     let v = logits.to_data().try_to_vec::<f32>().expect("f32 logits");
     labels
@@ -133,7 +133,7 @@ pub fn evaluate(
     sums.into_iter().map(|(l, c)| (l / n, c as f64 / n)).collect()
 }
 
-fn bar(len: u64, prefix: String, quiet: bool) -> ProgressBar {
+pub(crate) fn bar(len: u64, prefix: String, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }

@@ -2,3 +2,4 @@
 
 pub mod retrieval;
 pub mod patches;
+pub mod detection;

@@ -147,6 +147,7 @@ pub fn rows(spec: &crate::spec::Spec, outcomes: &[PatchOutcome], setting: &str) 
                 speedup_theory: Some(t_mono / expected_cost(&stage_costs(spec, o.kind), &pass)),
                 task: "patches".into(),
                 setting: Some(setting.into()),
+                ..Row::default()
             }
         })
         .collect()

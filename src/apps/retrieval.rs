@@ -353,6 +353,7 @@ pub fn rows(spec: &Spec, outcomes: &[Outcome]) -> Vec<Row> {
                 speedup_theory: Some(theory),
                 task: "retrieval".into(),
                 setting: None,
+                ..Row::default()
             }
         })
         .collect()

@@ -5,6 +5,7 @@ pub mod homography;
 pub mod image;
 pub mod keypoints;
 pub mod patches;
+pub mod scenes;
 pub mod idx;
 
 use crate::error::DataError;

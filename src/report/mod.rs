@@ -9,7 +9,7 @@ pub mod table;
 use serde::Serialize;
 
 /// One line of a results table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Row {
     /// "monolithic" | "non-sharing" | "onion"
     pub network: String,
@@ -29,4 +29,14 @@ pub struct Row {
     /// Extra: the test setting, where a task has several.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub setting: Option<String>,
+    /// Extra (detection): time of the classifier head per image, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_ms_per_image: Option<f64>,
+    /// Extra (detection): time of the whole pipeline per image (backbone, RoI pooling, head,
+    /// NMS), ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline_ms_per_image: Option<f64>,
+    /// Extra (detection): measured speed-up of the whole pipeline vs the monolithic one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speedup_pipeline: Option<f64>,
 }

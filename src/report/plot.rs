@@ -6,7 +6,7 @@ use plotters::style::{FontStyle, register_font};
 use std::path::Path;
 
 /// Makes the committed DejaVu Sans the "sans-serif" font (cheap; repeated calls are harmless).
-fn register() -> anyhow::Result<()> {
+pub(crate) fn register() -> anyhow::Result<()> {
     let bytes: &'static [u8] = include_bytes!("../../assets/DejaVuSans.ttf");
     register_font("sans-serif", FontStyle::Normal, bytes)
         .map_err(|_| anyhow::anyhow!("assets/DejaVuSans.ttf compiled into the binary is not a valid font"))

@@ -1,0 +1,472 @@
+//! The detector: a backbone runs once on the whole scene, every proposal is RoI max-pooled
+//! from its last maps, and the classifier head from the model description scores it. The
+//! three heads (monolithic, non-sharing cascade, onion) come from the same description; each
+//! detector trains end to end (backbone and head together, as the paper fine-tunes whole
+//! networks) on RoIs sampled per scene — object proposals (IoU >= 0.5 with an object, plus the
+//! objects' own boxes) and background (IoU < 0.5, half of it from the harder 0.1..0.5 band) —
+//! under the joint loss Σ w_s L_s (cross-entropy for both stages; stage 1's labels are
+//! object/background through its label map). The non-sharing cascade's two heads share the
+//! backbone (the cascade is over the classifier, as in Fast R-CNN) and train jointly too.
+
+use super::proposals::best_match;
+use super::roi_pool::{roi_pool, roi_pool_direct};
+use crate::cascade::{Gate, Model, Timing, run};
+use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
+use crate::data::scenes::{BoxF, Scene};
+use crate::error::{DataError, TrainError};
+use crate::onion::{Arch, Net, NetworkKind, OnionModule, archs, he};
+use crate::spec::{Detector as Layout, LayerKind, Spec};
+use crate::train::{TrainConfig, bar, correct, objectives, stage_loss};
+use burn::module::Module;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// Scene pixels are normalised as `(v - MEAN) / STD` before the backbone.
+const MEAN: f32 = 0.45;
+const STD: f32 = 0.25;
+
+/// The `[detector]` backbone of the description.
+#[derive(Module, Debug)]
+pub struct Backbone {
+    convs: Vec<Option<Conv2d>>,
+}
+
+impl Backbone {
+    pub fn new(layout: &Layout, device: &Device) -> Backbone {
+        let mut c_in = layout.image.channels;
+        let convs = layout
+            .backbone
+            .iter()
+            .map(|l| match l.kind {
+                LayerKind::Conv { kernel, stride, padding } => {
+                    let conv = Conv2dConfig::new([c_in, l.width], [kernel, kernel])
+                        .with_stride([stride, stride])
+                        .with_padding(PaddingConfig2d::Explicit(padding, padding, padding, padding))
+                        .with_initializer(he())
+                        .init(device);
+                    c_in = l.width;
+                    Some(conv)
+                }
+                _ => None,
+            })
+            .collect();
+        Backbone { convs }
+    }
+
+    /// `[N, C_img, H, W]` -> the last maps `[N, C, H / stride, W / stride]`.
+    pub fn forward(&self, layout: &Layout, mut x: Tensor<4>) -> Tensor<4> {
+        for (l, conv) in layout.backbone.iter().zip(&self.convs) {
+            x = match (&l.kind, conv) {
+                (LayerKind::Conv { .. }, Some(c)) => c.forward(x),
+                (LayerKind::Maxpool { kernel, stride, ceil }, _) => {
+                    max_pool2d(x, MaxPoolOptions::new([*kernel, *kernel]).with_stride([*stride, *stride]).with_ceil_mode(*ceil))
+                }
+                _ => relu(x),
+            };
+        }
+        x
+    }
+}
+
+/// Backbone and the head modules of one network kind (one for the monolithic network and the
+/// onion, one per stage for the non-sharing cascade), trained together.
+#[derive(Module, Debug)]
+pub struct DetectorModule {
+    backbone: Backbone,
+    heads: Vec<OnionModule>,
+}
+
+impl DetectorModule {
+    pub fn new(spec: &Spec, kind: NetworkKind, device: &Device) -> DetectorModule {
+        let layout = spec.detector.as_ref().expect("checked by layout()");
+        DetectorModule {
+            backbone: Backbone::new(layout, device),
+            heads: archs(spec, kind).iter().map(|a| OnionModule::new(a, device)).collect(),
+        }
+    }
+}
+
+/// The description's `[detector]` table, or an error naming the file.
+pub fn layout(spec: &Spec) -> Result<&Layout, DataError> {
+    spec.detector.as_ref().ok_or_else(|| DataError::Mismatch {
+        what: spec.source.display().to_string(),
+        reason: "the description has no [detector] table (backbone and image size): it is not a detection description".into(),
+    })
+}
+
+/// Scenes as a normalised batch `[N, 1, H, W]`.
+pub fn scenes_tensor(scenes: &[&Scene], device: &Device) -> Tensor<4> {
+    let (h, w) = (scenes[0].height, scenes[0].width);
+    let px: Vec<f32> = scenes.iter().flat_map(|s| s.px.iter().map(|v| (v - MEAN) / STD)).collect();
+    Tensor::from_data(TensorData::new(px, [scenes.len(), 1, h, w]), device)
+}
+
+/// A trained detector, ready for inference.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    pub spec: Spec,
+    pub backbone: Backbone,
+    /// The classifier head as a cascade (its input is the RoI-pooled maps).
+    pub head: Model,
+}
+
+/// Where one scene's time went.
+#[derive(Debug, Clone, Default)]
+pub struct SceneTiming {
+    pub backbone: Duration,
+    pub roi_pool: Duration,
+    /// The classifier head (the cascade's own breakdown).
+    pub head: Timing,
+    pub nms: Duration,
+    pub total: Duration,
+}
+
+/// One scene's result.
+#[derive(Debug, Clone)]
+pub struct SceneOutput {
+    /// `(class 0..10, score, box)` after per-class NMS, best first.
+    pub detections: Vec<(usize, f32, BoxF)>,
+    /// Which proposals passed stage 1 (all, for the monolithic network).
+    pub passed: Vec<bool>,
+    pub timing: SceneTiming,
+}
+
+/// Class scores below this are not kept as detections (they cannot change AP measurably and
+/// would only slow NMS down).
+const MIN_SCORE: f32 = 0.01;
+/// NMS overlap within one class (Fast R-CNN's 0.3).
+pub const NMS_IOU: f32 = 0.3;
+/// Detections kept per scene.
+const MAX_PER_SCENE: usize = 100;
+
+impl Detector {
+    fn layout(&self) -> &Layout {
+        self.spec.detector.as_ref().expect("a detector's description has [detector]")
+    }
+
+    /// Backbone maps of one scene, channels last `[H, W, C]`, and their `(C, H, W)`.
+    fn maps(&self, scene: &Scene, device: &Device) -> (Vec<f32>, (usize, usize, usize)) {
+        let x = scenes_tensor(&[scene], device);
+        let m = self.backbone.forward(self.layout(), x);
+        let [_, c, h, w] = m.dims();
+        let v = m.permute([0, 2, 3, 1]).into_data().try_to_vec::<f32>().expect("f32 maps");
+        (v, (c, h, w))
+    }
+
+    /// RoI-pooled maps of `boxes` in one scene: the head's input `[R, C, gh, gw]`.
+    pub fn pooled(&self, scene: &Scene, boxes: &[BoxF], device: &Device) -> Tensor<4> {
+        let (v, chw) = self.maps(scene, device);
+        self.pool(&v, chw, boxes, device)
+    }
+
+    fn pool(&self, maps: &[f32], chw: (usize, usize, usize), boxes: &[BoxF], device: &Device) -> Tensor<4> {
+        let i = self.spec.input;
+        let v = roi_pool_direct(maps, chw, boxes, self.layout().stride, (i.height, i.width));
+        Tensor::from_data(TensorData::new(v, [boxes.len(), i.channels, i.height, i.width]), device)
+    }
+
+    /// Detects objects in one scene: backbone, RoI pooling of every proposal, the head as a
+    /// cascade under `gate`, per-class NMS.
+    pub fn detect(&self, scene: &Scene, proposals: &[BoxF], gate: &Gate, device: &Device) -> SceneOutput {
+        let t0 = Instant::now();
+        let (v, chw) = self.maps(scene, device);
+        let t1 = Instant::now();
+        let x = self.pool(&v, chw, proposals, device);
+        let t2 = Instant::now();
+        let out = run(&self.head, x, gate);
+        let t3 = Instant::now();
+        let last = self.head.num_stages() - 1;
+        let k = self.head.stage(last).classes;
+        let passed: Vec<bool> = out.reached.iter().map(|&r| r == last).collect();
+        let mut detections = Vec::new();
+        // class c of the task is fine label c + 1 (0 = background)
+        for c in 1..k {
+            let (mut boxes, mut scores) = (Vec::new(), Vec::new());
+            for (i, p) in proposals.iter().enumerate() {
+                let s = out.scores[last][i * k + c];
+                if passed[i] && s >= MIN_SCORE {
+                    boxes.push(*p);
+                    scores.push(s);
+                }
+            }
+            for j in super::metrics::nms(&boxes, &scores, NMS_IOU) {
+                detections.push((c - 1, scores[j], boxes[j]));
+            }
+        }
+        detections.sort_by(|a, b| b.1.total_cmp(&a.1));
+        detections.truncate(MAX_PER_SCENE);
+        let t4 = Instant::now();
+        SceneOutput {
+            detections,
+            passed,
+            timing: SceneTiming {
+                backbone: t1 - t0,
+                roi_pool: t2 - t1,
+                head: out.timing,
+                nms: t4 - t3,
+                total: t4 - t0,
+            },
+        }
+    }
+}
+
+/// Detection-specific training settings on top of the engine's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetectTrainConfig {
+    /// Epochs, scenes per step (`batch_size`), learning rate, ...
+    pub base: TrainConfig,
+    /// RoIs sampled per scene and step.
+    pub rois_per_scene: usize,
+    /// Fraction of them that are objects (when the scene has enough).
+    pub fg_fraction: f64,
+}
+
+/// Fine label of every proposal of a scene: the class + 1 of the object it overlaps by IoU
+/// >= 0.5 (the best one), else 0 (background); and its best IoU.
+pub fn proposal_labels(scene: &Scene, proposals: &[BoxF]) -> Vec<(usize, f32)> {
+    best_match(proposals, &scene.objects)
+        .into_iter()
+        .map(|(v, o)| match o {
+            Some(j) if v >= 0.5 => (scene.objects[j].class + 1, v),
+            _ => (0, v),
+        })
+        .collect()
+}
+
+/// RoIs for one training step of one scene: `(box, fine label)`.
+fn sample_rois(scene: &Scene, labels: &[(usize, f32)], proposals: &[BoxF], cfg: &DetectTrainConfig, rng: &mut impl Rng) -> Vec<(BoxF, usize)> {
+    let mut fg: Vec<(BoxF, usize)> = scene.objects.iter().map(|o| (o.bbox, o.class + 1)).collect();
+    let mut hard = Vec::new();
+    let mut easy = Vec::new();
+    for (p, &(l, v)) in proposals.iter().zip(labels) {
+        if l > 0 {
+            fg.push((*p, l));
+        } else if v >= 0.1 {
+            hard.push((*p, 0));
+        } else {
+            easy.push((*p, 0));
+        }
+    }
+    let n_fg = ((cfg.rois_per_scene as f64 * cfg.fg_fraction) as usize).min(fg.len());
+    let n_bg = cfg.rois_per_scene - n_fg;
+    let n_hard = (n_bg / 2).min(hard.len());
+    let mut out: Vec<(BoxF, usize)> = fg.choose_multiple(rng, n_fg).copied().collect();
+    out.extend(hard.choose_multiple(rng, n_hard).copied());
+    easy.extend(hard);
+    out.extend(easy.choose_multiple(rng, n_bg - n_hard).copied());
+    out
+}
+
+/// Trains the detector of one network kind end to end, checkpointing after every epoch into
+/// `ckpt`. A checkpoint that already holds this detector fully trained (same description,
+/// settings and number of scenes) is loaded instead.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    spec: &Spec,
+    kind: NetworkKind,
+    train_scenes: &[Scene],
+    valid_scenes: &[Scene],
+    proposals: &[BoxF],
+    cfg: &DetectTrainConfig,
+    ckpt: &Checkpoint,
+    device: &Device,
+) -> Result<Detector, TrainError> {
+    let lay = layout(spec)?.clone();
+    for (what, sc) in [("training scenes", train_scenes), ("validation scenes", valid_scenes)] {
+        if sc.is_empty() {
+            return Err(DataError::Mismatch { what: what.into(), reason: "no scenes".into() }.into());
+        }
+        if let Some(s) = sc.iter().find(|s| (s.height, s.width) != (lay.image.height, lay.image.width)) {
+            return Err(DataError::Mismatch {
+                what: format!("{what} vs {} field detector.image", spec.source.display()),
+                reason: format!("a scene is {}x{} but the description expects {}x{}", s.width, s.height, lay.image.width, lay.image.height),
+            }
+            .into());
+        }
+    }
+    let base = &cfg.base;
+    let archs: Vec<Arch> = archs(spec, kind);
+    let objectives = objectives(spec, kind);
+    let fresh = |dev: &Device| DetectorModule::new(spec, kind, dev);
+    let same_config = |state: &TrainState| {
+        state.kind == kind
+            && state.train_examples == train_scenes.len()
+            && state.config.as_ref().is_some_and(|c| serde_json::to_string(c).ok() == serde_json::to_string(base).ok())
+            && state.epochs_done.first() == Some(&base.epochs)
+    };
+    if ckpt.exists() && ckpt.check_spec(spec).is_ok() && ckpt.load_state().is_ok_and(|s| same_config(&s)) {
+        let module: DetectorModule = ckpt.load_module(0, fresh(device))?;
+        return Ok(finish(spec, kind, module, archs));
+    }
+    ckpt.save_spec(spec)?;
+    let mut state = TrainState {
+        kind,
+        epochs_done: vec![0],
+        epochs: base.epochs,
+        seed: base.seed,
+        config: Some(base.clone()),
+        train_examples: train_scenes.len(),
+        log: vec![Vec::new()],
+    };
+    let labels: Vec<Vec<(usize, f32)>> = train_scenes.iter().map(|s| proposal_labels(s, proposals)).collect();
+    let valid_labels: Vec<Vec<(usize, f32)>> = valid_scenes.iter().map(|s| proposal_labels(s, proposals)).collect();
+    let ad = device.clone().autodiff();
+    ad.seed(base.seed);
+    let mut module = fresh(&ad);
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig { momentum: base.momentum, dampening: 0.0, nesterov: false }))
+        .with_weight_decay(Some(WeightDecayConfig { penalty: base.weight_decay as f32 }))
+        .init();
+    let grid = (spec.input.height, spec.input.width);
+    let steps_per_epoch = train_scenes.len().div_ceil(base.batch_size);
+    let total_steps = (steps_per_epoch * base.epochs).max(1);
+    let n_obj: usize = objectives.iter().map(|o| o.len()).sum();
+    for epoch in 0..base.epochs {
+        let t0 = Instant::now();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(base.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut order: Vec<usize> = (0..train_scenes.len()).collect();
+        order.shuffle(&mut rng);
+        let pb = bar(steps_per_epoch as u64, format!("{kind} detector epoch {}/{}", epoch + 1, base.epochs), base.quiet);
+        let mut sums = vec![(0.0f64, 0usize); n_obj];
+        let mut seen = 0usize;
+        for (step, chunk) in order.chunks(base.batch_size).enumerate() {
+            let global = epoch * steps_per_epoch + step;
+            let lr = base.lr * 0.5 * (1.0 + (std::f64::consts::PI * global as f64 / total_steps as f64).cos());
+            let scenes: Vec<&Scene> = chunk.iter().map(|&i| &train_scenes[i]).collect();
+            let mut rois = Vec::new();
+            let mut fine = Vec::new();
+            for (k, &i) in chunk.iter().enumerate() {
+                for (b, l) in sample_rois(&train_scenes[i], &labels[i], proposals, cfg, &mut rng) {
+                    rois.push((k, b));
+                    fine.push(l);
+                }
+            }
+            let maps = module.backbone.forward(&lay, scenes_tensor(&scenes, &ad));
+            let x = roi_pool(maps, &rois, lay.stride, grid);
+            let mut total: Option<Tensor<1>> = None;
+            let mut k = 0;
+            for (i, arch) in archs.iter().enumerate() {
+                let logits = module.heads[i].forward_all(arch, &x);
+                for &(b, s) in &objectives[i] {
+                    let st = &spec.stages[s];
+                    let l = stage_loss(st, logits[b].clone(), &fine, &ad);
+                    sums[k].0 += l.clone().into_scalar::<f32>() as f64 * fine.len() as f64;
+                    sums[k].1 += correct(st, &logits[b], &fine);
+                    k += 1;
+                    let l = l.mul_scalar(st.weight);
+                    total = Some(match total {
+                        None => l,
+                        Some(t) => t + l,
+                    });
+                }
+            }
+            seen += fine.len();
+            let grads = GradientsParams::from_grads(total.expect("a stage to train").backward(), &module);
+            module = optim.step(lr, module, grads);
+            pb.inc(1);
+            pb.set_message(progress(&objectives, &sums, seen, "loss", "acc"));
+        }
+        // validation: the same sampling on held-out scenes, fixed seed, no gradients
+        let valid = validate(&module.valid(), spec, &lay, &archs, &objectives, valid_scenes, &valid_labels, proposals, cfg, device);
+        let stages: Vec<[f64; 4]> =
+            sums.iter().zip(&valid).map(|(&(l, c), &(vl, va))| [l / seen as f64, c as f64 / seen as f64, vl, va]).collect();
+        let shown: Vec<(f64, usize)> = valid.iter().map(|&(l, a)| (l, (a * 1e6) as usize)).collect();
+        pb.finish_with_message(progress(&objectives, &shown, 1_000_000, "val loss", "acc"));
+        state.log[0].push(EpochLog { epoch: epoch + 1, stages, seconds: t0.elapsed().as_secs_f64() });
+        state.epochs_done[0] = epoch + 1;
+        ckpt.save_module(0, &module)?;
+        ckpt.save_state(&state)?;
+    }
+    Ok(finish(spec, kind, module.valid(), archs))
+}
+
+/// `s1 loss .. acc .. | s2 ...` over the objectives.
+fn progress(objectives: &[Vec<(usize, usize)>], sums: &[(f64, usize)], seen: usize, loss: &str, acc: &str) -> String {
+    objectives
+        .iter()
+        .flatten()
+        .zip(sums)
+        .map(|(&(_, s), &(l, c))| format!("s{} {loss} {:.3} {acc} {:.1}%", s + 1, l / seen as f64, 100.0 * c as f64 / seen as f64))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn validate(
+    module: &DetectorModule,
+    spec: &Spec,
+    lay: &Layout,
+    archs: &[Arch],
+    objectives: &[Vec<(usize, usize)>],
+    scenes: &[Scene],
+    labels: &[Vec<(usize, f32)>],
+    proposals: &[BoxF],
+    cfg: &DetectTrainConfig,
+    device: &Device,
+) -> Vec<(f64, f64)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.base.seed ^ 0x5eed);
+    let n_obj: usize = objectives.iter().map(|o| o.len()).sum();
+    let mut sums = vec![(0.0f64, 0usize); n_obj];
+    let mut seen = 0usize;
+    let grid = (spec.input.height, spec.input.width);
+    for (chunk, lab) in scenes.chunks(8).zip(labels.chunks(8)) {
+        let mut rois = Vec::new();
+        let mut fine = Vec::new();
+        for (k, (s, l)) in chunk.iter().zip(lab).enumerate() {
+            for (b, f) in sample_rois(s, l, proposals, cfg, &mut rng) {
+                rois.push((k, b));
+                fine.push(f);
+            }
+        }
+        let refs: Vec<&Scene> = chunk.iter().collect();
+        let x = roi_pool(module.backbone.forward(lay, scenes_tensor(&refs, device)), &rois, lay.stride, grid);
+        let mut k = 0;
+        for (i, arch) in archs.iter().enumerate() {
+            let logits = module.heads[i].forward_all(arch, &x);
+            for &(b, s) in &objectives[i] {
+                let st = &spec.stages[s];
+                sums[k].0 += stage_loss(st, logits[b].clone(), &fine, device).into_scalar::<f32>() as f64 * fine.len() as f64;
+                sums[k].1 += correct(st, &logits[b], &fine);
+                k += 1;
+            }
+        }
+        seen += fine.len();
+    }
+    sums.into_iter().map(|(l, c)| (l / seen.max(1) as f64, c as f64 / seen.max(1) as f64)).collect()
+}
+
+fn finish(spec: &Spec, kind: NetworkKind, module: DetectorModule, archs: Vec<Arch>) -> Detector {
+    let nets = archs.into_iter().zip(module.heads).map(|(arch, module)| Net { arch, module }).collect();
+    Detector {
+        spec: spec.clone(),
+        backbone: module.backbone,
+        head: Model { kind, spec: spec.clone(), nets },
+    }
+}
+
+/// Thresholds are calibrated from this gate's complement: the s-classes of interest of an
+/// early stage are every s-class but background's.
+pub fn object_gate(spec: &Spec, cal: &crate::calibrate::Calibration) -> Gate {
+    Gate {
+        per_stage: cal
+            .thresholds
+            .iter()
+            .enumerate()
+            .map(|(s, t)| {
+                let bg = spec.stages[s].s_class(0);
+                (0..t.len()).filter(|&c| c != bg).map(|c| (c, t[c])).collect()
+            })
+            .collect(),
+    }
+}

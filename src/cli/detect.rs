@@ -1,0 +1,159 @@
+//! `onionnet detect`: the detection experiment — compose scenes from real images, train the
+//! detector with the monolithic head, the non-sharing cascade head and the onion head,
+//! calibrate stage 1 on held-out scenes, and print mAP, % of proposals passing stage 1, time
+//! per image and speed-ups; `--show` draws a test scene with what the onion finds.
+
+use super::parse_tpr;
+use crate::apps::detection::detector::{DetectTrainConfig, object_gate, train};
+use crate::apps::detection::{Scenes, calibrate, evaluate, proposals, rows, show};
+use crate::checkpoint::{Checkpoint, Thresholds};
+use crate::data::scenes::SceneConfig;
+use crate::onion::NetworkKind;
+use crate::report::{json, table};
+use crate::spec::Spec;
+use crate::train::TrainConfig;
+use burn::tensor::Device;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    /// Model description with a [detector] table (default: the shipped specs/detection.toml).
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Directory with the Fashion-MNIST IDX files the items come from (default: Debian's
+    /// dataset-fashion-mnist if installed, else the committed subset).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Where the trained detectors and thresholds go (a finished detector there is reused).
+    #[arg(long, default_value = "runs/detect")]
+    pub out: PathBuf,
+    /// A run of a few minutes: 160 training scenes, 3 epochs, 40 test scenes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Training scenes [default: 800; --quick: 160].
+    #[arg(long)]
+    pub train_scenes: Option<usize>,
+    /// Held-out scenes for validation and calibration [default: 150; --quick: 40].
+    #[arg(long)]
+    pub valid_scenes: Option<usize>,
+    /// Test scenes [default: 200; --quick: 40].
+    #[arg(long)]
+    pub test_scenes: Option<usize>,
+    /// Target TPRs of stage 1 (object proposals that must pass).
+    #[arg(long = "tpr", value_parser = parse_tpr, default_values_t = [0.95, 0.99])]
+    pub tpr: Vec<f64>,
+    /// Epochs [default: 8; --quick: 3].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Scenes per SGD step.
+    #[arg(long, default_value_t = 4)]
+    pub scenes_per_step: usize,
+    /// RoIs sampled per scene and step (a quarter of them objects).
+    #[arg(long, default_value_t = 64)]
+    pub rois: usize,
+    /// Initial learning rate (cosine decay to 0).
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f64,
+    /// Seed of the scenes, initialisation and sampling.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Also write a PNG of a test scene with the onion's detections (first target TPR).
+    #[arg(long)]
+    pub show: Option<PathBuf>,
+    /// Which test scene `--show` draws.
+    #[arg(long, default_value_t = 0)]
+    pub show_scene: usize,
+    /// Print `{"rows": [...]}` on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
+    let spec_path = args.spec.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs/detection.toml"));
+    let spec = Spec::from_file(&spec_path)?;
+    let layout = crate::apps::detection::detector::layout(&spec)?;
+    anyhow::ensure!(
+        layout.image.channels == 1 && layout.image.height == layout.image.width,
+        "{}: detector.image must be 1 channel and square (grey composed scenes), it is {:?}",
+        spec_path.display(),
+        layout.image.dims()
+    );
+    anyhow::ensure!(spec.classes == 11, "{}: classes = {} but detection has 11 (background + 10 Fashion-MNIST classes)", spec_path.display(), spec.classes);
+    let q = args.quick;
+    let counts = [
+        args.train_scenes.unwrap_or(if q { 160 } else { 800 }),
+        args.valid_scenes.unwrap_or(if q { 40 } else { 150 }),
+        args.test_scenes.unwrap_or(if q { 40 } else { 200 }),
+    ];
+    for (n, what) in counts.iter().zip(["--train-scenes", "--valid-scenes", "--test-scenes"]) {
+        anyhow::ensure!(*n >= 1, "{what} {n}: at least 1 scene");
+    }
+    anyhow::ensure!(args.show_scene < counts[2], "--show-scene {} but there are {} test scenes", args.show_scene, counts[2]);
+    let epochs = args.epochs.unwrap_or(if q { 3 } else { 8 });
+    anyhow::ensure!(epochs >= 1 && args.scenes_per_step >= 1 && args.rois >= 2, "--epochs, --scenes-per-step must be >= 1 and --rois >= 2");
+    anyhow::ensure!(args.lr.is_finite() && args.lr > 0.0, "--lr {} must be a positive number", args.lr);
+    let cfg = DetectTrainConfig {
+        base: TrainConfig { epochs, batch_size: args.scenes_per_step, lr: args.lr, seed: args.seed, ..TrainConfig::default() },
+        rois_per_scene: args.rois,
+        fg_fraction: 0.25,
+    };
+    let scene_cfg = SceneConfig { size: layout.image.height, ..SceneConfig::default() };
+    let fashion = crate::data::fashion::default_dir(args.data.as_deref());
+
+    eprintln!("[1/5] composing scenes: Fashion-MNIST items ({}) on real photographs", fashion.display());
+    let data = Scenes::build(&fashion, counts, &scene_cfg, args.seed)?;
+    let n_obj = |s: &[crate::data::scenes::Scene]| s.iter().map(|s| s.objects.len()).sum::<usize>();
+    let recall = proposals::recall(&data.proposals, data.test.iter().flat_map(|s| &s.objects), 0.5);
+    eprintln!(
+        "  {}x{} scenes: train {} ({} objects), held out {} ({}), test {} ({}); {} sliding-window proposals per scene, recall at IoU 0.5 on the test objects {:.1}%",
+        scene_cfg.size, scene_cfg.size,
+        data.train.len(), n_obj(&data.train), data.valid.len(), n_obj(&data.valid), data.test.len(), n_obj(&data.test),
+        data.proposals.len(), 100.0 * recall
+    );
+    eprintln!("  training: {epochs} epochs, {} scenes x {} RoIs per step, lr {} (cosine), seed {}", args.scenes_per_step, args.rois, args.lr, args.seed);
+
+    let mut dets = Vec::new();
+    for (i, kind) in NetworkKind::ALL.into_iter().enumerate() {
+        eprintln!("[{}/5] {kind} head (backbone and head trained together)", i + 2);
+        dets.push(train(&spec, kind, &data.train, &data.valid, &data.proposals, &cfg, &Checkpoint::new(&args.out.join(kind.name())), device)?);
+    }
+    eprintln!("[5/5] stage-1 thresholds on the held-out scenes, then the test scenes");
+    let mut models = vec![(&dets[0], vec![None])];
+    for (det, kind) in dets[1..].iter().zip([NetworkKind::NonSharing, NetworkKind::Onion]) {
+        let cals = calibrate(det, &data.valid, &data.proposals, &args.tpr, 50, device)?;
+        Checkpoint::new(&args.out.join(kind.name())).save_thresholds(&Thresholds { calibrations: cals.clone() })?;
+        models.push((det, cals.into_iter().map(Some).collect()));
+    }
+    let outcomes = evaluate(&models, &data.test, &data.proposals, device)?;
+    let r = rows(&spec, &outcomes, data.proposals.len(), "composed scenes");
+    if let Some(path) = &args.show {
+        let (det, cals) = &models[2];
+        let cal = cals[0].as_ref().expect("a cascade has thresholds");
+        let scene = &data.test[args.show_scene];
+        let out = det.detect(scene, &data.proposals, &object_gate(&spec, cal), device);
+        let title = format!("onion, TPR {}: detections >= 0.5 (red), objects (green); test scene {}", cal.target_tpr, args.show_scene);
+        show::draw(path, scene, &out.detections, 0.5, &title)?;
+        eprintln!("  wrote {}", path.display());
+    }
+    if args.json {
+        println!("{}", json::to_string(&r));
+    } else {
+        println!("\ndetection on {} composed test scenes ({} proposals each, recall {:.1}% at IoU 0.5):", data.test.len(), data.proposals.len(), 100.0 * recall);
+        print!("{}", table::to_string(&r));
+        println!("\nwhere the time goes, ms per image (backbone | RoI pooling | head stages | head overhead | NMS):");
+        for o in &outcomes {
+            let tpr = o.target_tpr.map_or("-".into(), |t| t.to_string());
+            let b = o.breakdown;
+            println!("  {:<12} TPR {:<6} {:>7.2} | {:>6.2} | {:>7.2} | {:>5.2} | {:>5.2}", o.kind.name(), tpr, b[0], b[1], b[2], b[3], b[4]);
+        }
+        println!("\nAP per class (%), at the first target TPR for the cascades:");
+        let names = crate::data::fashion::CLASS_NAMES;
+        for o in outcomes.iter().filter(|o| o.target_tpr.is_none() || o.target_tpr == Some(args.tpr[0])) {
+            let aps: Vec<String> = o.aps.iter().zip(names).map(|(a, n)| format!("{n} {:.1}", 100.0 * a)).collect();
+            println!("  {:<12} {}", o.kind.name(), aps.join(", "));
+        }
+    }
+    eprintln!("\ndetectors and thresholds saved under {}", args.out.display());
+    Ok(())
+}
