@@ -1,26 +1,21 @@
-use onionnet::apps::detection::proposals::*;
-use onionnet::data::patches::{TRAIN_PHOTOS, data_dir, load_photos};
-use onionnet::data::scenes::*;
+use onionnet::apps::detection::Scenes;
+use onionnet::apps::detection::detector::*;
+use onionnet::checkpoint::Checkpoint;
+use onionnet::data::scenes::SceneConfig;
+use onionnet::onion::NetworkKind;
+use onionnet::spec::Spec;
+use onionnet::train::TrainConfig;
 fn main() {
-    let photos = load_photos(&data_dir().join("photos"), &TRAIN_PHOTOS).unwrap();
-    let items = onionnet::data::fashion::load_split(&onionnet::data::fashion::subset_dir(), "train").unwrap();
-    let scenes = compose(&photos, &items, 300, &SceneConfig::default(), 1);
-    let objs: Vec<_> = scenes.iter().flat_map(|s| s.objects.iter()).collect();
-    println!("objects {} per scene {:.2}", objs.len(), objs.len() as f64 / 300.0);
-    for (sides, asp, steps, min) in [
-        (vec![18, 30, 48, 76], 2.7, 3, 11),
-        (vec![18, 30, 48, 76], 2.7, 3, 12),
-        (vec![20, 32, 52, 84], 2.7, 3, 11),
-    ] {
-        let cfg = WindowConfig { sides, max_aspect: asp, steps_per_side: steps, min_step: min };
-        let p = sliding_windows(192, 192, &cfg);
-        let r5 = recall(&p, objs.iter().copied(), 0.5);
-        let r7 = recall(&p, objs.iter().copied(), 0.7);
-        println!("{:?} n={} recall@0.5 {:.3} @0.7 {:.3}", cfg, p.len(), r5, r7);
-    }
-    let s = &scenes[0];
-    let mut img = image::GrayImage::new(192, 192);
-    for (i, v) in s.px.iter().enumerate() { img.put_pixel((i % 192) as u32, (i / 192) as u32, image::Luma([(v * 255.0) as u8])); }
-    img.save("/tmp/scene0.png").unwrap();
-    println!("{:?}", s.objects);
+    let args: Vec<String> = std::env::args().collect();
+    let lr: f64 = args[1].parse().unwrap();
+    let epochs: usize = args[2].parse().unwrap();
+    let spec = Spec::from_file(std::path::Path::new(&args[3])).unwrap();
+    let device = burn::tensor::Device::default();
+    let data = Scenes::build(std::path::Path::new("/usr/share/datasets/fashion-mnist"), [400, 60, 10], &SceneConfig::default(), 42).unwrap();
+    let cfg = DetectTrainConfig { base: TrainConfig { epochs, batch_size: 4, lr, seed: 42, quiet: true, ..TrainConfig::default() }, rois_per_scene: 64, fg_fraction: 0.25 };
+    let dir = format!("/tmp/tune-{lr}-{epochs}-{}", args[4]);
+    let _ = std::fs::remove_dir_all(&dir);
+    train(&spec, NetworkKind::Monolithic, &data.train, &data.valid, &data.proposals, &cfg, &Checkpoint::new(std::path::Path::new(&dir)), &device).unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(format!("{dir}/train.json")).unwrap()).unwrap();
+    for e in s["log"][0].as_array().unwrap() { println!("lr {lr} {} epoch {} {:?}", args[4], e["epoch"], e["stages"]); }
 }

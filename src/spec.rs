@@ -144,7 +144,7 @@ pub struct Spec {
 pub struct Detector {
     /// The whole image.
     pub image: InputShape,
-    /// conv / relu / maxpool layers (`width` = filters, no split: every stage shares them).
+    /// conv / batchnorm / relu / maxpool layers (`width` = filters, no split: every stage shares them).
     pub backbone: Vec<Layer>,
     /// Image pixels per cell of the backbone's last maps.
     pub stride: usize,
@@ -334,6 +334,7 @@ impl Spec {
                     LayerKind::Maxpool { kernel, stride, ceil } => out.push_str(&format!(
                         "type = \"maxpool\"\nkernel = {kernel}\nstride = {stride}\nceil = {ceil}\n"
                     )),
+                    LayerKind::Batchnorm => out.push_str("type = \"batchnorm\"\n"),
                     _ => out.push_str("type = \"relu\"\n"),
                 }
             }
@@ -737,7 +738,7 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
     })
 }
 
-/// The `[detector]` table: conv/relu/maxpool layers that keep a whole number of image pixels
+/// The `[detector]` table: conv/batchnorm/relu/maxpool layers that keep a whole number of image pixels
 /// per cell (so a proposal's box maps onto cells) and end with `input.channels` maps.
 fn validate_detector(raw: &RawDetector, input: &InputShape, path: &Path) -> Result<Detector, SpecError> {
     let err = |field: &str, value: &dyn std::fmt::Display, reason: &str| SpecError::invalid(path, field, value, reason);
@@ -773,11 +774,12 @@ fn validate_detector(raw: &RawDetector, input: &InputShape, path: &Path) -> Resu
                 (kind, pos("filters", rl.filters, None)?)
             }
             "relu" => (LayerKind::Relu, 0),
+            "batchnorm" => (LayerKind::Batchnorm, 0),
             "maxpool" => {
                 let kernel = pos("kernel", rl.kernel, None)?;
                 (LayerKind::Maxpool { kernel, stride: pos("stride", rl.stride, Some(kernel))?, ceil: rl.ceil.unwrap_or(false) }, 0)
             }
-            other => return Err(err(&format!("{at}.type"), &format!("{other:?}"), "a backbone layer is conv, relu or maxpool")),
+            other => return Err(err(&format!("{at}.type"), &format!("{other:?}"), "a backbone layer is conv, batchnorm, relu or maxpool")),
         };
         if i == 0 && !matches!(kind, LayerKind::Conv { .. }) {
             return Err(err(&format!("{at}.type"), &rl.kind, "the backbone starts with a conv layer"));

@@ -18,7 +18,7 @@ use crate::onion::{Arch, Net, NetworkKind, OnionModule, archs, he};
 use crate::spec::{Detector as Layout, LayerKind, Spec};
 use crate::train::{TrainConfig, bar, correct, objectives, stage_loss};
 use burn::module::Module;
-use burn::nn::PaddingConfig2d;
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -40,11 +40,13 @@ const STD: f32 = 0.25;
 #[derive(Module, Debug)]
 pub struct Backbone {
     convs: Vec<Option<Conv2d>>,
+    norms: Vec<Option<BatchNorm>>,
 }
 
 impl Backbone {
     pub fn new(layout: &Layout, device: &Device) -> Backbone {
         let mut c_in = layout.image.channels;
+        let mut norms = Vec::new();
         let convs = layout
             .backbone
             .iter()
@@ -56,19 +58,24 @@ impl Backbone {
                         .with_initializer(he())
                         .init(device);
                     c_in = l.width;
+                    norms.push(None);
                     Some(conv)
                 }
-                _ => None,
+                _ => {
+                    norms.push((l.kind == LayerKind::Batchnorm).then(|| BatchNormConfig::new(c_in).init(device)));
+                    None
+                }
             })
             .collect();
-        Backbone { convs }
+        Backbone { convs, norms }
     }
 
     /// `[N, C_img, H, W]` -> the last maps `[N, C, H / stride, W / stride]`.
     pub fn forward(&self, layout: &Layout, mut x: Tensor<4>) -> Tensor<4> {
-        for (l, conv) in layout.backbone.iter().zip(&self.convs) {
+        for ((l, conv), norm) in layout.backbone.iter().zip(&self.convs).zip(&self.norms) {
             x = match (&l.kind, conv) {
                 (LayerKind::Conv { .. }, Some(c)) => c.forward(x),
+                (LayerKind::Batchnorm, _) => norm.as_ref().expect("built with the layout").forward(x),
                 (LayerKind::Maxpool { kernel, stride, ceil }, _) => {
                     max_pool2d(x, MaxPoolOptions::new([*kernel, *kernel]).with_stride([*stride, *stride]).with_ceil_mode(*ceil))
                 }
