@@ -53,7 +53,7 @@ pub struct DetectArgs {
     #[arg(long, default_value_t = 64)]
     pub rois: usize,
     /// Initial learning rate (cosine decay to 0).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.05)]
     pub lr: f64,
     /// Seed of the scenes, initialisation and sampling.
     #[arg(long, default_value_t = 42)]
