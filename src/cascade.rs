@@ -67,15 +67,66 @@ impl Model {
 
     /// Only the maps a later branch reads are kept (and gathered) after each stage.
     pub fn prune(&self, own: &mut Maps) {
-        let layers = &self.spec.layers;
-        let depths: Vec<usize> = self.spec.stages.iter().map(|s| s.depth).collect();
-        for (l, m) in own.iter_mut().enumerate() {
-            let read_by_layer = l + 1 < layers.len() && layers[l + 1].kind.is_weighted();
-            let read_by_head = depths.contains(&(l + 1));
-            if !(read_by_layer || read_by_head) {
-                *m = None;
-            }
+        prune_maps(&self.spec, own)
+    }
+}
+
+/// Drops the maps after each layer that no later branch reads (neither the next weighted
+/// layer nor a head at that depth), so they are neither kept nor gathered.
+pub fn prune_maps<T>(spec: &Spec, own: &mut [Option<T>]) {
+    let layers = &spec.layers;
+    for (l, m) in own.iter_mut().enumerate() {
+        let read_by_layer = l + 1 < layers.len() && layers[l + 1].kind.is_weighted();
+        let read_by_head = spec.stages.iter().any(|s| s.depth == l + 1);
+        if !(read_by_layer || read_by_head) {
+            *m = None;
         }
+    }
+}
+
+/// What the cascade runner needs from an inference engine (burn's modules, [`Model`], or the
+/// project's own GEMM path, [`crate::infer::FastModel`]): run a stage on a block of rows and
+/// gather rows of its input and of the maps later stages read.
+pub trait Engine {
+    type Input;
+    /// One branch's maps after each layer.
+    type Maps;
+    fn kind(&self) -> NetworkKind;
+    fn num_stages(&self) -> usize;
+    fn stage(&self, s: usize) -> &Stage;
+    /// Stage `s` on `input` reading `prev`: its maps and its scores `[rows, classes_s]`.
+    fn stage_scores(&self, s: usize, input: &Self::Input, prev: &[Self::Maps]) -> (Self::Maps, Vec<f32>);
+    /// Keeps only the maps later stages read.
+    fn prune(&self, own: &mut Self::Maps);
+    /// Rows `src` (in that order) of `x` and of every map in `prev`.
+    fn gather(&self, x: Self::Input, prev: &mut [Self::Maps], src: &[usize]) -> Self::Input;
+    fn rows(&self, x: &Self::Input) -> usize;
+}
+
+impl Engine for Model {
+    type Input = Tensor<4>;
+    type Maps = Maps;
+    fn kind(&self) -> NetworkKind {
+        self.kind
+    }
+    fn num_stages(&self) -> usize {
+        Model::num_stages(self)
+    }
+    fn stage(&self, s: usize) -> &Stage {
+        Model::stage(self, s)
+    }
+    fn stage_scores(&self, s: usize, input: &Tensor<4>, prev: &[Maps]) -> (Maps, Vec<f32>) {
+        let (own, logits) = self.run_stage(s, input, prev);
+        (own, stage_scores(Model::stage(self, s).loss, logits))
+    }
+    fn prune(&self, own: &mut Maps) {
+        Model::prune(self, own)
+    }
+    fn gather(&self, x: Tensor<4>, prev: &mut [Maps], src: &[usize]) -> Tensor<4> {
+        gather_rows(x, prev, src)
+    }
+    fn rows(&self, x: &Tensor<4>) -> usize {
+        x.dims()[0]
     }
 }
 
@@ -191,7 +242,7 @@ pub fn gather_rows(x: Tensor<4>, prev: &mut [Maps], src: &[usize]) -> Tensor<4> 
 }
 
 /// Runs `model` as a cascade over one batch, rows passing by `gate`'s thresholds.
-pub fn run(model: &Model, input: Tensor<4>, gate: &Gate) -> CascadeOutput {
+pub fn run<E: Engine>(model: &E, input: E::Input, gate: &Gate) -> CascadeOutput {
     let classes: Vec<usize> = (0..model.num_stages()).map(|s| model.stage(s).classes).collect();
     run_with(model, input, |s, scores| {
         (0..scores.len() / classes[s]).map(|i| gate.passes(s, scores, classes[s], i)).collect()
@@ -200,8 +251,8 @@ pub fn run(model: &Model, input: Tensor<4>, gate: &Gate) -> CascadeOutput {
 
 /// Runs `model` as a cascade over one batch; `decide(s, scores)` says which rows of the
 /// current block (scores row-major `[rows, classes_s]`) go on to stage s + 1.
-pub fn run_with(model: &Model, input: Tensor<4>, mut decide: impl FnMut(usize, &[f32]) -> Vec<bool>) -> CascadeOutput {
-    let n = input.dims()[0];
+pub fn run_with<E: Engine>(model: &E, input: E::Input, mut decide: impl FnMut(usize, &[f32]) -> Vec<bool>) -> CascadeOutput {
+    let n = model.rows(&input);
     let stages = model.num_stages();
     let classes: Vec<usize> = (0..stages).map(|s| model.stage(s).classes).collect();
     let mut out = CascadeOutput {
@@ -214,11 +265,10 @@ pub fn run_with(model: &Model, input: Tensor<4>, mut decide: impl FnMut(usize, &
     };
     let mut rows: Vec<usize> = (0..n).collect();
     let mut x = input;
-    let mut prev: Vec<Maps> = Vec::new();
+    let mut prev: Vec<E::Maps> = Vec::new();
     for s in 0..stages {
         let t = Instant::now();
-        let (mut own, logits) = model.run_stage(s, &x, &prev);
-        let scores = stage_scores(model.stage(s).loss, logits);
+        let (mut own, scores) = model.stage_scores(s, &x, &prev);
         out.timing.stage[s] += t.elapsed();
 
         let t = Instant::now();
@@ -241,13 +291,13 @@ pub fn run_with(model: &Model, input: Tensor<4>, mut decide: impl FnMut(usize, &
             break;
         }
         let t = Instant::now();
-        if model.kind == NetworkKind::Onion {
+        if model.kind() == NetworkKind::Onion {
             model.prune(&mut own);
             prev.push(own);
         }
         if plan.len < rows.len() {
             let src = plan.window_sources();
-            x = gather_rows(x, &mut prev, &src);
+            x = model.gather(x, &mut prev, &src);
             rows = src.iter().map(|&i| rows[i]).collect();
         }
         out.timing.gather += t.elapsed();

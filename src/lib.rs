@@ -15,6 +15,7 @@ pub mod data;
 pub mod compaction;
 pub mod calibrate;
 pub mod cascade;
+pub mod infer;
 pub mod cost;
 pub mod bench;
 pub mod checkpoint;

@@ -275,6 +275,21 @@ impl OnionModule {
         (own, logits.reshape([n, o]))
     }
 
+    /// Branch `b`'s conv/fc at layer `l` (`None` where it has none): for the own inference path.
+    pub(crate) fn conv(&self, b: usize, l: usize) -> Option<&Conv2d> {
+        self.branches[b].convs.get(l)?.as_ref()
+    }
+
+    /// Branch `b`'s batch norm at layer `l`.
+    pub(crate) fn norm(&self, b: usize, l: usize) -> Option<&BatchNorm> {
+        self.branches[b].norms.get(l)?.as_ref()
+    }
+
+    /// Branch `b`'s head O_b.
+    pub(crate) fn head(&self, b: usize) -> &Conv2d {
+        &self.branches[b].head
+    }
+
     /// Every branch on the whole batch (training, and the "all thresholds at −∞" reference).
     pub fn forward_all(&self, arch: &Arch, input: &Tensor<4>) -> Vec<Tensor<2>> {
         let mut maps: Vec<Maps> = Vec::with_capacity(arch.branches.len());

@@ -275,7 +275,7 @@ pub fn evaluate(
                 let mut in_topk = vec![false; n];
                 let t0 = Instant::now();
                 for (rows, x) in &batches {
-                    let out = run(model, x.clone(), &gate);
+                    let out = run(*model, x.clone(), &gate);
                     let k0 = model.stage(0).classes;
                     let kl = model.stage(stages - 1).classes;
                     for (i, &r) in rows.iter().enumerate() {

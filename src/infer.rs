@@ -1,0 +1,405 @@
+//! The project's own inference path for trained networks (training stays on burn). Why:
+//! burn-flex converts every conv's input to channels-last, im2cols it tile by tile and converts
+//! back, per layer; thin layers (stage 1's) pay that overhead for little arithmetic. Here
+//! activations stay channels-last (NHWC) from layer to layer, a conv/fc is one im2col into a
+//! reused buffer and one GEMM (the `gemm` crate burn-flex itself uses) per source branch,
+//! accumulated into the same output — so the onion's channel concatenation never happens —
+//! with bias and the following ReLU fused into one pass. Weights are packed once from the
+//! trained burn modules. An fc layer over a whole NHWC map needs no im2col at all: each
+//! example's map already is its row.
+//!
+//! [`FastModel`] implements [`Engine`], so the same cascade runner (compaction, gathers,
+//! scatter) drives it; gathering rows of NHWC maps copies whole contiguous examples.
+
+use crate::cascade::{Engine, Model, prune_maps};
+use crate::onion::{Arch, Net, NetworkKind};
+use crate::spec::{LayerKind, Loss, Spec, Stage, out_size};
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Activations `[n, h, w, c]`, channels last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Act {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub data: Vec<f32>,
+}
+
+impl Act {
+    /// From a burn `[n, c, h, w]` tensor.
+    pub fn from_tensor(x: &Tensor<4>) -> Act {
+        let [n, c, h, w] = x.dims();
+        let data = x.clone().permute([0, 2, 3, 1]).into_data().try_to_vec::<f32>().expect("f32 input");
+        Act { n, h, w, c, data }
+    }
+
+    fn example_len(&self) -> usize {
+        self.h * self.w * self.c
+    }
+
+    /// Examples `src`, in that order (each a contiguous block).
+    pub fn rows(&self, src: &[usize]) -> Act {
+        let e = self.example_len();
+        let mut data = Vec::with_capacity(src.len() * e);
+        for &i in src {
+            data.extend_from_slice(&self.data[i * e..(i + 1) * e]);
+        }
+        Act { n: src.len(), data, ..*self }
+    }
+}
+
+/// A conv/fc layer or a head, its weights packed per source: rows `(dy * kw + dx) * c + ci`,
+/// columns the output channels.
+#[derive(Debug, Clone)]
+struct PackedConv {
+    parts: Vec<(usize, Vec<f32>)>,
+    bias: Vec<f32>,
+    cout: usize,
+    kernel: (usize, usize),
+    stride: usize,
+    padding: usize,
+    relu: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Conv(PackedConv),
+    Relu,
+    /// A ReLU already applied by the conv before it.
+    Fused,
+    Maxpool { kernel: usize, stride: usize, ceil: bool },
+    /// Batch norm at inference: `x * scale + shift` per channel.
+    Affine { scale: Vec<f32>, shift: Vec<f32> },
+    Identity,
+}
+
+fn host(t: Tensor<1>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().expect("f32 weights")
+}
+
+/// Packs a burn conv `[cout, cin, kh, kw]` whose input channels are the concatenation of
+/// sources with `widths` channels.
+fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usize, relu: bool) -> PackedConv {
+    let [cout, cin, kh, kw] = conv.weight.val().dims();
+    debug_assert_eq!(cin, widths.iter().sum::<usize>());
+    let w = conv.weight.val().into_data().try_to_vec::<f32>().expect("f32 weights");
+    let mut parts = Vec::with_capacity(widths.len());
+    let mut off = 0;
+    for &c in widths {
+        let mut p = vec![0f32; kh * kw * c * cout];
+        for co in 0..cout {
+            for ci in 0..c {
+                for dy in 0..kh {
+                    for dx in 0..kw {
+                        p[((dy * kw + dx) * c + ci) * cout + co] = w[((co * cin + off + ci) * kh + dy) * kw + dx];
+                    }
+                }
+            }
+        }
+        parts.push((c, p));
+        off += c;
+    }
+    let bias = conv.bias.as_ref().map_or(vec![0.0; cout], |b| host(b.val()));
+    PackedConv { parts, bias, cout, kernel: (kh, kw), stride, padding, relu }
+}
+
+thread_local! {
+    /// The im2col buffer, reused across layers and calls.
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    if m * n * k >= 64 * 64 * 64 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None }
+}
+
+impl PackedConv {
+    /// The layer on its sources (one [`Act`] per part, same n, h, w).
+    fn forward(&self, srcs: &[&Act]) -> Act {
+        let x0 = srcs[0];
+        let (kh, kw) = self.kernel;
+        let (p, s) = (self.padding, self.stride);
+        let oh = (x0.h + 2 * p - kh) / s + 1;
+        let ow = (x0.w + 2 * p - kw) / s + 1;
+        let rows = x0.n * oh * ow;
+        let cout = self.cout;
+        let mut out = vec![0f32; rows * cout];
+        for (i, ((c, wp), x)) in self.parts.iter().zip(srcs).enumerate() {
+            let kk = kh * kw * c;
+            // a kernel covering the whole unpadded map: each example's NHWC map is its row
+            let whole = kh == x.h && kw == x.w && p == 0;
+            let mut run = |lhs: &[f32]| unsafe {
+                gemm::gemm(
+                    rows, cout, kk,
+                    out.as_mut_ptr(), 1, cout as isize, i > 0,
+                    lhs.as_ptr(), 1, kk as isize,
+                    wp.as_ptr(), 1, cout as isize,
+                    1.0, 1.0, false, false, false,
+                    parallelism(rows, cout, kk),
+                )
+            };
+            if whole {
+                run(&x.data);
+            } else {
+                COLUMNS.with(|cols| {
+                    let mut col = cols.borrow_mut();
+                    col.resize(rows * kk, 0.0);
+                    im2col(x, (kh, kw), s, p, (oh, ow), &mut col);
+                    run(&col);
+                });
+            }
+        }
+        let bias = &self.bias;
+        let relu = self.relu;
+        out.par_chunks_mut(cout * 64).for_each(|block| {
+            for row in block.chunks_mut(cout) {
+                for (v, b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                    if relu && *v < 0.0 {
+                        *v = 0.0;
+                    }
+                }
+            }
+        });
+        Act { n: x0.n, h: oh, w: ow, c: cout, data: out }
+    }
+}
+
+/// `col[(b, oy, ox), (dy, dx, ci)]` = the input at `(oy * s + dy - p, ox * s + dx - p, ci)`,
+/// zero outside.
+fn im2col(x: &Act, (kh, kw): (usize, usize), s: usize, p: usize, (oh, ow): (usize, usize), col: &mut [f32]) {
+    let c = x.c;
+    let kk = kh * kw * c;
+    col.par_chunks_mut(oh * ow * kk).enumerate().for_each(|(b, ex)| {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = &mut ex[(oy * ow + ox) * kk..(oy * ow + ox + 1) * kk];
+                for dy in 0..kh {
+                    let y = (oy * s + dy) as isize - p as isize;
+                    for dx in 0..kw {
+                        let xx = (ox * s + dx) as isize - p as isize;
+                        let dst = &mut row[(dy * kw + dx) * c..(dy * kw + dx + 1) * c];
+                        if y < 0 || xx < 0 || y >= x.h as isize || xx >= x.w as isize {
+                            dst.fill(0.0);
+                        } else {
+                            let src = ((b * x.h + y as usize) * x.w + xx as usize) * c;
+                            dst.copy_from_slice(&x.data[src..src + c]);
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn maxpool(x: &Act, kernel: usize, stride: usize, ceil: bool) -> Act {
+    let kind = LayerKind::Maxpool { kernel, stride, ceil };
+    let (oh, ow) = out_size(&kind, x.h, x.w).expect("validated: the pooling fits");
+    let c = x.c;
+    let mut data = vec![f32::NEG_INFINITY; x.n * oh * ow * c];
+    data.par_chunks_mut(oh * ow * c).enumerate().for_each(|(b, ex)| {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let dst = &mut ex[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
+                for y in oy * stride..(oy * stride + kernel).min(x.h) {
+                    for xx in ox * stride..(ox * stride + kernel).min(x.w) {
+                        let src = &x.data[((b * x.h + y) * x.w + xx) * c..][..c];
+                        for (d, &v) in dst.iter_mut().zip(src) {
+                            *d = d.max(v);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Act { n: x.n, h: oh, w: ow, c, data }
+}
+
+/// One branch: an op per layer up to its depth (`None` where it has no map) and its head.
+#[derive(Debug, Clone)]
+struct FastBranch {
+    ops: Vec<Option<Op>>,
+    head: PackedConv,
+}
+
+/// Maps of one branch after each layer.
+pub type ActMaps = Vec<Option<Act>>;
+
+/// A [`Net`] with its weights packed for the own path.
+#[derive(Debug, Clone)]
+pub struct FastNet {
+    pub arch: Arch,
+    branches: Vec<FastBranch>,
+}
+
+impl FastNet {
+    pub fn from_net(net: &Net) -> FastNet {
+        let arch = net.arch.clone();
+        let m = &net.module;
+        let widths = |b: usize, l: usize| -> Vec<usize> {
+            if l == 0 {
+                vec![arch.input.channels]
+            } else {
+                arch.sources(b, l - 1).map(|t| arch.branches[t].channels[l - 1]).collect()
+            }
+        };
+        let branches = arch
+            .branches
+            .iter()
+            .enumerate()
+            .map(|(b, br)| {
+                let mut ops: Vec<Option<Op>> = Vec::with_capacity(br.depth);
+                for (l, layer) in arch.layers.iter().enumerate().take(br.depth) {
+                    let next_relu = arch.layers.get(l + 1).is_some_and(|n| n.kind == LayerKind::Relu) && l + 1 < br.depth;
+                    let op = match &layer.kind {
+                        LayerKind::Conv { stride, padding, .. } => m.conv(b, l).map(|c| Op::Conv(pack(c, &widths(b, l), *stride, *padding, next_relu))),
+                        LayerKind::Fc => m.conv(b, l).map(|c| Op::Conv(pack(c, &widths(b, l), 1, 0, next_relu))),
+                        LayerKind::Relu => ops[l - 1].as_ref().map(|prev| if matches!(prev, Op::Conv(c) if c.relu) { Op::Fused } else { Op::Relu }),
+                        LayerKind::Maxpool { kernel, stride, ceil } => ops[l - 1].as_ref().map(|_| Op::Maxpool { kernel: *kernel, stride: *stride, ceil: *ceil }),
+                        LayerKind::Batchnorm => m.norm(b, l).map(|bn| {
+                            let (g, beta) = (host(bn.gamma.val()), host(bn.beta.val()));
+                            let (mean, var) = (host(bn.running_mean.value()), host(bn.running_var.value()));
+                            let scale: Vec<f32> = g.iter().zip(&var).map(|(g, v)| g / (v + bn.epsilon as f32).sqrt()).collect();
+                            let shift = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+                            Op::Affine { scale, shift }
+                        }),
+                        LayerKind::Dropout { .. } => ops[l - 1].as_ref().map(|_| Op::Identity),
+                    };
+                    ops.push(op);
+                }
+                let head_widths: Vec<usize> = arch.sources(b, br.depth - 1).map(|t| arch.branches[t].channels[br.depth - 1]).collect();
+                FastBranch { ops, head: pack(m.head(b), &head_widths, 1, 0, false) }
+            })
+            .collect();
+        FastNet { arch, branches }
+    }
+
+    /// Branch `b` on `input`, reading the earlier branches' maps `prev`: its maps and its
+    /// head's logits `[n, outputs]` row-major (as [`crate::onion::OnionModule::forward_branch`]).
+    pub fn forward_branch(&self, b: usize, input: &Act, prev: &[ActMaps]) -> (ActMaps, Vec<f32>) {
+        let arch = &self.arch;
+        let br = &self.branches[b];
+        let mut own: ActMaps = Vec::with_capacity(br.ops.len());
+        for (l, op) in br.ops.iter().enumerate() {
+            let out = match op {
+                None => None,
+                Some(Op::Conv(c)) => {
+                    let srcs: Vec<&Act> = if l == 0 { vec![input] } else { sources(arch, b, l - 1, &own, prev) };
+                    Some(c.forward(&srcs))
+                }
+                // the conv before applied it; its pre-ReLU maps are read by nobody else
+                Some(Op::Fused) => own[l - 1].take(),
+                Some(Op::Relu) => own[l - 1].as_ref().map(|x| {
+                    let mut y = x.clone();
+                    y.data.par_iter_mut().for_each(|v| *v = v.max(0.0));
+                    y
+                }),
+                Some(Op::Maxpool { kernel, stride, ceil }) => own[l - 1].as_ref().map(|x| maxpool(x, *kernel, *stride, *ceil)),
+                Some(Op::Affine { scale, shift }) => own[l - 1].as_ref().map(|x| {
+                    let mut y = x.clone();
+                    y.data.par_chunks_mut(x.c).for_each(|px| {
+                        for ((v, s), t) in px.iter_mut().zip(scale).zip(shift) {
+                            *v = *v * s + t;
+                        }
+                    });
+                    y
+                }),
+                Some(Op::Identity) => own[l - 1].clone(),
+            };
+            own.push(out);
+        }
+        let srcs = sources(arch, b, br.ops.len() - 1, &own, prev);
+        let logits = br.head.forward(&srcs).data;
+        (own, logits)
+    }
+}
+
+/// What layer `l + 1` (or the head) of branch `b` reads: the maps after layer `l` of branches
+/// 1..=b that have some there, in order — the parts of its packed weights.
+fn sources<'a>(arch: &Arch, b: usize, l: usize, own: &'a ActMaps, prev: &'a [ActMaps]) -> Vec<&'a Act> {
+    arch.sources(b, l)
+        .map(|t| if t == b { own[l].as_ref() } else { prev[t][l].as_ref() })
+        .map(|a| a.expect("wiring: a source branch has maps at this layer"))
+        .collect()
+}
+
+/// A trained [`Model`] on the own path.
+#[derive(Debug, Clone)]
+pub struct FastModel {
+    pub kind: NetworkKind,
+    pub spec: Spec,
+    pub nets: Vec<FastNet>,
+}
+
+impl FastModel {
+    pub fn from_model(m: &Model) -> FastModel {
+        FastModel { kind: m.kind, spec: m.spec.clone(), nets: m.nets.iter().map(FastNet::from_net).collect() }
+    }
+}
+
+/// Per-s-class scores from logits on the host, as [`crate::cascade::stage_scores`] computes
+/// them on tensors.
+fn host_scores(loss: Loss, logits: Vec<f32>, outputs: usize) -> Vec<f32> {
+    match loss {
+        Loss::Hinge => logits.into_iter().flat_map(|f| [-f, f]).collect(),
+        Loss::CrossEntropy => {
+            let mut v = logits;
+            for row in v.chunks_mut(outputs) {
+                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for x in row.iter_mut() {
+                    *x = (*x - m).exp();
+                    sum += *x;
+                }
+                row.iter_mut().for_each(|x| *x /= sum);
+            }
+            v
+        }
+    }
+}
+
+impl Engine for FastModel {
+    type Input = Act;
+    type Maps = ActMaps;
+    fn kind(&self) -> NetworkKind {
+        self.kind
+    }
+    fn num_stages(&self) -> usize {
+        match self.kind {
+            NetworkKind::Monolithic => 1,
+            _ => self.spec.num_stages(),
+        }
+    }
+    fn stage(&self, s: usize) -> &Stage {
+        match self.kind {
+            NetworkKind::Monolithic => self.spec.stages.last().expect("validated spec has stages"),
+            _ => &self.spec.stages[s],
+        }
+    }
+    fn stage_scores(&self, s: usize, input: &Act, prev: &[ActMaps]) -> (ActMaps, Vec<f32>) {
+        let (own, logits) = match self.kind {
+            NetworkKind::Onion => self.nets[0].forward_branch(s, input, prev),
+            NetworkKind::Monolithic => (Vec::new(), self.nets[0].forward_branch(0, input, &[]).1),
+            NetworkKind::NonSharing => (Vec::new(), self.nets[s].forward_branch(0, input, &[]).1),
+        };
+        let st = Engine::stage(self, s);
+        (own, host_scores(st.loss, logits, st.outputs()))
+    }
+    fn prune(&self, own: &mut ActMaps) {
+        prune_maps(&self.spec, own)
+    }
+    fn gather(&self, x: Act, prev: &mut [ActMaps], src: &[usize]) -> Act {
+        for maps in prev.iter_mut() {
+            for m in maps.iter_mut() {
+                *m = m.take().map(|a| a.rows(src));
+            }
+        }
+        x.rows(src)
+    }
+    fn rows(&self, x: &Act) -> usize {
+        x.n
+    }
+}
