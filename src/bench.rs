@@ -3,7 +3,8 @@
 //! (so compaction is exercised), forward time per example measured interleaved across the
 //! networks and set against the cost model's prediction.
 
-use crate::cascade::{Model, Timing, run_with};
+use crate::cascade::{Engine, Model, Timing, run_with};
+use crate::infer::{Act, FastModel};
 use crate::cost::time_at;
 use crate::onion::{Net, NetworkKind, archs};
 use crate::spec::Spec;
@@ -23,6 +24,18 @@ pub struct BenchConfig {
     pub ps: Vec<f64>,
     pub seed: u64,
     pub quiet: bool,
+    /// Which inference path runs the networks.
+    pub engine: EngineKind,
+}
+
+/// Inference path of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EngineKind {
+    /// The project's own GEMM path (`infer.rs`), weights packed from the burn modules.
+    #[default]
+    Own,
+    /// burn's modules (flex backend).
+    Burn,
 }
 
 impl Default for BenchConfig {
@@ -34,6 +47,7 @@ impl Default for BenchConfig {
             ps: vec![0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
             seed: 1,
             quiet: false,
+            engine: EngineKind::default(),
         }
     }
 }
@@ -84,6 +98,19 @@ pub fn run_bench(spec: &Spec, cfg: &BenchConfig, device: &Device) -> Vec<BenchRo
     debug_assert_eq!(models[0].kind, NetworkKind::Monolithic);
     let [c, h, w] = spec.input.dims();
     let input = Tensor::<4>::random([cfg.batch, c, h, w], Distribution::Normal(0.0, 1.0), device);
+    match cfg.engine {
+        EngineKind::Burn => measure(spec, cfg, &models, input),
+        EngineKind::Own => {
+            let fast: Vec<FastModel> = models.iter().map(FastModel::from_model).collect();
+            measure(spec, cfg, &fast, Act::from_tensor(&input))
+        }
+    }
+}
+
+fn measure<E: Engine>(spec: &Spec, cfg: &BenchConfig, models: &[E], input: E::Input) -> Vec<BenchRow>
+where
+    E::Input: Clone,
+{
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
     let total = (cfg.warmup + cfg.reps) * cfg.ps.len() * models.len();
     let pb = if cfg.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
@@ -129,10 +156,10 @@ pub fn run_bench(spec: &Spec, cfg: &BenchConfig, device: &Device) -> Vec<BenchRo
                 *d /= reps;
             }
             rows.push(BenchRow {
-                network: model.kind.name().into(),
+                network: model.kind().name().into(),
                 p,
                 ms_per_example: med[mi] * 1000.0 / cfg.batch as f64,
-                theory_ratio: time_at(spec, model.kind, p) / mono_t,
+                theory_ratio: time_at(spec, model.kind(), p) / mono_t,
                 measured_ratio: med[mi] / mono_med,
                 breakdown: b,
             });

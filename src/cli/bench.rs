@@ -34,6 +34,9 @@ pub struct BenchArgs {
     /// Directory for bench.csv and bench.png [default: docs/bench/<description name>].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Inference path: the own GEMM path (default) or burn's modules.
+    #[arg(long, value_enum, default_value_t = crate::bench::EngineKind::Own)]
+    pub engine: crate::bench::EngineKind,
     /// Print `{"rows": [...]}` on stdout instead of the tables.
     #[arg(long)]
     pub json: bool,
@@ -43,7 +46,7 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
     let spec = Spec::from_file(&args.spec)?;
     anyhow::ensure!(args.batch >= 1, "--batch {} must be at least 1", args.batch);
     anyhow::ensure!(args.reps >= 1, "--reps {} must be at least 1", args.reps);
-    let mut cfg = BenchConfig { batch: args.batch, reps: args.reps, warmup: args.warmup, seed: args.seed, ..BenchConfig::default() };
+    let mut cfg = BenchConfig { batch: args.batch, reps: args.reps, warmup: args.warmup, seed: args.seed, engine: args.engine, ..BenchConfig::default() };
     if !args.p.is_empty() {
         cfg.ps = args.p.clone();
     }
@@ -78,8 +81,15 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{}: batch {}, median of {} runs after {} warm-up, per example; ratios against the monolithic network",
-        spec.name, cfg.batch, cfg.reps, cfg.warmup
+        "{}: {} engine, batch {}, median of {} runs after {} warm-up, per example; ratios against the monolithic network",
+        spec.name,
+        match cfg.engine {
+            crate::bench::EngineKind::Own => "own GEMM",
+            crate::bench::EngineKind::Burn => "burn",
+        },
+        cfg.batch,
+        cfg.reps,
+        cfg.warmup
     );
     print!("{}", table(&rows));
     println!("\nlargest |measured/theory - 1| over p >= 0.05:");
