@@ -4,6 +4,7 @@
 //! networks and set against the cost model's prediction.
 
 use crate::cascade::{Engine, Model, Timing, run_with};
+pub use crate::infer::EngineKind;
 use crate::infer::{Act, FastModel};
 use crate::cost::time_at;
 use crate::onion::{Net, NetworkKind, archs};
@@ -28,15 +29,6 @@ pub struct BenchConfig {
     pub engine: EngineKind,
 }
 
-/// Inference path of the benchmark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum EngineKind {
-    /// The project's own GEMM path (`infer.rs`), weights packed from the burn modules.
-    #[default]
-    Own,
-    /// burn's modules (flex backend).
-    Burn,
-}
 
 impl Default for BenchConfig {
     fn default() -> Self {

@@ -19,6 +19,16 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
+/// Which inference path runs trained networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EngineKind {
+    /// The project's own GEMM path (`infer.rs`), weights packed from the burn modules.
+    #[default]
+    Own,
+    /// burn's modules (flex backend).
+    Burn,
+}
+
 /// Activations `[n, h, w, c]`, channels last.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Act {

@@ -218,13 +218,22 @@ fn detect_end_to_end_tiny() {
     }
     let png_bytes = std::fs::read(&png).unwrap();
     assert_eq!(&png_bytes[1..4], b"PNG");
-    // a second run reuses the trained detectors (same description, settings, scenes)
-    let t = std::time::Instant::now();
+    // a second run reuses the trained detectors (same description, settings, scenes); on
+    // burn's modules instead of the own GEMM path it finds the same detections
     let again = onionnet(&[
         "detect", "--data", subset.to_str().unwrap(), "--out", out.to_str().unwrap(),
-        "--train-scenes", "24", "--valid-scenes", "8", "--test-scenes", "3", "--epochs", "3", "--tpr", "0.9", "--json",
+        "--train-scenes", "24", "--valid-scenes", "8", "--test-scenes", "3", "--epochs", "3",
+        "--tpr", "0.9", "--tpr", "1", "--engine", "burn", "--json",
     ]);
-    assert!(again.status.success());
-    assert!(!String::from_utf8_lossy(&again.stderr).contains("epoch 1/3"), "retrained instead of reusing");
-    let _ = t;
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{err}");
+    assert!(!err.contains("epoch 1/3"), "retrained instead of reusing");
+    let v2: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    for (a, b) in rows.iter().zip(v2["rows"].as_array().unwrap()) {
+        assert_eq!(a["network"], b["network"]);
+        for f in ["metric", "pass_pct"] {
+            let (x, y) = (a[f].as_f64().unwrap_or(0.0), b[f].as_f64().unwrap_or(0.0));
+            assert!((x - y).abs() <= 1e-3 * x.abs().max(1.0), "{f}: own {x} vs burn {y}");
+        }
+    }
 }

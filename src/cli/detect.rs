@@ -64,6 +64,10 @@ pub struct DetectArgs {
     /// Which test scene `--show` draws.
     #[arg(long, default_value_t = 0)]
     pub show_scene: usize,
+    /// Inference path of the classifier head: the own GEMM path or burn's modules (the
+    /// backbone always runs on burn).
+    #[arg(long, value_enum, default_value_t = crate::infer::EngineKind::Own)]
+    pub engine: crate::infer::EngineKind,
     /// Print `{"rows": [...]}` on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -116,7 +120,9 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
     let mut dets = Vec::new();
     for (i, kind) in NetworkKind::ALL.into_iter().enumerate() {
         eprintln!("[{}/5] {kind} head (backbone and head trained together)", i + 2);
-        dets.push(train(&spec, kind, &data.train, &data.valid, &data.proposals, &cfg, &Checkpoint::new(&args.out.join(kind.name())), device)?);
+        let mut det = train(&spec, kind, &data.train, &data.valid, &data.proposals, &cfg, &Checkpoint::new(&args.out.join(kind.name())), device)?;
+        det.engine = args.engine;
+        dets.push(det);
     }
     eprintln!("[5/5] stage-1 thresholds on the held-out scenes, then the test scenes");
     let mut models = vec![(&dets[0], vec![None])];

@@ -9,7 +9,8 @@
 //! backbone (the cascade is over the classifier, as in Fast R-CNN) and train jointly too.
 
 use super::proposals::best_match;
-use super::roi_pool::{roi_pool, roi_pool_direct};
+use super::roi_pool::{roi_pool, roi_pool_direct, roi_pool_direct_nhwc};
+use crate::infer::{Act, EngineKind, FastModel};
 use crate::cascade::{Gate, Model, Timing, run};
 use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
 use crate::data::scenes::{BoxF, Scene};
@@ -126,6 +127,10 @@ pub struct Detector {
     pub backbone: Backbone,
     /// The classifier head as a cascade (its input is the RoI-pooled maps).
     pub head: Model,
+    /// The same head on the own inference path.
+    pub fast: FastModel,
+    /// Which of the two runs the head in [`Detector::detect`].
+    pub engine: EngineKind,
 }
 
 /// Where one scene's time went.
@@ -189,9 +194,20 @@ impl Detector {
         let t0 = Instant::now();
         let (v, chw) = self.maps(scene, device);
         let t1 = Instant::now();
-        let x = self.pool(&v, chw, proposals, device);
-        let t2 = Instant::now();
-        let out = run(&self.head, x, gate);
+        let i = self.spec.input;
+        let (out, t2) = match self.engine {
+            EngineKind::Burn => {
+                let x = self.pool(&v, chw, proposals, device);
+                let t2 = Instant::now();
+                (run(&self.head, x, gate), t2)
+            }
+            EngineKind::Own => {
+                let data = roi_pool_direct_nhwc(&v, chw, proposals, self.layout().stride, (i.height, i.width));
+                let x = Act { n: proposals.len(), h: i.height, w: i.width, c: i.channels, data };
+                let t2 = Instant::now();
+                (run(&self.fast, x, gate), t2)
+            }
+        };
         let t3 = Instant::now();
         let last = self.head.num_stages() - 1;
         let k = self.head.stage(last).classes;
@@ -455,11 +471,8 @@ fn validate(
 
 fn finish(spec: &Spec, kind: NetworkKind, module: DetectorModule, archs: Vec<Arch>) -> Detector {
     let nets = archs.into_iter().zip(module.heads).map(|(arch, module)| Net { arch, module }).collect();
-    Detector {
-        spec: spec.clone(),
-        backbone: module.backbone,
-        head: Model { kind, spec: spec.clone(), nets },
-    }
+    let head = Model { kind, spec: spec.clone(), nets };
+    Detector { spec: spec.clone(), backbone: module.backbone, fast: FastModel::from_model(&head), head, engine: EngineKind::default() }
 }
 
 /// Thresholds are calibrated from this gate's complement: the s-classes of interest of an

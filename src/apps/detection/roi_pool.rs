@@ -65,14 +65,11 @@ pub fn roi_pool(maps: Tensor<4>, rois: &[(usize, BoxF)], stride: usize, grid: (u
     flat.select(0, idx).reshape([r, g, k, c]).max_dim(2).reshape([r, grid.0, grid.1, c]).permute([0, 3, 1, 2])
 }
 
-/// RoI max pooling of one image's maps on the host. `maps_hwc`: `[H, W, C]` row-major.
-/// Returns `[R, C, gh, gw]` row-major.
-pub fn roi_pool_direct(maps_hwc: &[f32], (c, h, w): (usize, usize, usize), rois: &[BoxF], stride: usize, grid: (usize, usize)) -> Vec<f32> {
-    let g = grid.0 * grid.1;
-    let mut out = vec![0f32; rois.len() * c * g];
+/// Every bin's channel maxima of one image's maps (`[H, W, C]`, channels last), in RoI then
+/// row-major bin order: `emit(roi, bin, maxima)`.
+fn pool_bins(maps_hwc: &[f32], (c, h, w): (usize, usize, usize), rois: &[BoxF], stride: usize, grid: (usize, usize), mut emit: impl FnMut(usize, usize, &[f32])) {
     let mut acc = vec![0f32; c];
     for (r, b) in rois.iter().enumerate() {
-        let base = r * c * g;
         for (bi, &((ya, yb), (xa, xb))) in bins(b, stride, (h, w), grid).iter().enumerate() {
             acc.fill(f32::NEG_INFINITY);
             for y in ya..yb {
@@ -83,11 +80,29 @@ pub fn roi_pool_direct(maps_hwc: &[f32], (c, h, w): (usize, usize, usize), rois:
                     }
                 }
             }
-            for (ch, &a) in acc.iter().enumerate() {
-                out[base + ch * g + bi] = a;
-            }
+            emit(r, bi, &acc);
         }
     }
+}
+
+/// RoI max pooling of one image's maps on the host. `maps_hwc`: `[H, W, C]` row-major.
+/// Returns `[R, C, gh, gw]` row-major (burn's layout).
+pub fn roi_pool_direct(maps_hwc: &[f32], chw: (usize, usize, usize), rois: &[BoxF], stride: usize, grid: (usize, usize)) -> Vec<f32> {
+    let (c, g) = (chw.0, grid.0 * grid.1);
+    let mut out = vec![0f32; rois.len() * c * g];
+    pool_bins(maps_hwc, chw, rois, stride, grid, |r, bi, acc| {
+        for (ch, &a) in acc.iter().enumerate() {
+            out[(r * c + ch) * g + bi] = a;
+        }
+    });
+    out
+}
+
+/// The same, channels last: `[R, gh, gw, C]` (the own inference path's layout).
+pub fn roi_pool_direct_nhwc(maps_hwc: &[f32], chw: (usize, usize, usize), rois: &[BoxF], stride: usize, grid: (usize, usize)) -> Vec<f32> {
+    let (c, g) = (chw.0, grid.0 * grid.1);
+    let mut out = vec![0f32; rois.len() * c * g];
+    pool_bins(maps_hwc, chw, rois, stride, grid, |r, bi, acc| out[(r * g + bi) * c..(r * g + bi + 1) * c].copy_from_slice(acc));
     out
 }
 
