@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# Regenerates the committed benchmark results (tables, CSVs, plots) under docs/bench/.
+# Regenerates the committed benchmark results (tables, CSVs, plots) under docs/bench/: each
+# description on the own GEMM inference path (the default engine) in docs/bench/NAME and on
+# burn's modules in docs/bench/burn/NAME, back to back. `bash docs/bench/run.sh x86-v4` also
+# reruns 2ch-deep on burn with burn-flex's AVX-512 kernels (a rebuild with that feature).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release
 B=target/release/onionnet
-for s in fashion-retrieval 2ch-deep; do
-  $B bench specs/$s.toml --batch 128 --reps 7 --out docs/bench/$s | tee docs/bench/$s/bench.txt
-done
+run() { # name batch reps
+  for e in own burn; do
+    o=docs/bench/$1; [ $e = burn ] && o=docs/bench/burn/$1
+    mkdir -p $o
+    $B bench specs/$1.toml --engine $e --batch $2 --reps $3 --out $o | tee $o/bench.txt
+  done
+}
+run fashion-retrieval 128 7
+run 2ch-deep 128 7
 # the large network: smaller batch and fewer repetitions to stay within minutes on 2 cores
-$B bench specs/alexnet-64.toml --batch 32 --reps 5 --out docs/bench/alexnet-64 | tee docs/bench/alexnet-64/bench.txt
-# the same 2ch-deep benchmark with burn-flex's AVX-512 kernels
-cargo build --release --features x86-v4
-$B bench specs/2ch-deep.toml --batch 128 --reps 7 --out docs/bench/2ch-deep-x86-v4 | tee docs/bench/2ch-deep-x86-v4/bench.txt
-cargo build --release
+run alexnet-64 32 5
+if [ "${1:-}" = x86-v4 ]; then
+  cargo build --release --features x86-v4
+  $B bench specs/2ch-deep.toml --engine burn --batch 128 --reps 7 --out docs/bench/2ch-deep-x86-v4 | tee docs/bench/2ch-deep-x86-v4/bench.txt
+  cargo build --release
+fi
