@@ -62,11 +62,15 @@ impl Act {
     }
 }
 
-/// A conv/fc layer or a head, its weights packed per source: rows `(dy * kw + dx) * c + ci`,
-/// columns the output channels.
+/// A conv/fc layer or a head, its weights packed with rows `(dy * kw + dx) * c + ci` and the
+/// output channels as columns: per source (`parts`, for a kernel over the whole map, where each
+/// source's maps are used in place) and over all sources' channels in order (`all`, for an
+/// im2col that writes every source's channels side by side — the concatenation happens inside
+/// the im2col copy, which is made anyway, and one GEMM covers every source).
 #[derive(Debug, Clone)]
 struct PackedConv {
     parts: Vec<(usize, Vec<f32>)>,
+    all: Vec<f32>,
     bias: Vec<f32>,
     cout: usize,
     kernel: (usize, usize),
@@ -113,8 +117,18 @@ fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usize, relu: bo
         parts.push((c, p));
         off += c;
     }
+    let mut all = vec![0f32; kh * kw * cin * cout];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for dy in 0..kh {
+                for dx in 0..kw {
+                    all[((dy * kw + dx) * cin + ci) * cout + co] = w[((co * cin + ci) * kh + dy) * kw + dx];
+                }
+            }
+        }
+    }
     let bias = conv.bias.as_ref().map_or(vec![0.0; cout], |b| host(b.val()));
-    PackedConv { parts, bias, cout, kernel: (kh, kw), stride, padding, relu }
+    PackedConv { parts, all, bias, cout, kernel: (kh, kw), stride, padding, relu }
 }
 
 thread_local! {
@@ -127,6 +141,18 @@ fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
 }
 
 impl PackedConv {
+    /// Adds the bias to output rows and applies the fused ReLU.
+    fn finish(&self, rows: &mut [f32]) {
+        for row in rows.chunks_mut(self.cout) {
+            for (v, b) in row.iter_mut().zip(&self.bias) {
+                *v += b;
+                if self.relu && *v < 0.0 {
+                    *v = 0.0;
+                }
+            }
+        }
+    }
+
     /// The layer on its sources (one [`Act`] per part, same n, h, w).
     fn forward(&self, srcs: &[&Act]) -> Act {
         let x0 = srcs[0];
@@ -137,72 +163,84 @@ impl PackedConv {
         let rows = x0.n * oh * ow;
         let cout = self.cout;
         let mut out = vec![0f32; rows * cout];
-        for (i, ((c, wp), x)) in self.parts.iter().zip(srcs).enumerate() {
-            let kk = kh * kw * c;
-            // a kernel covering the whole unpadded map: each example's NHWC map is its row
-            let whole = kh == x.h && kw == x.w && p == 0;
-            let mut run = |lhs: &[f32]| unsafe {
-                gemm::gemm(
-                    rows, cout, kk,
-                    out.as_mut_ptr(), 1, cout as isize, i > 0,
-                    lhs.as_ptr(), 1, kk as isize,
-                    wp.as_ptr(), 1, cout as isize,
-                    1.0, 1.0, false, false, false,
-                    parallelism(rows, cout, kk),
-                )
-            };
-            if whole {
-                run(&x.data);
-            } else {
+        let gemm_into = |out: &mut [f32], lhs: &[f32], rhs: &[f32], kk: usize, accumulate: bool| unsafe {
+            gemm::gemm(
+                rows, cout, kk,
+                out.as_mut_ptr(), 1, cout as isize, accumulate,
+                lhs.as_ptr(), 1, kk as isize,
+                rhs.as_ptr(), 1, cout as isize,
+                1.0, 1.0, false, false, false,
+                parallelism(rows, cout, kk),
+            )
+        };
+        if kh == x0.h && kw == x0.w && p == 0 {
+            // a kernel over the whole unpadded map: each example's NHWC map is its row, so
+            // every source is used in place and the GEMMs accumulate
+            for (i, ((c, wp), x)) in self.parts.iter().zip(srcs).enumerate() {
+                gemm_into(&mut out, &x.data, wp, kh * kw * c, i > 0);
+            }
+            out.par_chunks_mut(cout * 64).for_each(|block| self.finish(block));
+        } else {
+            // tiles of output rows: each tile's im2col stays in cache while its GEMM reads it,
+            // and tiles run in parallel (one GEMM thread each)
+            let kk = kh * kw * self.parts.iter().map(|p| p.0).sum::<usize>();
+            let tile = (TILE_FLOATS / kk).clamp(16, 1024);
+            out.par_chunks_mut(tile * cout).enumerate().for_each(|(t, out_tile)| {
+                let m = out_tile.len() / cout;
                 COLUMNS.with(|cols| {
                     let mut col = cols.borrow_mut();
-                    col.resize(rows * kk, 0.0);
-                    im2col(x, (kh, kw), s, p, (oh, ow), &mut col);
-                    run(&col);
-                });
-            }
-        }
-        let bias = &self.bias;
-        let relu = self.relu;
-        out.par_chunks_mut(cout * 64).for_each(|block| {
-            for row in block.chunks_mut(cout) {
-                for (v, b) in row.iter_mut().zip(bias) {
-                    *v += b;
-                    if relu && *v < 0.0 {
-                        *v = 0.0;
+                    col.resize(m * kk, 0.0);
+                    im2col(srcs, (kh, kw), s, p, (oh, ow), t * tile, &mut col[..m * kk]);
+                    unsafe {
+                        gemm::gemm(
+                            m, cout, kk,
+                            out_tile.as_mut_ptr(), 1, cout as isize, false,
+                            col.as_ptr(), 1, kk as isize,
+                            self.all.as_ptr(), 1, cout as isize,
+                            1.0, 1.0, false, false, false,
+                            gemm::Parallelism::None,
+                        )
                     }
-                }
-            }
-        });
+                });
+                // bias and ReLU while the tile is still in cache
+                self.finish(out_tile);
+            });
+        }
         Act { n: x0.n, h: oh, w: ow, c: cout, data: out }
     }
 }
 
-/// `col[(b, oy, ox), (dy, dx, ci)]` = the input at `(oy * s + dy - p, ox * s + dx - p, ci)`,
-/// zero outside.
-fn im2col(x: &Act, (kh, kw): (usize, usize), s: usize, p: usize, (oh, ow): (usize, usize), col: &mut [f32]) {
-    let c = x.c;
+/// Floats of one tile's im2col (256 KiB: within a core's L2 cache).
+const TILE_FLOATS: usize = 64 * 1024;
+
+/// Rows `first..` of the im2col matrix, as many as `col` holds: `col[(b, oy, ox), (dy, dx,
+/// ci)]` = the input at `(oy * s + dy - p, ox * s + dx - p, ci)`, zero outside; `ci` runs over
+/// the channels of every source in order (the concatenation happens here).
+fn im2col(srcs: &[&Act], (kh, kw): (usize, usize), s: usize, p: usize, (oh, ow): (usize, usize), first: usize, col: &mut [f32]) {
+    let (h, w) = (srcs[0].h, srcs[0].w);
+    let c: usize = srcs.iter().map(|x| x.c).sum();
     let kk = kh * kw * c;
-    col.par_chunks_mut(oh * ow * kk).enumerate().for_each(|(b, ex)| {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let row = &mut ex[(oy * ow + ox) * kk..(oy * ow + ox + 1) * kk];
-                for dy in 0..kh {
-                    let y = (oy * s + dy) as isize - p as isize;
-                    for dx in 0..kw {
-                        let xx = (ox * s + dx) as isize - p as isize;
-                        let dst = &mut row[(dy * kw + dx) * c..(dy * kw + dx + 1) * c];
-                        if y < 0 || xx < 0 || y >= x.h as isize || xx >= x.w as isize {
-                            dst.fill(0.0);
-                        } else {
-                            let src = ((b * x.h + y as usize) * x.w + xx as usize) * c;
-                            dst.copy_from_slice(&x.data[src..src + c]);
-                        }
+    for (i, row) in col.chunks_mut(kk).enumerate() {
+        let r = first + i;
+        let (b, oy, ox) = (r / (oh * ow), (r / ow) % oh, r % ow);
+        for dy in 0..kh {
+            let y = (oy * s + dy) as isize - p as isize;
+            for dx in 0..kw {
+                let xx = (ox * s + dx) as isize - p as isize;
+                let dst = &mut row[(dy * kw + dx) * c..(dy * kw + dx + 1) * c];
+                if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
+                    dst.fill(0.0);
+                } else {
+                    let mut off = 0;
+                    for x in srcs {
+                        let src = ((b * h + y as usize) * w + xx as usize) * x.c;
+                        dst[off..off + x.c].copy_from_slice(&x.data[src..src + x.c]);
+                        off += x.c;
                     }
                 }
             }
         }
-    });
+    }
 }
 
 fn maxpool(x: &Act, kernel: usize, stride: usize, ceil: bool) -> Act {

@@ -109,6 +109,7 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
     let data = Scenes::build(&fashion, counts, &scene_cfg, args.seed)?;
     let n_obj = |s: &[crate::data::scenes::Scene]| s.iter().map(|s| s.objects.len()).sum::<usize>();
     let recall = proposals::recall(&data.proposals, data.test.iter().flat_map(|s| &s.objects), 0.5);
+    let recall7 = proposals::recall(&data.proposals, data.test.iter().flat_map(|s| &s.objects), 0.7);
     eprintln!(
         "  {}x{} scenes: train {} ({} objects), held out {} ({}), test {} ({}); {} sliding-window proposals per scene, recall at IoU 0.5 on the test objects {:.1}%",
         scene_cfg.size, scene_cfg.size,
@@ -145,7 +146,14 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
     if args.json {
         println!("{}", json::to_string(&r));
     } else {
-        println!("\ndetection on {} composed test scenes ({} proposals each, recall {:.1}% at IoU 0.5):", data.test.len(), data.proposals.len(), 100.0 * recall);
+        println!(
+            "\ndetection on {} composed test scenes, {} objects ({} proposals each, recall {:.1}% at IoU 0.5, {:.1}% at IoU 0.7):",
+            data.test.len(),
+            n_obj(&data.test),
+            data.proposals.len(),
+            100.0 * recall,
+            100.0 * recall7
+        );
         print!("{}", table::to_string(&r));
         println!("\nwhere the time goes, ms per image (backbone | RoI pooling | head stages | head overhead | NMS):");
         for o in &outcomes {
