@@ -15,7 +15,10 @@ use std::path::Path;
 
 fn overhead_vs_stage2(c: &mut Criterion) {
     onionnet::alloc::keep_freed_memory();
-    let spec = Spec::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml")).unwrap();
+    let spec = Spec::from_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml"),
+    )
+    .unwrap();
     let device = burn::tensor::Device::default();
     let onion = random_models(&spec, &device, 1).remove(2);
     let n = 256;
@@ -46,7 +49,12 @@ fn overhead_vs_stage2(c: &mut Criterion) {
         })
     });
     g.bench_function("stage 2 forward on the block", |b| {
-        b.iter(|| black_box(stage_scores(spec.stages[1].loss, onion.run_stage(1, &block, &prev).1)))
+        b.iter(|| {
+            black_box(stage_scores(
+                spec.stages[1].loss,
+                onion.run_stage(1, &block, &prev).1,
+            ))
+        })
     });
     g.finish();
 }

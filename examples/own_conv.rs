@@ -12,10 +12,17 @@ fn main() {
         let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
         let _ = conv.forward(x.clone()).into_data();
         let t = Instant::now();
-        for _ in 0..5 { let _ = conv.forward(x.clone()).into_data(); }
+        for _ in 0..5 {
+            let _ = conv.forward(x.clone()).into_data();
+        }
         let burn_ms = t.elapsed().as_secs_f64() * 1e3 / 5.0;
         // own: NHWC input, im2col [n*oh*ow, k*k*c], weights [k*k*c, co]
-        let xs: Vec<f32> = x.clone().permute([0, 2, 3, 1]).into_data().try_to_vec().unwrap();
+        let xs: Vec<f32> = x
+            .clone()
+            .permute([0, 2, 3, 1])
+            .into_data()
+            .try_to_vec()
+            .unwrap();
         let wt: Vec<f32> = vec![0.01; k * k * c * co];
         let (oh, ow) = (h - k + 1, w - k + 1);
         let rows = n * oh * ow;
@@ -23,26 +30,83 @@ fn main() {
         let mut col = vec![0f32; rows * kk];
         let mut out = vec![0f32; rows * co];
         let run = |col: &mut Vec<f32>, out: &mut Vec<f32>| {
-            for b in 0..n { for y in 0..oh { for xx in 0..ow {
-                let r = (b * oh + y) * ow + xx;
-                for dy in 0..k { for dx in 0..k {
-                    let src = ((b * h + y + dy) * w + xx + dx) * c;
-                    let dst = r * kk + (dy * k + dx) * c;
-                    col[dst..dst + c].copy_from_slice(&xs[src..src + c]);
-                }}
-            }}}
+            for b in 0..n {
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let r = (b * oh + y) * ow + xx;
+                        for dy in 0..k {
+                            for dx in 0..k {
+                                let src = ((b * h + y + dy) * w + xx + dx) * c;
+                                let dst = r * kk + (dy * k + dx) * c;
+                                col[dst..dst + c].copy_from_slice(&xs[src..src + c]);
+                            }
+                        }
+                    }
+                }
+            }
             unsafe {
-                gemm::gemm(rows, co, kk, out.as_mut_ptr(), 1, co as isize, false, col.as_ptr(), 1, kk as isize, wt.as_ptr(), 1, co as isize, 0.0, 1.0, false, false, false, gemm::Parallelism::Rayon(0));
+                gemm::gemm(
+                    rows,
+                    co,
+                    kk,
+                    out.as_mut_ptr(),
+                    1,
+                    co as isize,
+                    false,
+                    col.as_ptr(),
+                    1,
+                    kk as isize,
+                    wt.as_ptr(),
+                    1,
+                    co as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                );
             }
         };
         run(&mut col, &mut out);
         let t = Instant::now();
-        for _ in 0..5 { run(&mut col, &mut out); }
+        for _ in 0..5 {
+            run(&mut col, &mut out);
+        }
         let own_ms = t.elapsed().as_secs_f64() * 1e3 / 5.0;
         let t = Instant::now();
-        for _ in 0..5 { unsafe { gemm::gemm(rows, co, kk, out.as_mut_ptr(), 1, co as isize, false, col.as_ptr(), 1, kk as isize, wt.as_ptr(), 1, co as isize, 0.0, 1.0, false, false, false, gemm::Parallelism::Rayon(0)); } }
+        for _ in 0..5 {
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    co,
+                    kk,
+                    out.as_mut_ptr(),
+                    1,
+                    co as isize,
+                    false,
+                    col.as_ptr(),
+                    1,
+                    kk as isize,
+                    wt.as_ptr(),
+                    1,
+                    co as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                );
+            }
+        }
         let gemm_ms = t.elapsed().as_secs_f64() * 1e3 / 5.0;
         let gflop = 2.0 * (rows * kk * co) as f64 / 1e9;
-        println!("c_out {co}: burn {burn_ms:.1} ms ({:.0} GFLOP/s), own im2col+gemm {own_ms:.1} ms ({:.0}), gemm alone {gemm_ms:.1} ms ({:.0})", gflop / burn_ms * 1e3, gflop / own_ms * 1e3, gflop / gemm_ms * 1e3);
+        println!(
+            "c_out {co}: burn {burn_ms:.1} ms ({:.0} GFLOP/s), own im2col+gemm {own_ms:.1} ms ({:.0}), gemm alone {gemm_ms:.1} ms ({:.0})",
+            gflop / burn_ms * 1e3,
+            gflop / own_ms * 1e3,
+            gflop / gemm_ms * 1e3
+        );
     }
 }

@@ -4,9 +4,9 @@
 //! networks and set against the cost model's prediction.
 
 use crate::cascade::{Engine, Model, Timing, run_with};
+use crate::cost::time_at;
 pub use crate::infer::EngineKind;
 use crate::infer::{Act, FastModel};
-use crate::cost::time_at;
 use crate::onion::{Net, NetworkKind, archs};
 use crate::spec::Spec;
 use burn::module::Module;
@@ -28,7 +28,6 @@ pub struct BenchConfig {
     /// Which inference path runs the networks.
     pub engine: EngineKind,
 }
-
 
 impl Default for BenchConfig {
     fn default() -> Self {
@@ -71,7 +70,10 @@ pub fn random_models(spec: &Spec, device: &Device, seed: u64) -> Vec<Model> {
                 .into_iter()
                 .map(|a| {
                     let n = Net::new(a, device);
-                    Net { module: n.module.valid(), arch: n.arch }
+                    Net {
+                        module: n.module.valid(),
+                        arch: n.arch,
+                    }
                 })
                 .collect(),
         })
@@ -81,7 +83,11 @@ pub fn random_models(spec: &Spec, device: &Device, seed: u64) -> Vec<Model> {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Runs the benchmark; rows in `ps` order, three per p (monolithic, non-sharing, onion).
@@ -99,14 +105,27 @@ pub fn run_bench(spec: &Spec, cfg: &BenchConfig, device: &Device) -> Vec<BenchRo
     }
 }
 
-fn measure<E: Engine>(spec: &Spec, cfg: &BenchConfig, models: &[E], input: E::Input) -> Vec<BenchRow>
+fn measure<E: Engine>(
+    spec: &Spec,
+    cfg: &BenchConfig,
+    models: &[E],
+    input: E::Input,
+) -> Vec<BenchRow>
 where
     E::Input: Clone,
 {
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
     let total = (cfg.warmup + cfg.reps) * cfg.ps.len() * models.len();
-    let pb = if cfg.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
-    pb.set_style(ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} eta {eta}").unwrap().progress_chars("=> "));
+    let pb = if cfg.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total as u64)
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} eta {eta}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
     pb.set_prefix(format!("bench {}", spec.name));
     // times[p][model] over repetitions; breakdown sums
     let mut times = vec![vec![Vec::new(); models.len()]; cfg.ps.len()];
@@ -144,7 +163,12 @@ where
             // per-batch averages
             let reps = cfg.reps.max(1) as u32;
             b.stage.iter_mut().for_each(|d| *d /= reps);
-            for d in [&mut b.threshold, &mut b.compaction, &mut b.gather, &mut b.scatter] {
+            for d in [
+                &mut b.threshold,
+                &mut b.compaction,
+                &mut b.gather,
+                &mut b.scatter,
+            ] {
                 *d /= reps;
             }
             rows.push(BenchRow {

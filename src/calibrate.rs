@@ -61,7 +61,10 @@ pub fn calibrate(
                 .map(|(i, _)| sc[i * nc + c])
                 .collect();
             per_class.push(
-                threshold_for_tpr(&pos, tpr).ok_or(CascadeError::NoPositives { stage: s + 1, class: c })?,
+                threshold_for_tpr(&pos, tpr).ok_or(CascadeError::NoPositives {
+                    stage: s + 1,
+                    class: c,
+                })?,
             );
         }
         thresholds.push(per_class);
@@ -73,12 +76,20 @@ pub fn calibrate(
 }
 
 /// Per-stage thresholds for `model` at every target TPR, from the calibration split.
-pub fn calibrate_model(model: &Model, calib: &Dataset, tprs: &[f64], device: &Device) -> Result<Vec<Calibration>, CascadeError> {
+pub fn calibrate_model(
+    model: &Model,
+    calib: &Dataset,
+    tprs: &[f64],
+    device: &Device,
+) -> Result<Vec<Calibration>, CascadeError> {
     if calib.is_empty() {
         return Err(CascadeError::Empty("calibration split".into()));
     }
     if calib.shape != model.spec.input.dims() {
-        return Err(CascadeError::Shape { got: calib.shape, want: model.spec.input.dims() });
+        return Err(CascadeError::Shape {
+            got: calib.shape,
+            want: model.spec.input.dims(),
+        });
     }
     let early = model.num_stages() - 1;
     let mut scores: Vec<Vec<f32>> = vec![Vec::new(); early];
@@ -89,9 +100,19 @@ pub fn calibrate_model(model: &Model, calib: &Dataset, tprs: &[f64], device: &De
             acc.extend(v);
         }
     }
-    let s_labels: Vec<Vec<usize>> = (0..early).map(|s| calib.labels.iter().map(|&l| model.stage(s).s_class(l)).collect()).collect();
+    let s_labels: Vec<Vec<usize>> = (0..early)
+        .map(|s| {
+            calib
+                .labels
+                .iter()
+                .map(|&l| model.stage(s).s_class(l))
+                .collect()
+        })
+        .collect();
     let classes: Vec<usize> = (0..early).map(|s| model.stage(s).classes).collect();
-    tprs.iter().map(|&t| calibrate(&scores, &s_labels, &classes, t)).collect()
+    tprs.iter()
+        .map(|&t| calibrate(&scores, &s_labels, &classes, t))
+        .collect()
 }
 
 #[cfg(test)]

@@ -46,7 +46,11 @@ impl Model {
                 n.module.forward_branch(&n.arch, s, input, prev)
             }
             NetworkKind::Monolithic | NetworkKind::NonSharing => {
-                let n = &self.nets[if self.kind == NetworkKind::Monolithic { 0 } else { s }];
+                let n = &self.nets[if self.kind == NetworkKind::Monolithic {
+                    0
+                } else {
+                    s
+                }];
                 let (_, logits) = n.module.forward_branch(&n.arch, 0, input, &[]);
                 (Vec::new(), logits)
             }
@@ -95,7 +99,12 @@ pub trait Engine {
     fn num_stages(&self) -> usize;
     fn stage(&self, s: usize) -> &Stage;
     /// Stage `s` on `input` reading `prev`: its maps and its scores `[rows, classes_s]`.
-    fn stage_scores(&self, s: usize, input: &Self::Input, prev: &[Self::Maps]) -> (Self::Maps, Vec<f32>);
+    fn stage_scores(
+        &self,
+        s: usize,
+        input: &Self::Input,
+        prev: &[Self::Maps],
+    ) -> (Self::Maps, Vec<f32>);
     /// Keeps only the maps later stages read.
     fn prune(&self, own: &mut Self::Maps);
     /// Rows `src` (in that order) of `x` and of every map in `prev`.
@@ -134,7 +143,10 @@ impl Engine for Model {
 /// (hinge), row-major `[n, classes]`.
 pub fn stage_scores(loss: Loss, logits: Tensor<2>) -> Vec<f32> {
     match loss {
-        Loss::CrossEntropy => softmax(logits, 1).into_data().try_to_vec::<f32>().expect("f32 scores"),
+        Loss::CrossEntropy => softmax(logits, 1)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32 scores"),
         Loss::Hinge => logits
             .into_data()
             .try_to_vec::<f32>()
@@ -174,7 +186,9 @@ impl Gate {
     }
 
     pub fn passes(&self, s: usize, scores: &[f32], classes: usize, row: usize) -> bool {
-        self.per_stage[s].iter().any(|&(c, t)| scores[row * classes + c] >= t)
+        self.per_stage[s]
+            .iter()
+            .any(|&(c, t)| scores[row * classes + c] >= t)
     }
 }
 
@@ -230,7 +244,10 @@ pub struct CascadeOutput {
 /// Gathers rows `src` (in that order) of the input and of every kept map: the compacted block.
 pub fn gather_rows(x: Tensor<4>, prev: &mut [Maps], src: &[usize]) -> Tensor<4> {
     let idx = Tensor::<1, Int>::from_data(
-        TensorData::new(src.iter().map(|&i| i as i64).collect::<Vec<_>>(), [src.len()]),
+        TensorData::new(
+            src.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            [src.len()],
+        ),
         &x.device(),
     );
     for maps in prev.iter_mut() {
@@ -243,15 +260,23 @@ pub fn gather_rows(x: Tensor<4>, prev: &mut [Maps], src: &[usize]) -> Tensor<4> 
 
 /// Runs `model` as a cascade over one batch, rows passing by `gate`'s thresholds.
 pub fn run<E: Engine>(model: &E, input: E::Input, gate: &Gate) -> CascadeOutput {
-    let classes: Vec<usize> = (0..model.num_stages()).map(|s| model.stage(s).classes).collect();
+    let classes: Vec<usize> = (0..model.num_stages())
+        .map(|s| model.stage(s).classes)
+        .collect();
     run_with(model, input, |s, scores| {
-        (0..scores.len() / classes[s]).map(|i| gate.passes(s, scores, classes[s], i)).collect()
+        (0..scores.len() / classes[s])
+            .map(|i| gate.passes(s, scores, classes[s], i))
+            .collect()
     })
 }
 
 /// Runs `model` as a cascade over one batch; `decide(s, scores)` says which rows of the
 /// current block (scores row-major `[rows, classes_s]`) go on to stage s + 1.
-pub fn run_with<E: Engine>(model: &E, input: E::Input, mut decide: impl FnMut(usize, &[f32]) -> Vec<bool>) -> CascadeOutput {
+pub fn run_with<E: Engine>(
+    model: &E,
+    input: E::Input,
+    mut decide: impl FnMut(usize, &[f32]) -> Vec<bool>,
+) -> CascadeOutput {
     let n = model.rows(&input);
     let stages = model.num_stages();
     let classes: Vec<usize> = (0..stages).map(|s| model.stage(s).classes).collect();

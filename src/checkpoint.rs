@@ -78,7 +78,9 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn new(dir: &Path) -> Checkpoint {
-        Checkpoint { dir: dir.to_path_buf() }
+        Checkpoint {
+            dir: dir.to_path_buf(),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -107,10 +109,15 @@ impl Checkpoint {
 
     pub fn save_module<M: Module>(&self, i: usize, module: &M) -> Result<(), CheckpointError> {
         let p = self.path(&format!("net{i}.bpk"));
-        let bytes = module.clone().into_record().into_bytes().map_err(|e| CheckpointError::Corrupt {
-            path: p.clone(),
-            reason: format!("{e:?}"),
-        })?;
+        let bytes =
+            module
+                .clone()
+                .into_record()
+                .into_bytes()
+                .map_err(|e| CheckpointError::Corrupt {
+                    path: p.clone(),
+                    reason: format!("{e:?}"),
+                })?;
         write_atomic(&p, &bytes)
     }
 
@@ -124,12 +131,14 @@ impl Checkpoint {
                 reason: format!("{e:?}"),
             }
         })?;
-        module.try_load_record(record).map_err(|e| CheckpointError::Mismatch {
-            path: p.clone(),
-            reason: match e {
-                burn::store::RecordError::Validation(m) | burn::store::RecordError::Io(m) => m,
-            },
-        })
+        module
+            .try_load_record(record)
+            .map_err(|e| CheckpointError::Mismatch {
+                path: p.clone(),
+                reason: match e {
+                    burn::store::RecordError::Validation(m) | burn::store::RecordError::Io(m) => m,
+                },
+            })
     }
 
     pub fn save_optim(&self, i: usize, bytes: &[u8]) -> Result<(), CheckpointError> {
@@ -145,7 +154,10 @@ impl Checkpoint {
     }
 
     fn save_json(&self, name: &str, value: &impl Serialize) -> Result<(), CheckpointError> {
-        write_atomic(&self.path(name), &serde_json::to_vec_pretty(value).expect("plain data serialises"))
+        write_atomic(
+            &self.path(name),
+            &serde_json::to_vec_pretty(value).expect("plain data serialises"),
+        )
     }
 
     fn load_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, CheckpointError> {

@@ -43,7 +43,11 @@ pub fn compact(keep: &[bool]) -> Compaction {
     let outsiders = (0..start).chain(start + k..keep.len()).filter(|&i| keep[i]);
     let moves: Vec<(usize, usize)> = outsiders.zip(holes).collect();
     debug_assert_eq!(moves.len(), k - best);
-    Compaction { start, len: k, moves }
+    Compaction {
+        start,
+        len: k,
+        moves,
+    }
 }
 
 impl Compaction {
@@ -78,7 +82,9 @@ mod tests {
     fn brute_force_min_moves(keep: &[bool]) -> usize {
         let n = keep.len();
         let mask: u32 = keep.iter().enumerate().map(|(i, &b)| (b as u32) << i).sum();
-        let contiguous = |m: u32| m == 0 || (m >> m.trailing_zeros()).wrapping_add(1) & (m >> m.trailing_zeros()) == 0;
+        let contiguous = |m: u32| {
+            m == 0 || (m >> m.trailing_zeros()).wrapping_add(1) & (m >> m.trailing_zeros()) == 0
+        };
         let mut dist = HashMap::from([(mask, 0usize)]);
         let mut queue = VecDeque::from([mask]);
         while let Some(m) = queue.pop_front() {

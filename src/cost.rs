@@ -68,7 +68,10 @@ pub fn stage_costs(spec: &Spec, kind: NetworkKind) -> Vec<u64> {
                 .map(|b| costs.iter().filter(|c| c.branch == b).map(|c| c.macs).sum())
                 .collect()
         }
-        _ => archs.iter().map(|a| layer_costs(a).iter().map(|c| c.macs).sum()).collect(),
+        _ => archs
+            .iter()
+            .map(|a| layer_costs(a).iter().map(|c| c.macs).sum())
+            .collect(),
     }
 }
 
@@ -118,7 +121,10 @@ split = [2, 6]
         .unwrap();
         // conv: 4x4 out, 3x3 kernel, 1 input channel; fc: kernel 4x4 over conv's maps
         // monolithic: conv 16*9*1*4 = 576, fc 16*4*8 = 512, head 8*2 = 16
-        assert_eq!(stage_costs(&spec, NetworkKind::Monolithic), vec![576 + 512 + 16]);
+        assert_eq!(
+            stage_costs(&spec, NetworkKind::Monolithic),
+            vec![576 + 512 + 16]
+        );
         // onion B1: conv 16*9*1 = 144, fc 16*1*2 = 32, head 2*2 = 4
         // onion B2: conv 16*9*3 = 432, fc reads 1+3 channels: 16*4*6 = 384, head reads 2+6: 16
         assert_eq!(stage_costs(&spec, NetworkKind::Onion), vec![180, 832]);
@@ -126,6 +132,8 @@ split = [2, 6]
         assert_eq!(stage_costs(&spec, NetworkKind::NonSharing), vec![180, 1104]);
         assert_eq!(time_at(&spec, NetworkKind::Onion, 0.5), 180.0 + 416.0);
         // the onion has fewer weights than N: at p = 1 it is still cheaper than N + N1
-        assert!(time_at(&spec, NetworkKind::Onion, 1.0) < time_at(&spec, NetworkKind::NonSharing, 1.0));
+        assert!(
+            time_at(&spec, NetworkKind::Onion, 1.0) < time_at(&spec, NetworkKind::NonSharing, 1.0)
+        );
     }
 }

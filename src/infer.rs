@@ -43,7 +43,12 @@ impl Act {
     /// From a burn `[n, c, h, w]` tensor.
     pub fn from_tensor(x: &Tensor<4>) -> Act {
         let [n, c, h, w] = x.dims();
-        let data = x.clone().permute([0, 2, 3, 1]).into_data().try_to_vec::<f32>().expect("f32 input");
+        let data = x
+            .clone()
+            .permute([0, 2, 3, 1])
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32 input");
         Act { n, h, w, c, data }
     }
 
@@ -58,7 +63,11 @@ impl Act {
         for &i in src {
             data.extend_from_slice(&self.data[i * e..(i + 1) * e]);
         }
-        Act { n: src.len(), data, ..*self }
+        Act {
+            n: src.len(),
+            data,
+            ..*self
+        }
     }
 }
 
@@ -85,9 +94,16 @@ enum Op {
     Relu,
     /// A ReLU already applied by the conv before it.
     Fused,
-    Maxpool { kernel: usize, stride: usize, ceil: bool },
+    Maxpool {
+        kernel: usize,
+        stride: usize,
+        ceil: bool,
+    },
     /// Batch norm at inference: `x * scale + shift` per channel.
-    Affine { scale: Vec<f32>, shift: Vec<f32> },
+    Affine {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
     Identity,
 }
 
@@ -100,7 +116,12 @@ fn host(t: Tensor<1>) -> Vec<f32> {
 fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usize, relu: bool) -> PackedConv {
     let [cout, cin, kh, kw] = conv.weight.val().dims();
     debug_assert_eq!(cin, widths.iter().sum::<usize>());
-    let w = conv.weight.val().into_data().try_to_vec::<f32>().expect("f32 weights");
+    let w = conv
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 weights");
     let mut parts = Vec::with_capacity(widths.len());
     let mut off = 0;
     for &c in widths {
@@ -109,7 +130,8 @@ fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usize, relu: bo
             for ci in 0..c {
                 for dy in 0..kh {
                     for dx in 0..kw {
-                        p[((dy * kw + dx) * c + ci) * cout + co] = w[((co * cin + off + ci) * kh + dy) * kw + dx];
+                        p[((dy * kw + dx) * c + ci) * cout + co] =
+                            w[((co * cin + off + ci) * kh + dy) * kw + dx];
                     }
                 }
             }
@@ -122,13 +144,26 @@ fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usize, relu: bo
         for ci in 0..cin {
             for dy in 0..kh {
                 for dx in 0..kw {
-                    all[((dy * kw + dx) * cin + ci) * cout + co] = w[((co * cin + ci) * kh + dy) * kw + dx];
+                    all[((dy * kw + dx) * cin + ci) * cout + co] =
+                        w[((co * cin + ci) * kh + dy) * kw + dx];
                 }
             }
         }
     }
-    let bias = conv.bias.as_ref().map_or(vec![0.0; cout], |b| host(b.val()));
-    PackedConv { parts, all, bias, cout, kernel: (kh, kw), stride, padding, relu }
+    let bias = conv
+        .bias
+        .as_ref()
+        .map_or(vec![0.0; cout], |b| host(b.val()));
+    PackedConv {
+        parts,
+        all,
+        bias,
+        cout,
+        kernel: (kh, kw),
+        stride,
+        padding,
+        relu,
+    }
 }
 
 thread_local! {
@@ -137,7 +172,11 @@ thread_local! {
 }
 
 fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    if m * n * k >= 64 * 64 * 64 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None }
+    if m * n * k >= 64 * 64 * 64 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    }
 }
 
 impl PackedConv {
@@ -165,11 +204,24 @@ impl PackedConv {
         let mut out = vec![0f32; rows * cout];
         let gemm_into = |out: &mut [f32], lhs: &[f32], rhs: &[f32], kk: usize, accumulate: bool| unsafe {
             gemm::gemm(
-                rows, cout, kk,
-                out.as_mut_ptr(), 1, cout as isize, accumulate,
-                lhs.as_ptr(), 1, kk as isize,
-                rhs.as_ptr(), 1, cout as isize,
-                1.0, 1.0, false, false, false,
+                rows,
+                cout,
+                kk,
+                out.as_mut_ptr(),
+                1,
+                cout as isize,
+                accumulate,
+                lhs.as_ptr(),
+                1,
+                kk as isize,
+                rhs.as_ptr(),
+                1,
+                cout as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
                 parallelism(rows, cout, kk),
             )
         };
@@ -179,34 +231,56 @@ impl PackedConv {
             for (i, ((c, wp), x)) in self.parts.iter().zip(srcs).enumerate() {
                 gemm_into(&mut out, &x.data, wp, kh * kw * c, i > 0);
             }
-            out.par_chunks_mut(cout * 64).for_each(|block| self.finish(block));
+            out.par_chunks_mut(cout * 64)
+                .for_each(|block| self.finish(block));
         } else {
             // tiles of output rows: each tile's im2col stays in cache while its GEMM reads it,
             // and tiles run in parallel (one GEMM thread each)
             let kk = kh * kw * self.parts.iter().map(|p| p.0).sum::<usize>();
             let tile = (TILE_FLOATS / kk).clamp(16, 1024);
-            out.par_chunks_mut(tile * cout).enumerate().for_each(|(t, out_tile)| {
-                let m = out_tile.len() / cout;
-                COLUMNS.with(|cols| {
-                    let mut col = cols.borrow_mut();
-                    col.resize(m * kk, 0.0);
-                    im2col(srcs, (kh, kw), s, p, (oh, ow), t * tile, &mut col[..m * kk]);
-                    unsafe {
-                        gemm::gemm(
-                            m, cout, kk,
-                            out_tile.as_mut_ptr(), 1, cout as isize, false,
-                            col.as_ptr(), 1, kk as isize,
-                            self.all.as_ptr(), 1, cout as isize,
-                            1.0, 1.0, false, false, false,
-                            gemm::Parallelism::None,
-                        )
-                    }
+            out.par_chunks_mut(tile * cout)
+                .enumerate()
+                .for_each(|(t, out_tile)| {
+                    let m = out_tile.len() / cout;
+                    COLUMNS.with(|cols| {
+                        let mut col = cols.borrow_mut();
+                        col.resize(m * kk, 0.0);
+                        im2col(srcs, (kh, kw), s, p, (oh, ow), t * tile, &mut col[..m * kk]);
+                        unsafe {
+                            gemm::gemm(
+                                m,
+                                cout,
+                                kk,
+                                out_tile.as_mut_ptr(),
+                                1,
+                                cout as isize,
+                                false,
+                                col.as_ptr(),
+                                1,
+                                kk as isize,
+                                self.all.as_ptr(),
+                                1,
+                                cout as isize,
+                                1.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                gemm::Parallelism::None,
+                            )
+                        }
+                    });
+                    // bias and ReLU while the tile is still in cache
+                    self.finish(out_tile);
                 });
-                // bias and ReLU while the tile is still in cache
-                self.finish(out_tile);
-            });
         }
-        Act { n: x0.n, h: oh, w: ow, c: cout, data: out }
+        Act {
+            n: x0.n,
+            h: oh,
+            w: ow,
+            c: cout,
+            data: out,
+        }
     }
 }
 
@@ -216,7 +290,15 @@ const TILE_FLOATS: usize = 64 * 1024;
 /// Rows `first..` of the im2col matrix, as many as `col` holds: `col[(b, oy, ox), (dy, dx,
 /// ci)]` = the input at `(oy * s + dy - p, ox * s + dx - p, ci)`, zero outside; `ci` runs over
 /// the channels of every source in order (the concatenation happens here).
-fn im2col(srcs: &[&Act], (kh, kw): (usize, usize), s: usize, p: usize, (oh, ow): (usize, usize), first: usize, col: &mut [f32]) {
+fn im2col(
+    srcs: &[&Act],
+    (kh, kw): (usize, usize),
+    s: usize,
+    p: usize,
+    (oh, ow): (usize, usize),
+    first: usize,
+    col: &mut [f32],
+) {
     let (h, w) = (srcs[0].h, srcs[0].w);
     let c: usize = srcs.iter().map(|x| x.c).sum();
     let kk = kh * kw * c;
@@ -244,26 +326,38 @@ fn im2col(srcs: &[&Act], (kh, kw): (usize, usize), s: usize, p: usize, (oh, ow):
 }
 
 fn maxpool(x: &Act, kernel: usize, stride: usize, ceil: bool) -> Act {
-    let kind = LayerKind::Maxpool { kernel, stride, ceil };
+    let kind = LayerKind::Maxpool {
+        kernel,
+        stride,
+        ceil,
+    };
     let (oh, ow) = out_size(&kind, x.h, x.w).expect("validated: the pooling fits");
     let c = x.c;
     let mut data = vec![f32::NEG_INFINITY; x.n * oh * ow * c];
-    data.par_chunks_mut(oh * ow * c).enumerate().for_each(|(b, ex)| {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let dst = &mut ex[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
-                for y in oy * stride..(oy * stride + kernel).min(x.h) {
-                    for xx in ox * stride..(ox * stride + kernel).min(x.w) {
-                        let src = &x.data[((b * x.h + y) * x.w + xx) * c..][..c];
-                        for (d, &v) in dst.iter_mut().zip(src) {
-                            *d = d.max(v);
+    data.par_chunks_mut(oh * ow * c)
+        .enumerate()
+        .for_each(|(b, ex)| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let dst = &mut ex[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
+                    for y in oy * stride..(oy * stride + kernel).min(x.h) {
+                        for xx in ox * stride..(ox * stride + kernel).min(x.w) {
+                            let src = &x.data[((b * x.h + y) * x.w + xx) * c..][..c];
+                            for (d, &v) in dst.iter_mut().zip(src) {
+                                *d = d.max(v);
+                            }
                         }
                     }
                 }
             }
-        }
-    });
-    Act { n: x.n, h: oh, w: ow, c, data }
+        });
+    Act {
+        n: x.n,
+        h: oh,
+        w: ow,
+        c,
+        data,
+    }
 }
 
 /// One branch: an op per layer up to its depth (`None` where it has no map) and its head.
@@ -291,7 +385,9 @@ impl FastNet {
             if l == 0 {
                 vec![arch.input.channels]
             } else {
-                arch.sources(b, l - 1).map(|t| arch.branches[t].channels[l - 1]).collect()
+                arch.sources(b, l - 1)
+                    .map(|t| arch.branches[t].channels[l - 1])
+                    .collect()
             }
         };
         let branches = arch
@@ -301,25 +397,65 @@ impl FastNet {
             .map(|(b, br)| {
                 let mut ops: Vec<Option<Op>> = Vec::with_capacity(br.depth);
                 for (l, layer) in arch.layers.iter().enumerate().take(br.depth) {
-                    let next_relu = arch.layers.get(l + 1).is_some_and(|n| n.kind == LayerKind::Relu) && l + 1 < br.depth;
+                    let next_relu = arch
+                        .layers
+                        .get(l + 1)
+                        .is_some_and(|n| n.kind == LayerKind::Relu)
+                        && l + 1 < br.depth;
                     let op = match &layer.kind {
-                        LayerKind::Conv { stride, padding, .. } => m.conv(b, l).map(|c| Op::Conv(pack(c, &widths(b, l), *stride, *padding, next_relu))),
-                        LayerKind::Fc => m.conv(b, l).map(|c| Op::Conv(pack(c, &widths(b, l), 1, 0, next_relu))),
-                        LayerKind::Relu => ops[l - 1].as_ref().map(|prev| if matches!(prev, Op::Conv(c) if c.relu) { Op::Fused } else { Op::Relu }),
-                        LayerKind::Maxpool { kernel, stride, ceil } => ops[l - 1].as_ref().map(|_| Op::Maxpool { kernel: *kernel, stride: *stride, ceil: *ceil }),
+                        LayerKind::Conv {
+                            stride, padding, ..
+                        } => m.conv(b, l).map(|c| {
+                            Op::Conv(pack(c, &widths(b, l), *stride, *padding, next_relu))
+                        }),
+                        LayerKind::Fc => m
+                            .conv(b, l)
+                            .map(|c| Op::Conv(pack(c, &widths(b, l), 1, 0, next_relu))),
+                        LayerKind::Relu => ops[l - 1].as_ref().map(|prev| {
+                            if matches!(prev, Op::Conv(c) if c.relu) {
+                                Op::Fused
+                            } else {
+                                Op::Relu
+                            }
+                        }),
+                        LayerKind::Maxpool {
+                            kernel,
+                            stride,
+                            ceil,
+                        } => ops[l - 1].as_ref().map(|_| Op::Maxpool {
+                            kernel: *kernel,
+                            stride: *stride,
+                            ceil: *ceil,
+                        }),
                         LayerKind::Batchnorm => m.norm(b, l).map(|bn| {
                             let (g, beta) = (host(bn.gamma.val()), host(bn.beta.val()));
-                            let (mean, var) = (host(bn.running_mean.value()), host(bn.running_var.value()));
-                            let scale: Vec<f32> = g.iter().zip(&var).map(|(g, v)| g / (v + bn.epsilon as f32).sqrt()).collect();
-                            let shift = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+                            let (mean, var) =
+                                (host(bn.running_mean.value()), host(bn.running_var.value()));
+                            let scale: Vec<f32> = g
+                                .iter()
+                                .zip(&var)
+                                .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
+                                .collect();
+                            let shift = beta
+                                .iter()
+                                .zip(&mean)
+                                .zip(&scale)
+                                .map(|((b, m), s)| b - m * s)
+                                .collect();
                             Op::Affine { scale, shift }
                         }),
                         LayerKind::Dropout { .. } => ops[l - 1].as_ref().map(|_| Op::Identity),
                     };
                     ops.push(op);
                 }
-                let head_widths: Vec<usize> = arch.sources(b, br.depth - 1).map(|t| arch.branches[t].channels[br.depth - 1]).collect();
-                FastBranch { ops, head: pack(m.head(b), &head_widths, 1, 0, false) }
+                let head_widths: Vec<usize> = arch
+                    .sources(b, br.depth - 1)
+                    .map(|t| arch.branches[t].channels[br.depth - 1])
+                    .collect();
+                FastBranch {
+                    ops,
+                    head: pack(m.head(b), &head_widths, 1, 0, false),
+                }
             })
             .collect();
         FastNet { arch, branches }
@@ -335,7 +471,11 @@ impl FastNet {
             let out = match op {
                 None => None,
                 Some(Op::Conv(c)) => {
-                    let srcs: Vec<&Act> = if l == 0 { vec![input] } else { sources(arch, b, l - 1, &own, prev) };
+                    let srcs: Vec<&Act> = if l == 0 {
+                        vec![input]
+                    } else {
+                        sources(arch, b, l - 1, &own, prev)
+                    };
                     Some(c.forward(&srcs))
                 }
                 // the conv before applied it; its pre-ReLU maps are read by nobody else
@@ -345,7 +485,13 @@ impl FastNet {
                     y.data.par_iter_mut().for_each(|v| *v = v.max(0.0));
                     y
                 }),
-                Some(Op::Maxpool { kernel, stride, ceil }) => own[l - 1].as_ref().map(|x| maxpool(x, *kernel, *stride, *ceil)),
+                Some(Op::Maxpool {
+                    kernel,
+                    stride,
+                    ceil,
+                }) => own[l - 1]
+                    .as_ref()
+                    .map(|x| maxpool(x, *kernel, *stride, *ceil)),
                 Some(Op::Affine { scale, shift }) => own[l - 1].as_ref().map(|x| {
                     let mut y = x.clone();
                     y.data.par_chunks_mut(x.c).for_each(|px| {
@@ -367,9 +513,21 @@ impl FastNet {
 
 /// What layer `l + 1` (or the head) of branch `b` reads: the maps after layer `l` of branches
 /// 1..=b that have some there, in order — the parts of its packed weights.
-fn sources<'a>(arch: &Arch, b: usize, l: usize, own: &'a ActMaps, prev: &'a [ActMaps]) -> Vec<&'a Act> {
+fn sources<'a>(
+    arch: &Arch,
+    b: usize,
+    l: usize,
+    own: &'a ActMaps,
+    prev: &'a [ActMaps],
+) -> Vec<&'a Act> {
     arch.sources(b, l)
-        .map(|t| if t == b { own[l].as_ref() } else { prev[t][l].as_ref() })
+        .map(|t| {
+            if t == b {
+                own[l].as_ref()
+            } else {
+                prev[t][l].as_ref()
+            }
+        })
         .map(|a| a.expect("wiring: a source branch has maps at this layer"))
         .collect()
 }
@@ -384,7 +542,11 @@ pub struct FastModel {
 
 impl FastModel {
     pub fn from_model(m: &Model) -> FastModel {
-        FastModel { kind: m.kind, spec: m.spec.clone(), nets: m.nets.iter().map(FastNet::from_net).collect() }
+        FastModel {
+            kind: m.kind,
+            spec: m.spec.clone(),
+            nets: m.nets.iter().map(FastNet::from_net).collect(),
+        }
     }
 }
 

@@ -8,18 +8,18 @@
 //! [`cascade`]) and are compared against an analytic cost model ([`cost`]).
 
 pub mod alloc;
-pub mod error;
-pub mod spec;
-pub mod onion;
-pub mod data;
-pub mod compaction;
+pub mod apps;
+pub mod bench;
 pub mod calibrate;
 pub mod cascade;
-pub mod infer;
-pub mod cost;
-pub mod bench;
 pub mod checkpoint;
-pub mod train;
-pub mod report;
-pub mod apps;
 pub mod cli;
+pub mod compaction;
+pub mod cost;
+pub mod data;
+pub mod error;
+pub mod infer;
+pub mod onion;
+pub mod report;
+pub mod spec;
+pub mod train;

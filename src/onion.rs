@@ -29,7 +29,11 @@ pub enum NetworkKind {
 }
 
 impl NetworkKind {
-    pub const ALL: [NetworkKind; 3] = [NetworkKind::Monolithic, NetworkKind::NonSharing, NetworkKind::Onion];
+    pub const ALL: [NetworkKind; 3] = [
+        NetworkKind::Monolithic,
+        NetworkKind::NonSharing,
+        NetworkKind::Onion,
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -104,7 +108,11 @@ impl Arch {
             .iter()
             .enumerate()
             .map(|(s, st)| {
-                let w = spec.layers.iter().map(|l| l.split.get(s).copied().unwrap_or(0)).collect();
+                let w = spec
+                    .layers
+                    .iter()
+                    .map(|l| l.split.get(s).copied().unwrap_or(0))
+                    .collect();
                 (w, st.depth, st.outputs())
             })
             .collect();
@@ -139,14 +147,18 @@ impl Arch {
         if l == 0 {
             self.input.channels
         } else {
-            self.sources(b, l - 1).map(|t| self.branches[t].channels[l - 1]).sum()
+            self.sources(b, l - 1)
+                .map(|t| self.branches[t].channels[l - 1])
+                .sum()
         }
     }
 
     /// Input channels of branch `b`'s head.
     pub fn head_in_channels(&self, b: usize) -> usize {
         let l = self.branches[b].depth - 1;
-        self.sources(b, l).map(|t| self.branches[t].channels[l]).sum()
+        self.sources(b, l)
+            .map(|t| self.branches[t].channels[l])
+            .sum()
     }
 }
 
@@ -202,13 +214,17 @@ impl OnionModule {
                         } if c > 0 => Some(
                             Conv2dConfig::new([arch.in_channels(b, l), c], [*kernel, *kernel])
                                 .with_stride([*stride, *stride])
-                                .with_padding(PaddingConfig2d::Explicit(*padding, *padding, *padding, *padding))
+                                .with_padding(PaddingConfig2d::Explicit(
+                                    *padding, *padding, *padding, *padding,
+                                ))
                                 .with_initializer(he())
                                 .init(device),
                         ),
-                        LayerKind::Fc if c > 0 => {
-                            Some(Conv2dConfig::new([arch.in_channels(b, l), c], [h, w]).with_initializer(he()).init(device))
-                        }
+                        LayerKind::Fc if c > 0 => Some(
+                            Conv2dConfig::new([arch.in_channels(b, l), c], [h, w])
+                                .with_initializer(he())
+                                .init(device),
+                        ),
                         _ => None,
                     });
                     norms.push(match layer.kind {
@@ -216,12 +232,15 @@ impl OnionModule {
                         _ => None,
                     });
                     drops.push(match layer.kind {
-                        LayerKind::Dropout { prob } if c > 0 => Some(DropoutConfig::new(prob).init()),
+                        LayerKind::Dropout { prob } if c > 0 => {
+                            Some(DropoutConfig::new(prob).init())
+                        }
                         _ => None,
                     });
                 }
                 let (h, w) = arch.sizes[br.depth];
-                let head = Conv2dConfig::new([arch.head_in_channels(b), br.outputs], [h, w]).init(device);
+                let head =
+                    Conv2dConfig::new([arch.head_in_channels(b), br.outputs], [h, w]).init(device);
                 BranchModule {
                     convs,
                     norms,
@@ -239,7 +258,13 @@ impl OnionModule {
     /// # Shapes
     /// - `input`: `[batch, C, H, W]`; `prev[t][l]`: `[batch, c_l^t, h_l, w_l]`
     /// - logits: `[batch, outputs_b]`
-    pub fn forward_branch(&self, arch: &Arch, b: usize, input: &Tensor<4>, prev: &[Maps]) -> (Maps, Tensor<2>) {
+    pub fn forward_branch(
+        &self,
+        arch: &Arch,
+        b: usize,
+        input: &Tensor<4>,
+        prev: &[Maps],
+    ) -> (Maps, Tensor<2>) {
         let br = &arch.branches[b];
         let m = &self.branches[b];
         // the maps layer l of branch b reads: earlier branches' and its own, concatenated
@@ -248,7 +273,11 @@ impl OnionModule {
         for (l, layer) in arch.layers.iter().enumerate().take(br.depth) {
             let out = match &layer.kind {
                 LayerKind::Conv { .. } | LayerKind::Fc => m.convs[l].as_ref().map(|conv| {
-                    let x = if l == 0 { Some(input.clone()) } else { gather(&own, l - 1) };
+                    let x = if l == 0 {
+                        Some(input.clone())
+                    } else {
+                        gather(&own, l - 1)
+                    };
                     conv.forward(x.expect("wiring: a weighted layer always has an input"))
                 }),
                 LayerKind::Relu => own[l - 1].clone().map(relu),
@@ -264,8 +293,12 @@ impl OnionModule {
                             .with_ceil_mode(*ceil),
                     )
                 }),
-                LayerKind::Batchnorm => own[l - 1].clone().map(|x| m.norms[l].as_ref().unwrap().forward(x)),
-                LayerKind::Dropout { .. } => own[l - 1].clone().map(|x| m.drops[l].as_ref().unwrap().forward(x)),
+                LayerKind::Batchnorm => own[l - 1]
+                    .clone()
+                    .map(|x| m.norms[l].as_ref().unwrap().forward(x)),
+                LayerKind::Dropout { .. } => own[l - 1]
+                    .clone()
+                    .map(|x| m.drops[l].as_ref().unwrap().forward(x)),
             };
             own.push(out);
         }
@@ -311,7 +344,8 @@ impl OnionModule {
             maps.push(self.forward_branch(arch, t, input, &maps).0);
         }
         let (own, _) = self.forward_branch(arch, b, input, &maps);
-        let x = read_sources(arch, b, arch.branches[b].depth - 1, &own, &maps).expect("validated: the head has maps to read");
+        let x = read_sources(arch, b, arch.branches[b].depth - 1, &own, &maps)
+            .expect("validated: the head has maps to read");
         let [n, c, h, w] = x.dims();
         x.reshape([n, c * h * w])
     }
@@ -323,7 +357,13 @@ impl OnionModule {
 fn read_sources(arch: &Arch, b: usize, l: usize, own: &Maps, prev: &[Maps]) -> Option<Tensor<4>> {
     let parts: Vec<Tensor<4>> = arch
         .sources(b, l)
-        .map(|t| if t == b { own[l].clone() } else { prev[t][l].clone() })
+        .map(|t| {
+            if t == b {
+                own[l].clone()
+            } else {
+                prev[t][l].clone()
+            }
+        })
         .map(|x| x.expect("wiring: a source branch has maps at this layer"))
         .collect();
     match parts.len() {
@@ -353,6 +393,8 @@ pub fn archs(spec: &Spec, kind: NetworkKind) -> Vec<Arch> {
     match kind {
         NetworkKind::Monolithic => vec![Arch::monolithic(spec)],
         NetworkKind::Onion => vec![Arch::onion(spec)],
-        NetworkKind::NonSharing => (0..spec.num_stages()).map(|s| Arch::nonsharing_stage(spec, s)).collect(),
+        NetworkKind::NonSharing => (0..spec.num_stages())
+            .map(|s| Arch::nonsharing_stage(spec, s))
+            .collect(),
     }
 }

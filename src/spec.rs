@@ -265,7 +265,10 @@ impl Spec {
             let split = |s: &[usize]| {
                 format!(
                     "split = [{}]\n",
-                    s.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+                    s.iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             };
             match &l.kind {
@@ -313,7 +316,10 @@ impl Spec {
                 LabelMap::KMeans => out.push_str("label_map = \"kmeans\"\n"),
                 LabelMap::Explicit(m) => out.push_str(&format!(
                     "label_map = [{}]\n",
-                    m.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+                    m.iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )),
             }
         }
@@ -404,7 +410,11 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
         ));
     }
     if raw.layers.is_empty() {
-        return Err(err("layer", &"[]", "the network needs at least one [[layer]]"));
+        return Err(err(
+            "layer",
+            &"[]",
+            "the network needs at least one [[layer]]",
+        ));
     }
     for (f, v) in [
         ("input.channels", raw.input.channels),
@@ -422,7 +432,10 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
     let (mut h, mut w) = (raw.input.height, raw.input.width);
     for (i, rl) in raw.layers.iter().enumerate() {
         let at = format!("layer[{i}]");
-        let name = rl.name.clone().unwrap_or_else(|| format!("{}{}", rl.kind, i + 1));
+        let name = rl
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}{}", rl.kind, i + 1));
         let allowed: &[&str] = match rl.kind.as_str() {
             "conv" => &["filters", "kernel", "stride", "padding", "split"],
             "fc" => &["units", "split"],
@@ -500,7 +513,11 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
             ));
         }
         let (width, split) = if kind.is_weighted() {
-            let wf = if matches!(kind, LayerKind::Fc) { "units" } else { "filters" };
+            let wf = if matches!(kind, LayerKind::Fc) {
+                "units"
+            } else {
+                "filters"
+            };
             let width = need(wf, if wf == "units" { rl.units } else { rl.filters })?;
             let raw_split = rl.split.as_ref().ok_or_else(|| {
                 err(
@@ -509,7 +526,14 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
                     &format!("layer {name:?} must say how its {width} channels split among the {s_count} stages"),
                 )
             })?;
-            let split = resolve_split(raw_split, width, s_count, raw.free_width, &format!("{at}.split"), path)?;
+            let split = resolve_split(
+                raw_split,
+                width,
+                s_count,
+                raw.free_width,
+                &format!("{at}.split"),
+                path,
+            )?;
             (width, split)
         } else {
             (0, Vec::new())
@@ -531,7 +555,11 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
     }
     for (i, l) in layers.iter().enumerate() {
         if layers[..i].iter().any(|o| o.name == l.name) {
-            return Err(err(&format!("layer[{i}].name"), &format!("{:?}", l.name), "duplicate layer name"));
+            return Err(err(
+                &format!("layer[{i}].name"),
+                &format!("{:?}", l.name),
+                "duplicate layer name",
+            ));
         }
     }
 
@@ -553,15 +581,17 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
                 }
                 *i as usize
             }
-            Some(LayerRef::Name(n)) => {
-                layers.iter().position(|l| &l.name == n).map(|p| p + 1).ok_or_else(|| {
+            Some(LayerRef::Name(n)) => layers
+                .iter()
+                .position(|l| &l.name == n)
+                .map(|p| p + 1)
+                .ok_or_else(|| {
                     err(
                         &format!("{at}.ends_at"),
                         &format!("{n:?}"),
                         "no layer has this name (a stage cannot be deeper than the network)",
                     )
-                })?
-            }
+                })?,
         };
         if let Some(prev) = stages.last().map(|p: &Stage| p.depth)
             && depth < prev
@@ -569,7 +599,9 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
             return Err(err(
                 &format!("{at}.ends_at"),
                 &depth,
-                &format!("a later stage cannot end before an earlier one (previous ends at layer {prev})"),
+                &format!(
+                    "a later stage cannot end before an earlier one (previous ends at layer {prev})"
+                ),
             ));
         }
         // later stages read this stage's last maps at the next layer, which must be weighted
@@ -597,7 +629,11 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
         };
         let weight = rs.weight.unwrap_or(1.0);
         if !weight.is_finite() || weight < 0.0 {
-            return Err(err(&format!("{at}.weight"), &weight, "must be a finite number >= 0"));
+            return Err(err(
+                &format!("{at}.weight"),
+                &weight,
+                "must be a finite number >= 0",
+            ));
         }
         let (classes, label_map) = match &rs.label_map {
             None => {
@@ -606,14 +642,21 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
                     return Err(err(
                         &format!("{at}.classes"),
                         &c,
-                        &format!("without a label_map a stage predicts the {} fine classes", raw.classes),
+                        &format!(
+                            "without a label_map a stage predicts the {} fine classes",
+                            raw.classes
+                        ),
                     ));
                 }
                 (c, LabelMap::Identity)
             }
             Some(RawLabelMap::Named(n)) if n == "kmeans" => {
                 let c = rs.classes.ok_or_else(|| {
-                    err(&format!("{at}.classes"), &"(missing)", "label_map = \"kmeans\" needs the number of groups")
+                    err(
+                        &format!("{at}.classes"),
+                        &"(missing)",
+                        "label_map = \"kmeans\" needs the number of groups",
+                    )
                 })?;
                 if c < 2 || c > raw.classes {
                     return Err(err(
@@ -636,7 +679,11 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
                     return Err(err(
                         &format!("{at}.label_map"),
                         &format!("{m:?}"),
-                        &format!("has {} entries but the task has {} fine classes", m.len(), raw.classes),
+                        &format!(
+                            "has {} entries but the task has {} fine classes",
+                            m.len(),
+                            raw.classes
+                        ),
                     ));
                 }
                 let c = rs
@@ -656,18 +703,27 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
                         &format!("s-class {missing} of {c} receives no fine class"),
                     ));
                 }
-                (c, LabelMap::Explicit(m.iter().map(|&v| v as usize).collect()))
+                (
+                    c,
+                    LabelMap::Explicit(m.iter().map(|&v| v as usize).collect()),
+                )
             }
         };
         if loss == Loss::Hinge && classes != 2 {
             return Err(err(
                 &format!("{at}.loss"),
                 &"\"hinge\"",
-                &format!("the binary hinge loss needs exactly 2 s-classes, this stage has {classes}"),
+                &format!(
+                    "the binary hinge loss needs exactly 2 s-classes, this stage has {classes}"
+                ),
             ));
         }
         if classes < 2 {
-            return Err(err(&format!("{at}.classes"), &classes, "a stage needs at least 2 s-classes"));
+            return Err(err(
+                &format!("{at}.classes"),
+                &classes,
+                "a stage needs at least 2 s-classes",
+            ));
         }
         stages.push(Stage {
             name,
@@ -682,7 +738,9 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
         return Err(err(
             &format!("stage[{}].ends_at", s_count - 1),
             &stages.last().unwrap().depth,
-            &format!("the last stage is the full network and must end at the last layer ({n_layers})"),
+            &format!(
+                "the last stage is the full network and must end at the last layer ({n_layers})"
+            ),
         ));
     }
     // A stage has channels in every weighted layer up to its depth unless an earlier stage feeds
@@ -698,7 +756,13 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
                 return Err(err(
                     &format!("layer[{li}].split[{s}]"),
                     &c,
-                    &format!("stage {} ends at layer {} and has no channels in layer {} ({:?})", s + 1, st.depth, li + 1, l.name),
+                    &format!(
+                        "stage {} ends at layer {} and has no channels in layer {} ({:?})",
+                        s + 1,
+                        st.depth,
+                        li + 1,
+                        l.name
+                    ),
                 ));
             }
             if s == 0 && c == 0 && li + 1 <= st.depth {
@@ -712,7 +776,10 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
     }
     // Every stage's head must have maps to read at its depth.
     for (s, st) in stages.iter().enumerate() {
-        let last_weighted = (0..st.depth).rev().find(|&i| layers[i].kind.is_weighted()).unwrap();
+        let last_weighted = (0..st.depth)
+            .rev()
+            .find(|&i| layers[i].kind.is_weighted())
+            .unwrap();
         if (0..=s).all(|t| layers[last_weighted].split[t] == 0 || stages[t].depth != st.depth) {
             return Err(err(
                 &format!("stage[{s}].ends_at"),
@@ -727,7 +794,9 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
     };
     Ok(Spec {
         name: raw.name.unwrap_or_else(|| {
-            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
         }),
         input: raw.input,
         classes: raw.classes,
@@ -740,22 +809,39 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
 
 /// The `[detector]` table: conv/batchnorm/relu/maxpool layers that keep a whole number of image pixels
 /// per cell (so a proposal's box maps onto cells) and end with `input.channels` maps.
-fn validate_detector(raw: &RawDetector, input: &InputShape, path: &Path) -> Result<Detector, SpecError> {
-    let err = |field: &str, value: &dyn std::fmt::Display, reason: &str| SpecError::invalid(path, field, value, reason);
+fn validate_detector(
+    raw: &RawDetector,
+    input: &InputShape,
+    path: &Path,
+) -> Result<Detector, SpecError> {
+    let err = |field: &str, value: &dyn std::fmt::Display, reason: &str| {
+        SpecError::invalid(path, field, value, reason)
+    };
     let img = raw.image;
-    for (f, v) in [("detector.image.channels", img.channels), ("detector.image.height", img.height), ("detector.image.width", img.width)] {
+    for (f, v) in [
+        ("detector.image.channels", img.channels),
+        ("detector.image.height", img.height),
+        ("detector.image.width", img.width),
+    ] {
         if v == 0 {
             return Err(err(f, &v, "must be at least 1"));
         }
     }
     if raw.backbone.is_empty() {
-        return Err(err("detector.backbone", &"[]", "the backbone needs at least one [[detector.backbone]] conv layer"));
+        return Err(err(
+            "detector.backbone",
+            &"[]",
+            "the backbone needs at least one [[detector.backbone]] conv layer",
+        ));
     }
     let (mut h, mut w, mut stride, mut channels) = (img.height, img.width, 1usize, img.channels);
     let mut backbone = Vec::with_capacity(raw.backbone.len());
     for (i, rl) in raw.backbone.iter().enumerate() {
         let at = format!("detector.backbone[{i}]");
-        let name = rl.name.clone().unwrap_or_else(|| format!("backbone_{}{}", rl.kind, i + 1));
+        let name = rl
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("backbone_{}{}", rl.kind, i + 1));
         let pos = |f: &str, v: Option<usize>, default: Option<usize>| -> Result<usize, SpecError> {
             match v.or(default) {
                 None => Err(err(&format!("{at}.{f}"), &"(missing)", "required")),
@@ -764,25 +850,50 @@ fn validate_detector(raw: &RawDetector, input: &InputShape, path: &Path) -> Resu
             }
         };
         if rl.split.is_some() || rl.units.is_some() || rl.prob.is_some() {
-            return Err(err(&at, &name, "backbone layers are shared by every stage: no split, units or prob"));
+            return Err(err(
+                &at,
+                &name,
+                "backbone layers are shared by every stage: no split, units or prob",
+            ));
         }
         let (kind, width) = match rl.kind.as_str() {
             "conv" => {
                 let kernel = pos("kernel", rl.kernel, None)?;
                 let s = pos("stride", rl.stride, Some(1))?;
-                let kind = LayerKind::Conv { kernel, stride: s, padding: rl.padding.unwrap_or(0) };
+                let kind = LayerKind::Conv {
+                    kernel,
+                    stride: s,
+                    padding: rl.padding.unwrap_or(0),
+                };
                 (kind, pos("filters", rl.filters, None)?)
             }
             "relu" => (LayerKind::Relu, 0),
             "batchnorm" => (LayerKind::Batchnorm, 0),
             "maxpool" => {
                 let kernel = pos("kernel", rl.kernel, None)?;
-                (LayerKind::Maxpool { kernel, stride: pos("stride", rl.stride, Some(kernel))?, ceil: rl.ceil.unwrap_or(false) }, 0)
+                (
+                    LayerKind::Maxpool {
+                        kernel,
+                        stride: pos("stride", rl.stride, Some(kernel))?,
+                        ceil: rl.ceil.unwrap_or(false),
+                    },
+                    0,
+                )
             }
-            other => return Err(err(&format!("{at}.type"), &format!("{other:?}"), "a backbone layer is conv, batchnorm, relu or maxpool")),
+            other => {
+                return Err(err(
+                    &format!("{at}.type"),
+                    &format!("{other:?}"),
+                    "a backbone layer is conv, batchnorm, relu or maxpool",
+                ));
+            }
         };
         if i == 0 && !matches!(kind, LayerKind::Conv { .. }) {
-            return Err(err(&format!("{at}.type"), &rl.kind, "the backbone starts with a conv layer"));
+            return Err(err(
+                &format!("{at}.type"),
+                &rl.kind,
+                "the backbone starts with a conv layer",
+            ));
         }
         let s = match kind {
             LayerKind::Conv { stride, .. } | LayerKind::Maxpool { stride, .. } => stride,
@@ -795,23 +906,36 @@ fn validate_detector(raw: &RawDetector, input: &InputShape, path: &Path) -> Resu
             return Err(err(
                 &at,
                 &name,
-                &format!("maps {h}x{w} -> {nh}x{nw}: each layer must divide the size exactly by its stride {s} (padding = kernel / 2 for odd kernels) so a box in pixels maps onto cells"),
+                &format!(
+                    "maps {h}x{w} -> {nh}x{nw}: each layer must divide the size exactly by its stride {s} (padding = kernel / 2 for odd kernels) so a box in pixels maps onto cells"
+                ),
             ));
         }
         (h, w, stride) = (nh, nw, stride * s);
         if width > 0 {
             channels = width;
         }
-        backbone.push(Layer { name, kind, width, split: Vec::new() });
+        backbone.push(Layer {
+            name,
+            kind,
+            width,
+            split: Vec::new(),
+        });
     }
     if channels != input.channels {
         return Err(err(
             "input.channels",
             &input.channels,
-            &format!("the classifier reads the backbone's last maps, which have {channels} channels"),
+            &format!(
+                "the classifier reads the backbone's last maps, which have {channels} channels"
+            ),
         ));
     }
-    Ok(Detector { image: img, backbone, stride })
+    Ok(Detector {
+        image: img,
+        backbone,
+        stride,
+    })
 }
 
 /// Turns a `split = [...]` (integer counts or float fractions) into channel counts per stage.
@@ -835,12 +959,17 @@ fn resolve_split(
     );
     let err = |reason: String| SpecError::invalid(path, field, &shown, reason);
     if raw.len() != stages {
-        return Err(err(format!("has {} entries, one per stage is needed ({stages})", raw.len())));
+        return Err(err(format!(
+            "has {} entries, one per stage is needed ({stages})",
+            raw.len()
+        )));
     }
     let counts: Vec<usize> = if raw.iter().all(|v| matches!(v, SplitValue::Count(_))) {
         let mut out = Vec::new();
         for v in raw {
-            let SplitValue::Count(c) = v else { unreachable!() };
+            let SplitValue::Count(c) = v else {
+                unreachable!()
+            };
             if *c < 0 {
                 return Err(err(format!("channel count {c} is negative")));
             }
@@ -867,7 +996,9 @@ fn resolve_split(
         let mut counts: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
         let mut left = width - counts.iter().sum::<usize>();
         let mut order: Vec<usize> = (0..fr.len()).collect();
-        order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())));
+        order.sort_by(|&a, &b| {
+            (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor()))
+        });
         for &i in order.iter().cycle() {
             if left == 0 {
                 break;
@@ -879,7 +1010,9 @@ fn resolve_split(
         }
         counts
     } else {
-        return Err(err("mixes integer counts and fractions; use one or the other".into()));
+        return Err(err(
+            "mixes integer counts and fractions; use one or the other".into(),
+        ));
     };
     let sum: usize = counts.iter().sum();
     if !free_width && sum != width {
@@ -935,7 +1068,10 @@ label_map = [0, 0, 1, 1]
         assert_eq!(s.layers[3].split, vec![4, 12]);
         assert_eq!(s.stages[0].depth, 4);
         assert_eq!(s.stages[0].s_class(3), 1);
-        assert_eq!(s.spatial_sizes(), vec![(8, 8), (8, 8), (8, 8), (4, 4), (1, 1)]);
+        assert_eq!(
+            s.spatial_sizes(),
+            vec![(8, 8), (8, 8), (8, 8), (4, 4), (1, 1)]
+        );
     }
 
     #[test]
@@ -956,39 +1092,71 @@ label_map = [0, 0, 1, 1]
 
     #[test]
     fn split_that_does_not_add_up() {
-        expect_err(&GOOD.replace("split = [2, 6]", "split = [2, 5]"), &["layer[0].split", "[2, 5]", "adds up to 7"]);
+        expect_err(
+            &GOOD.replace("split = [2, 6]", "split = [2, 5]"),
+            &["layer[0].split", "[2, 5]", "adds up to 7"],
+        );
     }
 
     #[test]
     fn stage_must_end_before_a_weighted_layer() {
-        expect_err(&GOOD.replacen("classes = 2\n", "classes = 2\nends_at = \"c1\"\n", 1), &["stage[0].ends_at", "relu"]);
-        let shallow = GOOD.replacen("classes = 2\n", "classes = 2\nends_at = 3\n", 1).replace("[0.25, 0.75]", "[0, 16]");
+        expect_err(
+            &GOOD.replacen("classes = 2\n", "classes = 2\nends_at = \"c1\"\n", 1),
+            &["stage[0].ends_at", "relu"],
+        );
+        let shallow = GOOD
+            .replacen("classes = 2\n", "classes = 2\nends_at = 3\n", 1)
+            .replace("[0.25, 0.75]", "[0, 16]");
         assert_eq!(parse(&shallow).unwrap().stages[0].depth, 3);
         // a stage cannot keep channels past its end
-        expect_err(&GOOD.replacen("classes = 2\n", "classes = 2\nends_at = 3\n", 1), &["layer[3].split[0]", "ends at layer 3"]);
+        expect_err(
+            &GOOD.replacen("classes = 2\n", "classes = 2\nends_at = 3\n", 1),
+            &["layer[3].split[0]", "ends at layer 3"],
+        );
     }
 
     #[test]
     fn stage_deeper_than_network() {
-        expect_err(&GOOD.replacen("classes = 2\n", "classes = 2\nends_at = \"nope\"\n", 1), &["stage[0].ends_at", "nope"]);
-        expect_err(&GOOD.replacen("classes = 2\n", "classes = 2\nends_at = 9\n", 1), &["stage[0].ends_at", "9"]);
+        expect_err(
+            &GOOD.replacen("classes = 2\n", "classes = 2\nends_at = \"nope\"\n", 1),
+            &["stage[0].ends_at", "nope"],
+        );
+        expect_err(
+            &GOOD.replacen("classes = 2\n", "classes = 2\nends_at = 9\n", 1),
+            &["stage[0].ends_at", "9"],
+        );
     }
 
     #[test]
     fn label_map_missing_a_class() {
-        expect_err(&GOOD.replace("[0, 0, 1, 1]", "[0, 0, 1]"), &["stage[0].label_map", "3 entries"]);
-        expect_err(&GOOD.replace("[0, 0, 1, 1]", "[0, 0, 0, 0]"), &["stage[0].label_map", "s-class 1"]);
+        expect_err(
+            &GOOD.replace("[0, 0, 1, 1]", "[0, 0, 1]"),
+            &["stage[0].label_map", "3 entries"],
+        );
+        expect_err(
+            &GOOD.replace("[0, 0, 1, 1]", "[0, 0, 0, 0]"),
+            &["stage[0].label_map", "s-class 1"],
+        );
     }
 
     #[test]
     fn shape_that_does_not_fit() {
-        expect_err(&GOOD.replace("kernel = 3", "kernel = 11"), &["layer[0]", "does not fit"]);
+        expect_err(
+            &GOOD.replace("kernel = 3", "kernel = 11"),
+            &["layer[0]", "does not fit"],
+        );
     }
 
     #[test]
     fn unknown_fields_and_types() {
-        expect_err(&GOOD.replace("type = \"relu\"", "type = \"gelu\""), &["layer[1].type", "gelu"]);
-        expect_err(&GOOD.replace("type = \"relu\"", "type = \"relu\"\nkernel = 3"), &["layer[1].kernel"]);
+        expect_err(
+            &GOOD.replace("type = \"relu\"", "type = \"gelu\""),
+            &["layer[1].type", "gelu"],
+        );
+        expect_err(
+            &GOOD.replace("type = \"relu\"", "type = \"relu\"\nkernel = 3"),
+            &["layer[1].kernel"],
+        );
         expect_err(&format!("{GOOD}\nbogus = 1"), &["malformed TOML"]);
     }
 

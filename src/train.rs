@@ -68,7 +68,12 @@ pub(crate) fn objectives(spec: &Spec, kind: NetworkKind) -> Vec<Vec<(usize, usiz
 }
 
 /// Per-stage loss (scalar) for a head's logits and the examples' fine labels.
-pub(crate) fn stage_loss(stage: &Stage, logits: Tensor<2>, labels: &[usize], device: &Device) -> Tensor<1> {
+pub(crate) fn stage_loss(
+    stage: &Stage,
+    logits: Tensor<2>,
+    labels: &[usize],
+    device: &Device,
+) -> Tensor<1> {
     let n = labels.len();
     match stage.loss {
         Loss::CrossEntropy => {
@@ -81,7 +86,10 @@ pub(crate) fn stage_loss(stage: &Stage, logits: Tensor<2>, labels: &[usize], dev
             cross_entropy_with_logits(logits, target)
         }
         Loss::Hinge => {
-            let y: Vec<f32> = labels.iter().map(|&l| if stage.s_class(l) == 1 { 1.0 } else { -1.0 }).collect();
+            let y: Vec<f32> = labels
+                .iter()
+                .map(|&l| if stage.s_class(l) == 1 { 1.0 } else { -1.0 })
+                .collect();
             let y = Tensor::<2>::from_data(TensorData::new(y, [n, 1]), device);
             relu(y.mul(logits).neg().add_scalar(1.0)).mean()
         }
@@ -130,7 +138,9 @@ pub fn evaluate(
         }
     }
     let n = data.len().max(1) as f64;
-    sums.into_iter().map(|(l, c)| (l / n, c as f64 / n)).collect()
+    sums.into_iter()
+        .map(|(l, c)| (l / n, c as f64 / n))
+        .collect()
 }
 
 pub(crate) fn bar(len: u64, prefix: String, quiet: bool) -> ProgressBar {
@@ -139,9 +149,11 @@ pub(crate) fn bar(len: u64, prefix: String, quiet: bool) -> ProgressBar {
     }
     let pb = ProgressBar::new(len).with_prefix(prefix);
     pb.set_style(
-        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} eta {eta} {msg}")
-            .unwrap()
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} eta {eta} {msg}",
+        )
+        .unwrap()
+        .progress_chars("=> "),
     );
     pb
 }
@@ -162,16 +174,27 @@ pub fn train(
     mut pretrained: Vec<Option<OnionModule>>,
     device: &Device,
 ) -> Result<Model, TrainError> {
-    for (what, d) in [("training split", train_set), ("validation split", valid_set)] {
+    for (what, d) in [
+        ("training split", train_set),
+        ("validation split", valid_set),
+    ] {
         if d.shape != spec.input.dims() {
             return Err(DataError::Mismatch {
                 what: format!("{what} vs {} field input", spec.source.display()),
-                reason: format!("images are {:?} (channels, height, width) but the description expects {:?}", d.shape, spec.input.dims()),
+                reason: format!(
+                    "images are {:?} (channels, height, width) but the description expects {:?}",
+                    d.shape,
+                    spec.input.dims()
+                ),
             }
             .into());
         }
         if d.is_empty() {
-            return Err(DataError::Mismatch { what: what.into(), reason: "no examples".into() }.into());
+            return Err(DataError::Mismatch {
+                what: what.into(),
+                reason: "no examples".into(),
+            }
+            .into());
         }
     }
     let archs = archs(spec, kind);
@@ -200,7 +223,9 @@ pub fn train(
             (a.epochs, a.batch_size, a.seed) == (b.epochs, b.batch_size, b.seed)
                 && (a.lr, a.momentum, a.weight_decay) == (b.lr, b.momentum, b.weight_decay)
         };
-        if saved.train_examples != train_set.len() || !saved.config.as_ref().is_some_and(|c| same(c, cfg)) {
+        if saved.train_examples != train_set.len()
+            || !saved.config.as_ref().is_some_and(|c| same(c, cfg))
+        {
             return Err(CheckpointError::Mismatch {
                 path: ckpt.dir.join("train.json"),
                 reason: format!(
@@ -239,16 +264,20 @@ pub fn train(
             .init();
         if state.epochs_done[i] > 0 && state.epochs_done[i] < cfg.epochs {
             if let Some(bytes) = ckpt.load_optim(i)? {
-                optim = optim.from_bytes(bytes).map_err(|e| CheckpointError::Corrupt {
-                    path: ckpt.dir.join(format!("optim{i}.bpk")),
-                    reason: format!("{e:?}"),
-                })?;
+                optim = optim
+                    .from_bytes(bytes)
+                    .map_err(|e| CheckpointError::Corrupt {
+                        path: ckpt.dir.join(format!("optim{i}.bpk")),
+                        reason: format!("{e:?}"),
+                    })?;
             }
         }
         let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
         let total_steps = (steps_per_epoch * cfg.epochs).max(1);
         let objective = &objectives[i];
-        let stop = cfg.stop_after.map_or(cfg.epochs, |n| (state.epochs_done[i] + n).min(cfg.epochs));
+        let stop = cfg
+            .stop_after
+            .map_or(cfg.epochs, |n| (state.epochs_done[i] + n).min(cfg.epochs));
         for epoch in state.epochs_done[i]..stop {
             let t0 = Instant::now();
             let mut order: Vec<usize> = (0..train_set.len()).collect();
@@ -256,13 +285,23 @@ pub fn train(
             order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
                 cfg.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             ));
-            let unit = if kind == NetworkKind::NonSharing { format!(" N{}", i + 1) } else { String::new() };
-            let pb = bar(steps_per_epoch as u64, format!("{kind}{unit} epoch {}/{}", epoch + 1, cfg.epochs), cfg.quiet);
+            let unit = if kind == NetworkKind::NonSharing {
+                format!(" N{}", i + 1)
+            } else {
+                String::new()
+            };
+            let pb = bar(
+                steps_per_epoch as u64,
+                format!("{kind}{unit} epoch {}/{}", epoch + 1, cfg.epochs),
+                cfg.quiet,
+            );
             let mut sums = vec![(0.0f64, 0usize); objective.len()];
             let mut seen = 0usize;
             for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
                 let global = epoch * steps_per_epoch + step;
-                let lr = cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * global as f64 / total_steps as f64).cos());
+                let lr = cfg.lr
+                    * 0.5
+                    * (1.0 + (std::f64::consts::PI * global as f64 / total_steps as f64).cos());
                 let x = train_set.batch(chunk, &ad);
                 let labels: Vec<usize> = chunk.iter().map(|&j| train_set.labels[j]).collect();
                 let logits = module.forward_all(&arch, &x);
@@ -287,13 +326,26 @@ pub fn train(
                         .iter()
                         .zip(&sums)
                         .map(|(&(_, s), &(l, c))| {
-                            format!("s{} loss {:.3} acc {:.1}%", s + 1, l / seen as f64, 100.0 * c as f64 / seen as f64)
+                            format!(
+                                "s{} loss {:.3} acc {:.1}%",
+                                s + 1,
+                                l / seen as f64,
+                                100.0 * c as f64 / seen as f64
+                            )
                         })
                         .collect::<Vec<_>>()
                         .join(" | "),
                 );
             }
-            let valid = evaluate(&module.valid(), &arch, spec, objective, valid_set, 256, device);
+            let valid = evaluate(
+                &module.valid(),
+                &arch,
+                spec,
+                objective,
+                valid_set,
+                256,
+                device,
+            );
             let stages: Vec<[f64; 4]> = sums
                 .iter()
                 .zip(&valid)
@@ -303,7 +355,9 @@ pub fn train(
                 objective
                     .iter()
                     .zip(&stages)
-                    .map(|(&(_, s), v)| format!("s{} val loss {:.3} acc {:.1}%", s + 1, v[2], 100.0 * v[3]))
+                    .map(|(&(_, s), v)| {
+                        format!("s{} val loss {:.3} acc {:.1}%", s + 1, v[2], 100.0 * v[3])
+                    })
                     .collect::<Vec<_>>()
                     .join(" | "),
             );

@@ -1,39 +1,66 @@
 //! The synthetic benchmark's bookkeeping (not its speed: timings are measured by `onionnet
 //! bench`, never asserted in tests) and its PNG plot.
 
-use onionnet::bench::{BenchConfig, max_deviation, run_bench};
+use onionnet::bench::{BenchConfig, EngineKind, max_deviation, run_bench};
 use onionnet::report::plot::{Series, line_plot};
 use onionnet::spec::Spec;
 use std::path::Path;
 
 #[test]
 fn bench_rows_follow_the_cost_model_and_force_p() {
-    let spec = Spec::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml")).unwrap();
-    let cfg = BenchConfig { batch: 20, warmup: 0, reps: 1, ps: vec![0.0, 0.5, 1.0], seed: 3, quiet: true };
-    let rows = run_bench(&spec, &cfg, &burn::tensor::Device::default());
-    assert_eq!(rows.len(), 9);
-    for r in &rows {
-        assert!(r.ms_per_example > 0.0 && r.measured_ratio.is_finite());
-        match r.network.as_str() {
-            "monolithic" => assert_eq!(r.theory_ratio, 1.0),
-            // T_onion(p) / T_mono from `onionnet cost`: (307456 + p 3181184) / 4241152
-            "onion" => assert!((r.theory_ratio - (307456.0 + r.p * 3181184.0) / 4241152.0).abs() < 1e-12),
-            _ => {}
+    let spec = Spec::from_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml"),
+    )
+    .unwrap();
+    for engine in [EngineKind::Own, EngineKind::Burn] {
+        let cfg = BenchConfig {
+            batch: 20,
+            warmup: 0,
+            reps: 1,
+            ps: vec![0.0, 0.5, 1.0],
+            seed: 3,
+            quiet: true,
+            engine,
+        };
+        let rows = run_bench(&spec, &cfg, &burn::tensor::Device::default());
+        assert_eq!(rows.len(), 9);
+        for r in &rows {
+            assert!(r.ms_per_example > 0.0 && r.measured_ratio.is_finite());
+            match r.network.as_str() {
+                "monolithic" => assert_eq!(r.theory_ratio, 1.0),
+                // T_onion(p) / T_mono from `onionnet cost`: (307456 + p 3181184) / 4241152
+                "onion" => assert!(
+                    (r.theory_ratio - (307456.0 + r.p * 3181184.0) / 4241152.0).abs() < 1e-12
+                ),
+                _ => {}
+            }
+            // p = 0: stage 2 never runs; otherwise it runs (on exactly round(p * 20) rows)
+            if r.network != "monolithic" {
+                let ran = r.breakdown.stage[1] > std::time::Duration::ZERO;
+                assert_eq!(ran, r.p > 0.0, "{} at p = {}", r.network, r.p);
+            }
         }
-        // p = 0: stage 2 never runs; otherwise it runs (on exactly round(p * 20) rows)
-        if r.network != "monolithic" {
-            let ran = r.breakdown.stage[1] > std::time::Duration::ZERO;
-            assert_eq!(ran, r.p > 0.0, "{} at p = {}", r.network, r.p);
-        }
+        assert!(max_deviation(&rows, "onion").is_finite());
     }
-    assert!(max_deviation(&rows, "onion").is_finite());
 }
 
 #[test]
 fn plot_writes_a_png() {
     let path = std::env::temp_dir().join(format!("onionnet-plot-{}.png", std::process::id()));
-    let s = |label: &str, dashed| Series { label: label.into(), points: vec![(0.0, 0.1), (0.5, 0.5), (1.0, 0.9)], colour: 1, dashed };
-    line_plot(&path, "test", "p", "ratio", &[s("measured", false), s("theory", true)]).unwrap();
+    let s = |label: &str, dashed| Series {
+        label: label.into(),
+        points: vec![(0.0, 0.1), (0.5, 0.5), (1.0, 0.9)],
+        colour: 1,
+        dashed,
+    };
+    line_plot(
+        &path,
+        "test",
+        "p",
+        "ratio",
+        &[s("measured", false), s("theory", true)],
+    )
+    .unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     assert!(bytes.len() > 5000, "a real picture, {} bytes", bytes.len());

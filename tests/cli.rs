@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn onionnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onionnet")).args(args).output().expect("runs")
+    Command::new(env!("CARGO_BIN_EXE_onionnet"))
+        .args(args)
+        .output()
+        .expect("runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -13,7 +16,10 @@ fn stderr(o: &Output) -> String {
 }
 
 fn spec() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml").display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("specs/fashion-retrieval.toml")
+        .display()
+        .to_string()
 }
 
 fn subset() -> String {
@@ -56,26 +62,45 @@ fn malformed_descriptions_name_file_field_and_value() {
     let bad = d.join("bad.toml");
     std::fs::write(&bad, text.replace("split = [16, 48]", "split = [16, 40]")).unwrap();
     let o = onionnet(&["cost", bad.to_str().unwrap()]);
-    assert_clean_error(&o, &["bad.toml", "layer[3].split", "[16, 40]", "adds up to 56"]);
+    assert_clean_error(
+        &o,
+        &["bad.toml", "layer[3].split", "[16, 40]", "adds up to 56"],
+    );
     std::fs::write(&bad, "this is = not toml [").unwrap();
-    assert_clean_error(&onionnet(&["cost", bad.to_str().unwrap()]), &["bad.toml", "malformed TOML"]);
-    assert_clean_error(&onionnet(&["cost", d.join("missing.toml").to_str().unwrap()]), &["missing.toml"]);
+    assert_clean_error(
+        &onionnet(&["cost", bad.to_str().unwrap()]),
+        &["bad.toml", "malformed TOML"],
+    );
+    assert_clean_error(
+        &onionnet(&["cost", d.join("missing.toml").to_str().unwrap()]),
+        &["missing.toml"],
+    );
 }
 
 #[test]
 fn tpr_outside_the_unit_interval_is_refused() {
     let o = onionnet(&["calibrate", "somewhere", "--tpr", "1.5"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("1.5") && stderr(&o).contains("(0, 1]"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1.5") && stderr(&o).contains("(0, 1]"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn missing_or_corrupt_data_is_a_clear_error() {
     let d = tmp("data");
-    assert_clean_error(&onionnet(&["eval", "x", "--data", d.to_str().unwrap()]), &["train-images-idx3-ubyte.gz"]);
+    assert_clean_error(
+        &onionnet(&["eval", "x", "--data", d.to_str().unwrap()]),
+        &["train-images-idx3-ubyte.gz"],
+    );
     std::fs::write(d.join("train-images-idx3-ubyte.gz"), b"not gzip").unwrap();
     std::fs::write(d.join("train-labels-idx1-ubyte.gz"), b"not gzip").unwrap();
-    assert_clean_error(&onionnet(&["eval", "x", "--data", d.to_str().unwrap()]), &["train-images-idx3-ubyte.gz", "gzip"]);
+    assert_clean_error(
+        &onionnet(&["eval", "x", "--data", d.to_str().unwrap()]),
+        &["train-images-idx3-ubyte.gz", "gzip"],
+    );
 }
 
 /// The demo on a small slice (one epoch), its JSON, then the separate steps on its output,
@@ -84,15 +109,42 @@ fn missing_or_corrupt_data_is_a_clear_error() {
 fn demo_json_then_eval_and_damaged_checkpoints() {
     let d = tmp("demo");
     let out = d.join("run");
-    let common = ["--data", &subset(), "--train-limit", "1500", "--calib-size", "500", "--test-limit", "300"];
-    let mut args = vec!["demo", "--epochs", "1", "--json", "--out", out.to_str().unwrap()];
+    let common = [
+        "--data",
+        &subset(),
+        "--train-limit",
+        "1500",
+        "--calib-size",
+        "500",
+        "--test-limit",
+        "300",
+    ];
+    let mut args = vec![
+        "demo",
+        "--epochs",
+        "1",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ];
     args.extend_from_slice(&common);
     let o = onionnet(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 5, "monolithic + 2 TPRs x 2 cascades");
-    let keys = ["network", "metric_name", "metric", "target_tpr", "reached_tpr", "pass_pct", "ms_per_1000", "speedup_measured", "speedup_theory"];
+    let keys = [
+        "network",
+        "metric_name",
+        "metric",
+        "target_tpr",
+        "reached_tpr",
+        "pass_pct",
+        "ms_per_1000",
+        "speedup_measured",
+        "speedup_theory",
+    ];
     for r in rows {
         for k in keys {
             assert!(r.get(k).is_some(), "row {r} lacks {k}");
@@ -100,7 +152,10 @@ fn demo_json_then_eval_and_damaged_checkpoints() {
     }
     assert_eq!(rows[0]["network"], "monolithic");
     assert!(rows[0]["target_tpr"].is_null() && rows[0]["pass_pct"].is_null());
-    assert!(rows.iter().any(|r| r["network"] == "onion" && r["target_tpr"] == 0.99));
+    assert!(
+        rows.iter()
+            .any(|r| r["network"] == "onion" && r["target_tpr"] == 0.99)
+    );
 
     // the separate steps on the demo's networks
     let onion = out.join("onion");
@@ -108,7 +163,12 @@ fn demo_json_then_eval_and_damaged_checkpoints() {
     cal.extend_from_slice(&common);
     assert!(onionnet(&cal).status.success());
     let mono = out.join("monolithic");
-    let mut ev = vec!["eval", mono.to_str().unwrap(), onion.to_str().unwrap(), "--json"];
+    let mut ev = vec![
+        "eval",
+        mono.to_str().unwrap(),
+        onion.to_str().unwrap(),
+        "--json",
+    ];
     ev.extend_from_slice(&common);
     let o = onionnet(&ev);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -127,7 +187,14 @@ fn demo_json_then_eval_and_damaged_checkpoints() {
     assert_clean_error(&onionnet(&ev), &["net0.bpk", "does not match"]);
     // training into an existing checkpoint without --resume is refused
     let spec = spec();
-    let mut tr = vec!["train", spec.as_str(), "--network", "monolithic", "--out", mono.to_str().unwrap()];
+    let mut tr = vec![
+        "train",
+        spec.as_str(),
+        "--network",
+        "monolithic",
+        "--out",
+        mono.to_str().unwrap(),
+    ];
     tr.extend_from_slice(&common);
     assert_clean_error(&onionnet(&tr), &["--resume"]);
     let _ = std::fs::remove_dir_all(&d);
@@ -137,9 +204,30 @@ fn demo_json_then_eval_and_damaged_checkpoints() {
 fn wrong_image_size_is_refused() {
     let d = tmp("size");
     let bad = d.join("big.toml");
-    std::fs::write(&bad, std::fs::read_to_string(spec()).unwrap().replace("height = 28, width = 28", "height = 32, width = 32")).unwrap();
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(spec())
+            .unwrap()
+            .replace("height = 28, width = 28", "height = 32, width = 32"),
+    )
+    .unwrap();
     let out = d.join("m");
-    let o = onionnet(&["train", bad.to_str().unwrap(), "--network", "monolithic", "--out", out.to_str().unwrap(), "--data", &subset(), "--train-limit", "300", "--calib-size", "100", "--test-limit", "10"]);
+    let o = onionnet(&[
+        "train",
+        bad.to_str().unwrap(),
+        "--network",
+        "monolithic",
+        "--out",
+        out.to_str().unwrap(),
+        "--data",
+        &subset(),
+        "--train-limit",
+        "300",
+        "--calib-size",
+        "100",
+        "--test-limit",
+        "10",
+    ]);
     assert_clean_error(&o, &["big.toml", "input", "[1, 28, 28]", "[1, 32, 32]"]);
 }
 
@@ -147,15 +235,41 @@ fn wrong_image_size_is_refused() {
 fn calibrating_on_images_of_another_size_is_refused() {
     // a checkpoint of 32x32 inputs, calibrated on 28x28 Fashion-MNIST images
     let d = tmp("calsize");
-    let spec32 = std::fs::read_to_string(spec()).unwrap().replace("height = 28, width = 28", "height = 32, width = 32").replace("label_map = \"kmeans\"", "label_map = [0, 1, 0, 0, 0, 2, 0, 2, 3, 2]");
+    let spec32 = std::fs::read_to_string(spec())
+        .unwrap()
+        .replace("height = 28, width = 28", "height = 32, width = 32")
+        .replace(
+            "label_map = \"kmeans\"",
+            "label_map = [0, 1, 0, 0, 0, 2, 0, 2, 3, 2]",
+        );
     let parsed = onionnet::spec::Spec::from_toml(&spec32, Path::new("s32.toml")).unwrap();
     let device = burn::tensor::Device::default();
     let ck = onionnet::checkpoint::Checkpoint::new(&d.join("o"));
     ck.save_spec(&parsed).unwrap();
     let arch = onionnet::onion::Arch::onion(&parsed);
-    ck.save_module(0, &onionnet::onion::OnionModule::new(&arch, &device)).unwrap();
-    let state = onionnet::checkpoint::TrainState { kind: onionnet::onion::NetworkKind::Onion, epochs_done: vec![1], epochs: 1, seed: 0, config: None, train_examples: 0, log: vec![vec![]] };
+    ck.save_module(0, &onionnet::onion::OnionModule::new(&arch, &device))
+        .unwrap();
+    let state = onionnet::checkpoint::TrainState {
+        kind: onionnet::onion::NetworkKind::Onion,
+        epochs_done: vec![1],
+        epochs: 1,
+        seed: 0,
+        config: None,
+        train_examples: 0,
+        log: vec![vec![]],
+    };
     ck.save_state(&state).unwrap();
-    let o = onionnet(&["calibrate", d.join("o").to_str().unwrap(), "--data", &subset(), "--train-limit", "300", "--calib-size", "100", "--test-limit", "10"]);
+    let o = onionnet(&[
+        "calibrate",
+        d.join("o").to_str().unwrap(),
+        "--data",
+        &subset(),
+        "--train-limit",
+        "300",
+        "--calib-size",
+        "100",
+        "--test-limit",
+        "10",
+    ]);
     assert_clean_error(&o, &["[1, 28, 28]", "[1, 32, 32]"]);
 }

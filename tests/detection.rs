@@ -12,7 +12,14 @@ use std::process::Command;
 
 /// The definition, written out: crop the covered cells of the box, split them into the grid
 /// as adaptive pooling does, take each bin's maximum.
-fn crop_and_pool(maps: &[f32], (c, h, w): (usize, usize, usize), img: usize, b: &BoxF, stride: usize, g: usize) -> Vec<f32> {
+fn crop_and_pool(
+    maps: &[f32],
+    (c, h, w): (usize, usize, usize),
+    img: usize,
+    b: &BoxF,
+    stride: usize,
+    g: usize,
+) -> Vec<f32> {
     let (y0, y1) = cells(b[1], b[3], stride, h);
     let (x0, x1) = cells(b[0], b[2], stride, w);
     let mut out = vec![0f32; c * g * g];
@@ -38,29 +45,57 @@ fn roi_pooling_matches_crop_and_pool() {
     let device = burn::tensor::Device::default();
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let (n, c, h, w, stride, g) = (2, 5, 12, 10, 4, 3);
-    let maps: Vec<f32> = (0..n * c * h * w).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let maps: Vec<f32> = (0..n * c * h * w)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
     let mut rois: Vec<(usize, BoxF)> = (0..40)
         .map(|_| {
-            let (x0, y0) = (rng.random_range(0.0..38.0f32), rng.random_range(0.0..46.0f32));
-            let (bw, bh) = (rng.random_range(1.0..40.0f32), rng.random_range(1.0..48.0f32));
+            let (x0, y0) = (
+                rng.random_range(0.0..38.0f32),
+                rng.random_range(0.0..46.0f32),
+            );
+            let (bw, bh) = (
+                rng.random_range(1.0..40.0f32),
+                rng.random_range(1.0..48.0f32),
+            );
             (rng.random_range(0..n), [x0, y0, x0 + bw, y0 + bh])
         })
         .collect();
     // edge cases: the whole map, a box past the border, a sliver inside one cell
-    rois.extend([(0, [0.0, 0.0, 40.0, 48.0]), (1, [30.0, 40.0, 60.0, 70.0]), (1, [5.0, 5.0, 5.5, 6.0])]);
-    let want: Vec<f32> = rois.iter().flat_map(|(i, b)| crop_and_pool(&maps, (c, h, w), *i, b, stride, g)).collect();
+    rois.extend([
+        (0, [0.0, 0.0, 40.0, 48.0]),
+        (1, [30.0, 40.0, 60.0, 70.0]),
+        (1, [5.0, 5.0, 5.5, 6.0]),
+    ]);
+    let want: Vec<f32> = rois
+        .iter()
+        .flat_map(|(i, b)| crop_and_pool(&maps, (c, h, w), *i, b, stride, g))
+        .collect();
 
     let t = Tensor::<4>::from_data(TensorData::new(maps.clone(), [n, c, h, w]), &device);
     let got = roi_pool(t, &rois, stride, (g, g));
     assert_eq!(got.dims(), [rois.len(), c, g, g]);
-    assert_eq!(got.into_data().try_to_vec::<f32>().unwrap(), want, "tensor RoI pooling");
+    assert_eq!(
+        got.into_data().try_to_vec::<f32>().unwrap(),
+        want,
+        "tensor RoI pooling"
+    );
 
     // the host version takes one image's maps channels-last
     for img in 0..n {
-        let hwc: Vec<f32> = (0..h * w * c).map(|k| maps[((img * c + k % c) * h + k / c / w) * w + (k / c) % w]).collect();
+        let hwc: Vec<f32> = (0..h * w * c)
+            .map(|k| maps[((img * c + k % c) * h + k / c / w) * w + (k / c) % w])
+            .collect();
         let boxes: Vec<BoxF> = rois.iter().filter(|r| r.0 == img).map(|r| r.1).collect();
-        let want_img: Vec<f32> = boxes.iter().flat_map(|b| crop_and_pool(&maps, (c, h, w), img, b, stride, g)).collect();
-        assert_eq!(roi_pool_direct(&hwc, (c, h, w), &boxes, stride, (g, g)), want_img, "host RoI pooling, image {img}");
+        let want_img: Vec<f32> = boxes
+            .iter()
+            .flat_map(|b| crop_and_pool(&maps, (c, h, w), img, b, stride, g))
+            .collect();
+        assert_eq!(
+            roi_pool_direct(&hwc, (c, h, w), &boxes, stride, (g, g)),
+            want_img,
+            "host RoI pooling, image {img}"
+        );
     }
 }
 
@@ -68,11 +103,18 @@ fn roi_pooling_matches_crop_and_pool() {
 fn roi_pooling_passes_gradients_to_the_maximal_cells() {
     let device = burn::tensor::Device::default().autodiff();
     // 1 channel, 4x4 cells of 1 px: the max of the 2x2 top-left bin is at (1, 1)
-    let v: Vec<f32> = (0..16).map(|k| if k == 5 { 9.0 } else { k as f32 * 0.1 }).collect();
+    let v: Vec<f32> = (0..16)
+        .map(|k| if k == 5 { 9.0 } else { k as f32 * 0.1 })
+        .collect();
     let t = Tensor::<4>::from_data(TensorData::new(v, [1, 1, 4, 4]), &device).require_grad();
     let out = roi_pool(t.clone(), &[(0, [0.0, 0.0, 2.0, 2.0])], 1, (1, 1));
     let grads = out.sum().backward();
-    let g = t.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+    let g = t
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
     let want: Vec<f32> = (0..16).map(|k| if k == 5 { 1.0 } else { 0.0 }).collect();
     assert_eq!(g, want);
 }
@@ -81,8 +123,13 @@ fn roi_pooling_passes_gradients_to_the_maximal_cells() {
 fn boxes_contain_the_pasted_objects_and_nothing_else_changed() {
     // a flat grey "photograph": whatever the crop, brightness change or flip, the background
     // is one value, so every changed pixel is an object's
-    let flat = GreyImage { width: 300, height: 260, px: vec![0.5; 300 * 260] };
-    let items = onionnet::data::fashion::load_split(&onionnet::data::fashion::subset_dir(), "t10k").unwrap();
+    let flat = GreyImage {
+        width: 300,
+        height: 260,
+        px: vec![0.5; 300 * 260],
+    };
+    let items = onionnet::data::fashion::load_split(&onionnet::data::fashion::subset_dir(), "t10k")
+        .unwrap();
     let cfg = SceneConfig::default();
     let scenes = compose(std::slice::from_ref(&flat), &items, 30, &cfg, 9);
     let again = compose(std::slice::from_ref(&flat), &items, 30, &cfg, 9);
@@ -91,15 +138,26 @@ fn boxes_contain_the_pasted_objects_and_nothing_else_changed() {
         assert_eq!(s.px, t.px, "seeded: the same scenes");
         assert!(!s.objects.is_empty());
         assert!(s.objects.len() <= cfg.per_scene.1);
-        let bg = s.px[0..s.width].iter().chain(&s.px[s.px.len() - s.width..]).copied().fold(f32::NAN, |a, v| if a.is_nan() { v } else { a });
-        let inside = |x: usize, y: usize, b: &BoxF| (x as f32) >= b[0] && (x as f32) < b[2] && (y as f32) >= b[1] && (y as f32) < b[3];
+        let bg = s.px[0..s.width]
+            .iter()
+            .chain(&s.px[s.px.len() - s.width..])
+            .copied()
+            .fold(f32::NAN, |a, v| if a.is_nan() { v } else { a });
+        let inside = |x: usize, y: usize, b: &BoxF| {
+            (x as f32) >= b[0] && (x as f32) < b[2] && (y as f32) >= b[1] && (y as f32) < b[3]
+        };
         let mut changed_in = vec![0usize; s.objects.len()];
         for y in 0..s.height {
             for x in 0..s.width {
                 let v = s.px[y * s.width + x];
-                let owners: Vec<usize> = (0..s.objects.len()).filter(|&k| inside(x, y, &s.objects[k].bbox)).collect();
+                let owners: Vec<usize> = (0..s.objects.len())
+                    .filter(|&k| inside(x, y, &s.objects[k].bbox))
+                    .collect();
                 if (v - bg).abs() > 1e-6 {
-                    assert!(!owners.is_empty(), "pixel ({x}, {y}) changed outside every box");
+                    assert!(
+                        !owners.is_empty(),
+                        "pixel ({x}, {y}) changed outside every box"
+                    );
                     for k in owners {
                         changed_in[k] += 1;
                     }
@@ -110,11 +168,20 @@ fn boxes_contain_the_pasted_objects_and_nothing_else_changed() {
             let b = o.bbox;
             let (bw, bh) = (b[2] - b[0], b[3] - b[1]);
             assert!(o.class < 10);
-            assert!(bw.max(bh) >= 8.0 && bw.max(bh) <= cfg.item_px.1 as f32, "{b:?}");
+            assert!(
+                bw.max(bh) >= 8.0 && bw.max(bh) <= cfg.item_px.1 as f32,
+                "{b:?}"
+            );
             // a real item covers a good part of its own box
-            assert!(changed_in[k] as f32 >= 0.2 * bw * bh, "object {k} {b:?}: {} changed pixels", changed_in[k]);
+            assert!(
+                changed_in[k] as f32 >= 0.2 * bw * bh,
+                "object {k} {b:?}: {} changed pixels",
+                changed_in[k]
+            );
             for j in 0..k {
-                assert!(onionnet::data::scenes::iou(&b, &s.objects[j].bbox) <= cfg.max_overlap + 1e-6);
+                assert!(
+                    onionnet::data::scenes::iou(&b, &s.objects[j].bbox) <= cfg.max_overlap + 1e-6
+                );
             }
         }
         objects += s.objects.len();
@@ -124,14 +191,25 @@ fn boxes_contain_the_pasted_objects_and_nothing_else_changed() {
 
 #[test]
 fn a_single_paste_gives_a_tight_box() {
-    let items = onionnet::data::fashion::load_split(&onionnet::data::fashion::subset_dir(), "t10k").unwrap();
+    let items = onionnet::data::fashion::load_split(&onionnet::data::fashion::subset_dir(), "t10k")
+        .unwrap();
     for k in 0..20 {
-        let mut s = onionnet::data::scenes::Scene { width: 100, height: 90, px: vec![0.3; 9000], objects: Vec::new() };
+        let mut s = onionnet::data::scenes::Scene {
+            width: 100,
+            height: 90,
+            px: vec![0.3; 9000],
+            objects: Vec::new(),
+        };
         let item = &items.images[k * 784..(k + 1) * 784];
         let side = 20 + 3 * k;
         let b = onionnet::data::scenes::paste(&mut s, item, 7, 5, side).unwrap();
         let changed = |x: usize, y: usize| (s.px[y * 100 + x] - 0.3).abs() > 1e-6;
-        let (x0, y0, x1, y1) = (b[0] as usize, b[1] as usize, b[2] as usize - 1, b[3] as usize - 1);
+        let (x0, y0, x1, y1) = (
+            b[0] as usize,
+            b[1] as usize,
+            b[2] as usize - 1,
+            b[3] as usize - 1,
+        );
         assert!(x0 >= 7 && y0 >= 5 && x1 < 7 + side && y1 < 5 + side);
         // every side of the box touches a changed pixel
         assert!((y0..=y1).any(|y| changed(x0, y)) && (y0..=y1).any(|y| changed(x1, y)));
@@ -140,7 +218,10 @@ fn a_single_paste_gives_a_tight_box() {
 }
 
 fn onionnet(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_onionnet")).args(args).output().expect("runs")
+    Command::new(env!("CARGO_BIN_EXE_onionnet"))
+        .args(args)
+        .output()
+        .expect("runs")
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -151,7 +232,8 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn spec_text() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/detection.toml")).unwrap()
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/detection.toml"))
+        .unwrap()
 }
 
 #[test]
@@ -160,12 +242,21 @@ fn bad_detection_descriptions_are_clear_errors() {
     let bad = d.join("bad.toml");
     let cases: [(String, &[&str]); 3] = [
         (spec_text().replace("channels = 64, height = 6", "channels = 32, height = 6"), &["bad.toml", "input.channels", "32", "64 channels"]),
-        (spec_text().replace("kernel = 3\npadding = 1\n\n[[detector.backbone]]\ntype = \"relu\"\n\n[[detector.backbone]]\ntype = \"maxpool\"", "kernel = 3\n\n[[detector.backbone]]\ntype = \"relu\"\n\n[[detector.backbone]]\ntype = \"maxpool\""), &["bad.toml", "detector.backbone[0]", "192x192 -> 190x190"]),
+        (spec_text().replace("name = \"conv1\"\ntype = \"conv\"\nfilters = 16\nkernel = 3\npadding = 1", "name = \"conv1\"\ntype = \"conv\"\nfilters = 16\nkernel = 3"), &["bad.toml", "detector.backbone[0]", "192x192 -> 190x190"]),
         (spec_text()[..spec_text().find("\n[detector]").unwrap()].to_string(), &["bad.toml", "no [detector] table"]),
     ];
     for (text, needles) in cases {
+        assert_ne!(text, spec_text(), "the case must change the description");
         std::fs::write(&bad, text).unwrap();
-        let o = onionnet(&["detect", "--spec", bad.to_str().unwrap(), "--out", d.join("o").to_str().unwrap(), "--train-scenes", "2"]);
+        let o = onionnet(&[
+            "detect",
+            "--spec",
+            bad.to_str().unwrap(),
+            "--out",
+            d.join("o").to_str().unwrap(),
+            "--train-scenes",
+            "2",
+        ]);
         let e = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{e}");
         assert!(!e.contains("panicked"), "{e}");
@@ -182,9 +273,28 @@ fn detect_end_to_end_tiny() {
     let png = d.join("scene.png");
     let subset = onionnet::data::fashion::subset_dir();
     let o = onionnet(&[
-        "detect", "--data", subset.to_str().unwrap(), "--out", out.to_str().unwrap(),
-        "--train-scenes", "24", "--valid-scenes", "8", "--test-scenes", "3", "--epochs", "3",
-        "--tpr", "0.9", "--tpr", "1", "--show", png.to_str().unwrap(), "--show-scene", "2", "--json",
+        "detect",
+        "--data",
+        subset.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--train-scenes",
+        "24",
+        "--valid-scenes",
+        "8",
+        "--test-scenes",
+        "3",
+        "--epochs",
+        "3",
+        "--tpr",
+        "0.9",
+        "--tpr",
+        "1",
+        "--show",
+        png.to_str().unwrap(),
+        "--show-scene",
+        "2",
+        "--json",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
@@ -197,7 +307,10 @@ fn detect_end_to_end_tiny() {
         let m = r["metric"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&m));
         assert!(r["head_ms_per_image"].as_f64().unwrap() > 0.0);
-        assert!(r["pipeline_ms_per_image"].as_f64().unwrap() >= r["head_ms_per_image"].as_f64().unwrap());
+        assert!(
+            r["pipeline_ms_per_image"].as_f64().unwrap()
+                >= r["head_ms_per_image"].as_f64().unwrap()
+        );
         if r["network"] != "monolithic" {
             let reached = r["reached_tpr"].as_f64().unwrap();
             let pass = r["pass_pct"].as_f64().unwrap();
@@ -210,20 +323,51 @@ fn detect_end_to_end_tiny() {
     }
     // every detector learned: its training loss fell over the 3 epochs
     for kind in ["monolithic", "non-sharing", "onion"] {
-        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join(kind).join("train.json")).unwrap()).unwrap();
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(kind).join("train.json")).unwrap())
+                .unwrap();
         let log = state["log"][0].as_array().unwrap();
         assert_eq!(log.len(), 3);
-        let loss = |e: usize| log[e]["stages"].as_array().unwrap().iter().map(|s| s[0].as_f64().unwrap()).sum::<f64>();
-        assert!(loss(2) < loss(0), "{kind}: training loss {} -> {}", loss(0), loss(2));
+        let loss = |e: usize| {
+            log[e]["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s[0].as_f64().unwrap())
+                .sum::<f64>()
+        };
+        assert!(
+            loss(2) < loss(0),
+            "{kind}: training loss {} -> {}",
+            loss(0),
+            loss(2)
+        );
     }
     let png_bytes = std::fs::read(&png).unwrap();
     assert_eq!(&png_bytes[1..4], b"PNG");
     // a second run reuses the trained detectors (same description, settings, scenes); on
     // burn's modules instead of the own GEMM path it finds the same detections
     let again = onionnet(&[
-        "detect", "--data", subset.to_str().unwrap(), "--out", out.to_str().unwrap(),
-        "--train-scenes", "24", "--valid-scenes", "8", "--test-scenes", "3", "--epochs", "3",
-        "--tpr", "0.9", "--tpr", "1", "--engine", "burn", "--json",
+        "detect",
+        "--data",
+        subset.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--train-scenes",
+        "24",
+        "--valid-scenes",
+        "8",
+        "--test-scenes",
+        "3",
+        "--epochs",
+        "3",
+        "--tpr",
+        "0.9",
+        "--tpr",
+        "1",
+        "--engine",
+        "burn",
+        "--json",
     ]);
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{err}");
@@ -233,7 +377,10 @@ fn detect_end_to_end_tiny() {
         assert_eq!(a["network"], b["network"]);
         for f in ["metric", "pass_pct"] {
             let (x, y) = (a[f].as_f64().unwrap_or(0.0), b[f].as_f64().unwrap_or(0.0));
-            assert!((x - y).abs() <= 1e-3 * x.abs().max(1.0), "{f}: own {x} vs burn {y}");
+            assert!(
+                (x - y).abs() <= 1e-3 * x.abs().max(1.0),
+                "{f}: own {x} vs burn {y}"
+            );
         }
     }
 }

@@ -15,22 +15,71 @@ use std::path::Path;
 fn retrieval_end_to_end_on_fashion_mnist() {
     let device = burn::tensor::Device::default();
     let splits = Splits::load(&subset_dir(), Some(2500), Some(500), Some(600), 7).unwrap();
-    assert_eq!((splits.train.len(), splits.calib.len(), splits.test.len()), (2000, 500, 600));
-    let spec = Spec::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml")).unwrap();
-    let cfg = TrainConfig { epochs: 3, quiet: true, ..TrainConfig::default() };
+    assert_eq!(
+        (splits.train.len(), splits.calib.len(), splits.test.len()),
+        (2000, 500, 600)
+    );
+    let spec = Spec::from_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml"),
+    )
+    .unwrap();
+    let cfg = TrainConfig {
+        epochs: 3,
+        quiet: true,
+        ..TrainConfig::default()
+    };
     let tmp = std::env::temp_dir().join(format!("onionnet-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
 
-    let mono = train(&spec, NetworkKind::Monolithic, &splits.train, &splits.calib, &cfg, &Checkpoint::new(&tmp.join("mono")), false, Vec::new(), &device).unwrap();
+    let mono = train(
+        &spec,
+        NetworkKind::Monolithic,
+        &splits.train,
+        &splits.calib,
+        &cfg,
+        &Checkpoint::new(&tmp.join("mono")),
+        false,
+        Vec::new(),
+        &device,
+    )
+    .unwrap();
     let groups = groups_from(&mono, &spec, &splits.train, 1, &device);
     assert_eq!(groups.len(), 10);
-    assert_eq!(groups.iter().max(), Some(&3), "4 non-empty groups: {groups:?}");
+    assert_eq!(
+        groups.iter().max(),
+        Some(&3),
+        "4 non-empty groups: {groups:?}"
+    );
     let spec = resolve_groups(&spec, &groups);
-    let onion = train(&spec, NetworkKind::Onion, &splits.train, &splits.calib, &cfg, &Checkpoint::new(&tmp.join("onion")), false, Vec::new(), &device).unwrap();
-    let ns = train(&spec, NetworkKind::NonSharing, &splits.train, &splits.calib, &cfg, &Checkpoint::new(&tmp.join("ns")), false, Vec::new(), &device).unwrap();
+    let onion = train(
+        &spec,
+        NetworkKind::Onion,
+        &splits.train,
+        &splits.calib,
+        &cfg,
+        &Checkpoint::new(&tmp.join("onion")),
+        false,
+        Vec::new(),
+        &device,
+    )
+    .unwrap();
+    let ns = train(
+        &spec,
+        NetworkKind::NonSharing,
+        &splits.train,
+        &splits.calib,
+        &cfg,
+        &Checkpoint::new(&tmp.join("ns")),
+        false,
+        Vec::new(),
+        &device,
+    )
+    .unwrap();
 
     // the saved onion reloads to the same network
-    let reloaded = Checkpoint::new(&tmp.join("onion")).load_model(&device).unwrap();
+    let reloaded = Checkpoint::new(&tmp.join("onion"))
+        .load_model(&device)
+        .unwrap();
     let x = splits.test.batch(&(0..8).collect::<Vec<_>>(), &device);
     let (a, b) = (onion.scores_all(&x), reloaded.scores_all(&x));
     for (u, v) in a.iter().flatten().zip(b.iter().flatten()) {
@@ -55,10 +104,23 @@ fn retrieval_end_to_end_on_fashion_mnist() {
     }
     for r in &table[1..] {
         let pass = r.pass_pct.unwrap();
-        assert!(pass > 10.0 && pass < 70.0, "{}: {pass}% pass stage 1", r.network);
+        assert!(
+            pass > 10.0 && pass < 70.0,
+            "{}: {pass}% pass stage 1",
+            r.network
+        );
         let reached = r.reached_tpr.unwrap();
-        assert!((reached - tpr).abs() < 0.06, "{}: reached TPR {reached} for target {tpr}", r.network);
-        assert!(r.speedup_theory.unwrap() > 1.2, "{}: theoretical speed-up {:?}", r.network, r.speedup_theory);
+        assert!(
+            (reached - tpr).abs() < 0.06,
+            "{}: reached TPR {reached} for target {tpr}",
+            r.network
+        );
+        assert!(
+            r.speedup_theory.unwrap() > 1.2,
+            "{}: theoretical speed-up {:?}",
+            r.network,
+            r.speedup_theory
+        );
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }

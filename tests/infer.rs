@@ -18,7 +18,16 @@ use std::path::Path;
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| if x.is_nan() && y.is_nan() { 0.0 } else { (x - y).abs() }).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            if x.is_nan() && y.is_nan() {
+                0.0
+            } else {
+                (x - y).abs()
+            }
+        })
+        .fold(0.0, f32::max)
 }
 
 fn check(model: &Model, x: &Tensor<4>, what: &str) {
@@ -28,17 +37,34 @@ fn check(model: &Model, x: &Tensor<4>, what: &str) {
     let b = run(&fast, Act::from_tensor(x), &open);
     for s in 0..a.scores.len() {
         let d = max_diff(&a.scores[s], &b.scores[s]);
-        assert!(d <= 1e-4, "{what} {}: stage {} scores differ by {d}", model.kind, s + 1);
+        assert!(
+            d <= 1e-4,
+            "{what} {}: stage {} scores differ by {d}",
+            model.kind,
+            s + 1
+        );
     }
     // every other row survives: compaction and gathers of NHWC maps
-    let keep = |_: usize, scores: &[f32]| (0..scores.len()).map(|i| i % 3 != 1).collect::<Vec<bool>>();
-    let classes: Vec<usize> = (0..a.scores.len()).map(|s| model.stage(s).classes).collect();
-    let a = run_with(model, x.clone(), |s, sc| keep(s, &sc[..sc.len() / classes[s]]));
-    let b = run_with(&fast, Act::from_tensor(x), |s, sc| keep(s, &sc[..sc.len() / classes[s]]));
+    let keep =
+        |_: usize, scores: &[f32]| (0..scores.len()).map(|i| i % 3 != 1).collect::<Vec<bool>>();
+    let classes: Vec<usize> = (0..a.scores.len())
+        .map(|s| model.stage(s).classes)
+        .collect();
+    let a = run_with(model, x.clone(), |s, sc| {
+        keep(s, &sc[..sc.len() / classes[s]])
+    });
+    let b = run_with(&fast, Act::from_tensor(x), |s, sc| {
+        keep(s, &sc[..sc.len() / classes[s]])
+    });
     assert_eq!(a.reached, b.reached);
     for s in 0..a.scores.len() {
         let d = max_diff(&a.scores[s], &b.scores[s]);
-        assert!(d <= 1e-4, "{what} {} (compacted): stage {} scores differ by {d}", model.kind, s + 1);
+        assert!(
+            d <= 1e-4,
+            "{what} {} (compacted): stage {} scores differ by {d}",
+            model.kind,
+            s + 1
+        );
     }
 }
 
@@ -46,7 +72,10 @@ fn check(model: &Model, x: &Tensor<4>, what: &str) {
 fn own_path_matches_burn_on_the_shipped_descriptions() {
     let device = burn::tensor::Device::default();
     for name in ["fashion-retrieval", "2ch-deep", "alexnet-64", "detection"] {
-        let spec = Spec::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("specs/{name}.toml"))).unwrap();
+        let spec = Spec::from_file(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("specs/{name}.toml")),
+        )
+        .unwrap();
         let [c, h, w] = spec.input.dims();
         let x = Tensor::<4>::random([7, c, h, w], Distribution::Normal(0.0, 1.0), &device);
         for model in random_models(&spec, &device, 5) {
@@ -111,16 +140,37 @@ fn own_path_matches_burn_on_a_trained_three_stage_network() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);
     let n = 96;
     let data = Dataset {
-        images: (0..n * 2 * 144).map(|_| rng.random_range(-1.0f32..3.0)).collect(),
+        images: (0..n * 2 * 144)
+            .map(|_| rng.random_range(-1.0f32..3.0))
+            .collect(),
         labels: (0..n).map(|i| i % 6).collect(),
         shape: [2, 12, 12],
         classes: 6,
     };
-    let cfg = TrainConfig { epochs: 1, batch_size: 16, quiet: true, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 16,
+        quiet: true,
+        ..TrainConfig::default()
+    };
     let tmp = std::env::temp_dir().join(format!("onionnet-infer-{}", std::process::id()));
-    let x = Tensor::<4>::from_data(TensorData::new(data.images[..10 * 288].to_vec(), [10, 2, 12, 12]), &device);
+    let x = Tensor::<4>::from_data(
+        TensorData::new(data.images[..10 * 288].to_vec(), [10, 2, 12, 12]),
+        &device,
+    );
     for kind in NetworkKind::ALL {
-        let model = train(&spec, kind, &data, &data, &cfg, &Checkpoint::new(&tmp.join(kind.name())), false, Vec::new(), &device).unwrap();
+        let model = train(
+            &spec,
+            kind,
+            &data,
+            &data,
+            &cfg,
+            &Checkpoint::new(&tmp.join(kind.name())),
+            false,
+            Vec::new(),
+            &device,
+        )
+        .unwrap();
         check(&model, &x, "three-stage (trained)");
     }
     let _ = std::fs::remove_dir_all(&tmp);

@@ -5,7 +5,9 @@
 use onionnet::apps::patches::{evaluate, rows};
 use onionnet::calibrate::calibrate_model;
 use onionnet::checkpoint::Checkpoint;
-use onionnet::data::patches::{TEST_PHOTOS, TRAIN_PHOTOS, data_dir, generate_pairs, graffiti, load_photos};
+use onionnet::data::patches::{
+    TEST_PHOTOS, TRAIN_PHOTOS, data_dir, generate_pairs, graffiti, load_photos,
+};
 use onionnet::onion::NetworkKind;
 use onionnet::spec::Spec;
 use onionnet::train::{TrainConfig, train};
@@ -14,25 +16,56 @@ use std::path::Path;
 #[test]
 fn patch_matching_end_to_end() {
     let device = burn::tensor::Device::default();
-    let spec = Spec::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/2ch-deep.toml")).unwrap();
+    let spec = Spec::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/2ch-deep.toml"))
+        .unwrap();
     let photos = data_dir().join("photos");
     let train_photos = load_photos(&photos, &TRAIN_PHOTOS).unwrap();
     let (train_set, _) = generate_pairs(&train_photos, 400, 1);
     let (calib, _) = generate_pairs(&train_photos, 200, 2);
     let (balanced, _) = generate_pairs(&load_photos(&photos, &TEST_PHOTOS).unwrap(), 100, 3);
     let graf = graffiti(&data_dir().join("graffiti"), 16, 4.0).unwrap();
-    let cfg = TrainConfig { epochs: 3, lr: 0.01, quiet: true, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        epochs: 3,
+        lr: 0.01,
+        quiet: true,
+        ..TrainConfig::default()
+    };
     let tmp = std::env::temp_dir().join(format!("onionnet-patches-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
 
-    let mono = train(&spec, NetworkKind::Monolithic, &train_set, &calib, &cfg, &Checkpoint::new(&tmp.join("m")), false, Vec::new(), &device).unwrap();
+    let mono = train(
+        &spec,
+        NetworkKind::Monolithic,
+        &train_set,
+        &calib,
+        &cfg,
+        &Checkpoint::new(&tmp.join("m")),
+        false,
+        Vec::new(),
+        &device,
+    )
+    .unwrap();
     let log = Checkpoint::new(&tmp.join("m")).load_state().unwrap().log;
     let (first, last) = (log[0][0].stages[0][0], log[0][2].stages[0][0]);
     assert!(last < first - 0.05, "hinge loss falls: {first} -> {last}");
-    let onion = train(&spec, NetworkKind::Onion, &train_set, &calib, &cfg, &Checkpoint::new(&tmp.join("o")), false, Vec::new(), &device).unwrap();
+    let onion = train(
+        &spec,
+        NetworkKind::Onion,
+        &train_set,
+        &calib,
+        &cfg,
+        &Checkpoint::new(&tmp.join("o")),
+        false,
+        Vec::new(),
+        &device,
+    )
+    .unwrap();
     let cal = calibrate_model(&onion, &calib, &[0.99], &device).unwrap();
     assert_eq!(cal[0].thresholds.len(), 1, "one early stage");
-    let models = vec![(&mono, vec![None]), (&onion, cal.into_iter().map(Some).collect())];
+    let models = vec![
+        (&mono, vec![None]),
+        (&onion, cal.into_iter().map(Some).collect()),
+    ];
     for (name, data) in [("balanced", &balanced), ("graffiti", &graf.pairs)] {
         if data.labels.iter().all(|&l| l == 0) {
             continue;
@@ -42,7 +75,11 @@ fn patch_matching_end_to_end() {
         assert_eq!(r.len(), 2);
         for row in &r {
             let f = row.metric.unwrap();
-            assert!((0.0..=1.0).contains(&f), "{name} {}: FPR95 {f}", row.network);
+            assert!(
+                (0.0..=1.0).contains(&f),
+                "{name} {}: FPR95 {f}",
+                row.network
+            );
             assert_eq!(row.setting.as_deref(), Some(name));
         }
         let p = r[1].pass_pct.unwrap();

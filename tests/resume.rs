@@ -13,40 +13,140 @@ use std::path::Path;
 fn interrupted_training_resumes_to_the_same_network() {
     let device = burn::tensor::Device::default();
     let splits = Splits::load(&subset_dir(), Some(900), Some(300), Some(64), 3).unwrap();
-    let mut spec_text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml")).unwrap();
-    spec_text = spec_text.replace("label_map = \"kmeans\"", "label_map = [0, 1, 0, 0, 0, 2, 0, 2, 3, 2]");
+    let mut spec_text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml"),
+    )
+    .unwrap();
+    spec_text = spec_text.replace(
+        "label_map = \"kmeans\"",
+        "label_map = [0, 1, 0, 0, 0, 2, 0, 2, 3, 2]",
+    );
     let spec = Spec::from_toml(&spec_text, Path::new("fashion-retrieval.toml")).unwrap();
     let tmp = std::env::temp_dir().join(format!("onionnet-resume-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let cfg = TrainConfig { epochs: 3, quiet: true, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        epochs: 3,
+        quiet: true,
+        ..TrainConfig::default()
+    };
 
     let straight = Checkpoint::new(&tmp.join("straight"));
-    let full = train(&spec, NetworkKind::Onion, &splits.train, &splits.calib, &cfg, &straight, false, Vec::new(), &device).unwrap();
+    let full = train(
+        &spec,
+        NetworkKind::Onion,
+        &splits.train,
+        &splits.calib,
+        &cfg,
+        &straight,
+        false,
+        Vec::new(),
+        &device,
+    )
+    .unwrap();
 
     let broken = Checkpoint::new(&tmp.join("broken"));
-    let first = TrainConfig { stop_after: Some(1), ..cfg.clone() };
-    train(&spec, NetworkKind::Onion, &splits.train, &splits.calib, &first, &broken, false, Vec::new(), &device).unwrap();
+    let first = TrainConfig {
+        stop_after: Some(1),
+        ..cfg.clone()
+    };
+    train(
+        &spec,
+        NetworkKind::Onion,
+        &splits.train,
+        &splits.calib,
+        &first,
+        &broken,
+        false,
+        Vec::new(),
+        &device,
+    )
+    .unwrap();
     assert_eq!(broken.load_state().unwrap().epochs_done, vec![1]);
-    let resumed = train(&spec, NetworkKind::Onion, &splits.train, &splits.calib, &cfg, &broken, true, Vec::new(), &device).unwrap();
+    let resumed = train(
+        &spec,
+        NetworkKind::Onion,
+        &splits.train,
+        &splits.calib,
+        &cfg,
+        &broken,
+        true,
+        Vec::new(),
+        &device,
+    )
+    .unwrap();
     let state = broken.load_state().unwrap();
     assert_eq!(state.epochs_done, vec![3]);
-    assert_eq!(state.log[0].iter().map(|e| e.epoch).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        state.log[0].iter().map(|e| e.epoch).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
 
     let x = splits.test.batch(&(0..64).collect::<Vec<_>>(), &device);
     let (a, b) = (full.scores_all(&x), resumed.scores_all(&x));
-    let worst = a.iter().flatten().zip(b.iter().flatten()).map(|(u, v)| (u - v).abs()).fold(0f32, f32::max);
-    assert!(worst < 1e-3, "resumed network differs from the uninterrupted one by {worst}");
+    let worst = a
+        .iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(u, v)| (u - v).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst < 1e-3,
+        "resumed network differs from the uninterrupted one by {worst}"
+    );
 
     // resuming under another description is refused, naming the checkpoint's spec
-    let other = Spec::from_toml(&spec_text.replace("split = [8, 24]", "split = [16, 16]"), Path::new("other.toml")).unwrap();
-    let err = train(&other, NetworkKind::Onion, &splits.train, &splits.calib, &cfg, &broken, true, Vec::new(), &device).unwrap_err();
-    assert!(err.to_string().contains("spec.toml") && err.to_string().contains("other.toml"), "{err}");
+    let other = Spec::from_toml(
+        &spec_text.replace("split = [8, 24]", "split = [16, 16]"),
+        Path::new("other.toml"),
+    )
+    .unwrap();
+    let err = train(
+        &other,
+        NetworkKind::Onion,
+        &splits.train,
+        &splits.calib,
+        &cfg,
+        &broken,
+        true,
+        Vec::new(),
+        &device,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("spec.toml") && err.to_string().contains("other.toml"),
+        "{err}"
+    );
     // ... and so is resuming with other settings or other data
-    let faster = TrainConfig { lr: 0.1, ..cfg.clone() };
-    let err = train(&spec, NetworkKind::Onion, &splits.train, &splits.calib, &faster, &broken, true, Vec::new(), &device).unwrap_err();
+    let faster = TrainConfig {
+        lr: 0.1,
+        ..cfg.clone()
+    };
+    let err = train(
+        &spec,
+        NetworkKind::Onion,
+        &splits.train,
+        &splits.calib,
+        &faster,
+        &broken,
+        true,
+        Vec::new(),
+        &device,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("train.json"), "{err}");
     let fewer = splits.train.take(100);
-    let err = train(&spec, NetworkKind::Onion, &fewer, &splits.calib, &cfg, &broken, true, Vec::new(), &device).unwrap_err();
+    let err = train(
+        &spec,
+        NetworkKind::Onion,
+        &fewer,
+        &splits.calib,
+        &cfg,
+        &broken,
+        true,
+        Vec::new(),
+        &device,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("trained on 600 examples"), "{err}");
     let _ = std::fs::remove_dir_all(&tmp);
 }

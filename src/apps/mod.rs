@@ -1,5 +1,5 @@
 //! Applications of the engine, one file each.
 
-pub mod retrieval;
-pub mod patches;
 pub mod detection;
+pub mod patches;
+pub mod retrieval;

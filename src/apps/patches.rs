@@ -43,15 +43,26 @@ pub struct PatchOutcome {
 
 fn gate(model: &Model, cal: &Option<Calibration>) -> Gate {
     match cal {
-        None => Gate { per_stage: Vec::new() },
+        None => Gate {
+            per_stage: Vec::new(),
+        },
         // the s-class of interest is "match" (1) at every early stage
-        Some(c) => Gate { per_stage: (0..model.num_stages() - 1).map(|s| vec![(1, c.thresholds[s][1])]).collect() },
+        Some(c) => Gate {
+            per_stage: (0..model.num_stages() - 1)
+                .map(|s| vec![(1, c.thresholds[s][1])])
+                .collect(),
+        },
     }
 }
 
 /// Runs one network over `batches`; returns final match scores (−∞ for rejected pairs),
 /// whether each pair passed stage 1, and the elapsed seconds.
-fn score(model: &Model, cal: &Option<Calibration>, batches: &[(Vec<usize>, Tensor<4>)], n: usize) -> (Vec<f32>, Vec<bool>, f64) {
+fn score(
+    model: &Model,
+    cal: &Option<Calibration>,
+    batches: &[(Vec<usize>, Tensor<4>)],
+    n: usize,
+) -> (Vec<f32>, Vec<bool>, f64) {
     let g = gate(model, cal);
     let stages = model.num_stages();
     let mut scores = vec![f32::NEG_INFINITY; n];
@@ -84,16 +95,28 @@ pub fn evaluate(
         return Err(CascadeError::Empty(format!("{label} test set")));
     }
     if data.labels.iter().all(|&l| l == 0) {
-        return Err(CascadeError::Empty(format!("{label} test set has no positive pair")));
+        return Err(CascadeError::Empty(format!(
+            "{label} test set has no positive pair"
+        )));
     }
     let b = data.batches(batch, device);
     let n = data.len();
     let points: usize = models.iter().map(|(_, c)| c.len()).sum();
     let pb = ProgressBar::new((points * reps.max(1)) as u64);
-    pb.set_style(ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed}").unwrap().progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
     pb.set_prefix(format!("evaluating {label}"));
-    let mut times: Vec<Vec<Vec<f64>>> = models.iter().map(|(_, c)| vec![Vec::new(); c.len()]).collect();
-    let mut results: Vec<Vec<(Vec<f32>, Vec<bool>)>> = models.iter().map(|(_, c)| vec![(Vec::new(), Vec::new()); c.len()]).collect();
+    let mut times: Vec<Vec<Vec<f64>>> = models
+        .iter()
+        .map(|(_, c)| vec![Vec::new(); c.len()])
+        .collect();
+    let mut results: Vec<Vec<(Vec<f32>, Vec<bool>)>> = models
+        .iter()
+        .map(|(_, c)| vec![(Vec::new(), Vec::new()); c.len()])
+        .collect();
     for _ in 0..reps.max(1) {
         for (mi, (m, cals)) in models.iter().enumerate() {
             for (ci, cal) in cals.iter().enumerate() {
@@ -109,8 +132,14 @@ pub fn evaluate(
     for (mi, (m, cals)) in models.iter().enumerate() {
         for (ci, cal) in cals.iter().enumerate() {
             let (s, p) = &results[mi][ci];
-            let pos: Vec<f32> = (0..n).filter(|&i| data.labels[i] == 1).map(|i| s[i]).collect();
-            let neg: Vec<f32> = (0..n).filter(|&i| data.labels[i] == 0).map(|i| s[i]).collect();
+            let pos: Vec<f32> = (0..n)
+                .filter(|&i| data.labels[i] == 1)
+                .map(|i| s[i])
+                .collect();
+            let neg: Vec<f32> = (0..n)
+                .filter(|&i| data.labels[i] == 0)
+                .map(|i| s[i])
+                .collect();
             let npos = pos.len();
             let mut t = times[mi][ci].clone();
             t.sort_by(f64::total_cmp);
@@ -119,7 +148,9 @@ pub fn evaluate(
                 target_tpr: cal.as_ref().map(|c| c.target_tpr),
                 fpr95: fpr95(&pos, &neg).unwrap_or(1.0),
                 pass: p.iter().filter(|&&x| x).count() as f64 / n as f64,
-                reached_tpr: cal.as_ref().map(|_| (0..n).filter(|&i| data.labels[i] == 1 && p[i]).count() as f64 / npos as f64),
+                reached_tpr: cal.as_ref().map(|_| {
+                    (0..n).filter(|&i| data.labels[i] == 1 && p[i]).count() as f64 / npos as f64
+                }),
                 ms_per_1000: t[t.len() / 2] * 1e6 / n as f64,
             });
         }
@@ -134,7 +165,11 @@ pub fn rows(spec: &crate::spec::Spec, outcomes: &[PatchOutcome], setting: &str) 
     outcomes
         .iter()
         .map(|o| {
-            let pass = if o.kind == NetworkKind::Monolithic { vec![] } else { vec![o.pass] };
+            let pass = if o.kind == NetworkKind::Monolithic {
+                vec![]
+            } else {
+                vec![o.pass]
+            };
             Row {
                 network: o.kind.name().into(),
                 metric_name: "FPR95".into(),
@@ -159,7 +194,10 @@ pub fn imbalanced(data: &Dataset, ratio: usize, seed: u64) -> Dataset {
     let neg: Vec<usize> = (0..data.len()).filter(|&i| data.labels[i] == 0).collect();
     let k = (pos.len() * ratio).min(neg.len());
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut idx: Vec<usize> = sample(&mut rng, neg.len(), k).into_iter().map(|i| neg[i]).collect();
+    let mut idx: Vec<usize> = sample(&mut rng, neg.len(), k)
+        .into_iter()
+        .map(|i| neg[i])
+        .collect();
     idx.extend(&pos);
     idx.sort_unstable();
     data.subset(&idx)
@@ -186,7 +224,12 @@ mod tests {
 
     #[test]
     fn imbalanced_keeps_every_positive() {
-        let ds = Dataset { images: vec![0.0; 10], labels: vec![1, 0, 0, 0, 0, 1, 0, 0, 0, 0], shape: [1, 1, 1], classes: 2 };
+        let ds = Dataset {
+            images: vec![0.0; 10],
+            labels: vec![1, 0, 0, 0, 0, 1, 0, 0, 0, 0],
+            shape: [1, 1, 1],
+            classes: 2,
+        };
         let s = imbalanced(&ds, 2, 1);
         assert_eq!(s.len(), 6);
         assert_eq!(s.labels.iter().sum::<usize>(), 2);

@@ -82,7 +82,11 @@ pub fn class_means(model: &Model, data: &Dataset, device: &Device) -> Vec<Vec<f3
     }
     sums.into_iter()
         .zip(counts)
-        .map(|(s, n)| s.into_iter().map(|x| (x / n.max(1) as f64) as f32).collect())
+        .map(|(s, n)| {
+            s.into_iter()
+                .map(|x| (x / n.max(1) as f64) as f32)
+                .collect()
+        })
         .collect()
 }
 
@@ -100,7 +104,10 @@ pub fn kmeans(points: &[Vec<f32>], k: usize, seed: u64, restarts: usize) -> Vec<
     for _ in 0..restarts.max(1) {
         let mut centres: Vec<Vec<f32>> = vec![points[rng.random_range(0..n)].clone()];
         while centres.len() < k {
-            let d: Vec<f64> = points.iter().map(|p| centres.iter().map(|c| dist2(p, c)).fold(f64::MAX, f64::min)).collect();
+            let d: Vec<f64> = points
+                .iter()
+                .map(|p| centres.iter().map(|c| dist2(p, c)).fold(f64::MAX, f64::min))
+                .collect();
             let total: f64 = d.iter().sum();
             let mut pick = rng.random::<f64>() * total;
             let mut idx = n - 1;
@@ -117,14 +124,21 @@ pub fn kmeans(points: &[Vec<f32>], k: usize, seed: u64, restarts: usize) -> Vec<
         for _ in 0..100 {
             let new: Vec<usize> = points
                 .iter()
-                .map(|p| (0..k).min_by(|&a, &b| dist2(p, &centres[a]).total_cmp(&dist2(p, &centres[b]))).unwrap())
+                .map(|p| {
+                    (0..k)
+                        .min_by(|&a, &b| dist2(p, &centres[a]).total_cmp(&dist2(p, &centres[b])))
+                        .unwrap()
+                })
                 .collect();
             // an empty group takes the point farthest from its centre
             let mut new = new;
             for g in 0..k {
                 if !new.contains(&g) {
                     let far = (0..n)
-                        .max_by(|&a, &b| dist2(&points[a], &centres[new[a]]).total_cmp(&dist2(&points[b], &centres[new[b]])))
+                        .max_by(|&a, &b| {
+                            dist2(&points[a], &centres[new[a]])
+                                .total_cmp(&dist2(&points[b], &centres[new[b]]))
+                        })
                         .unwrap();
                     new[far] = g;
                 }
@@ -132,7 +146,12 @@ pub fn kmeans(points: &[Vec<f32>], k: usize, seed: u64, restarts: usize) -> Vec<
             let changed = new != assign;
             assign = new;
             for (g, c) in centres.iter_mut().enumerate() {
-                let members: Vec<&Vec<f32>> = points.iter().zip(&assign).filter(|(_, a)| **a == g).map(|(p, _)| p).collect();
+                let members: Vec<&Vec<f32>> = points
+                    .iter()
+                    .zip(&assign)
+                    .filter(|(_, a)| **a == g)
+                    .map(|(p, _)| p)
+                    .collect();
                 if !members.is_empty() {
                     for (j, v) in c.iter_mut().enumerate() {
                         *v = members.iter().map(|m| m[j]).sum::<f32>() / members.len() as f32;
@@ -143,7 +162,11 @@ pub fn kmeans(points: &[Vec<f32>], k: usize, seed: u64, restarts: usize) -> Vec<
                 break;
             }
         }
-        let inertia: f64 = points.iter().zip(&assign).map(|(p, &a)| dist2(p, &centres[a])).sum();
+        let inertia: f64 = points
+            .iter()
+            .zip(&assign)
+            .map(|(p, &a)| dist2(p, &centres[a]))
+            .sum();
         if best.as_ref().is_none_or(|(b, _)| inertia < *b) {
             best = Some((inertia, assign));
         }
@@ -156,7 +179,10 @@ pub fn kmeans(points: &[Vec<f32>], k: usize, seed: u64, restarts: usize) -> Vec<
             order.push(a);
         }
     }
-    assign.iter().map(|a| order.iter().position(|o| o == a).unwrap()).collect()
+    assign
+        .iter()
+        .map(|a| order.iter().position(|o| o == a).unwrap())
+        .collect()
 }
 
 /// The description with every `label_map = "kmeans"` stage given `groups`.
@@ -176,8 +202,18 @@ pub fn needs_groups(spec: &Spec) -> bool {
 }
 
 /// Computes the groups from a trained monolithic network (k = the k-means stage's classes).
-pub fn groups_from(mono: &Model, spec: &Spec, train: &Dataset, seed: u64, device: &Device) -> Vec<usize> {
-    let k = spec.stages.iter().find(|s| s.label_map == LabelMap::KMeans).map_or(2, |s| s.classes);
+pub fn groups_from(
+    mono: &Model,
+    spec: &Spec,
+    train: &Dataset,
+    seed: u64,
+    device: &Device,
+) -> Vec<usize> {
+    let k = spec
+        .stages
+        .iter()
+        .find(|s| s.label_map == LabelMap::KMeans)
+        .map_or(2, |s| s.classes);
     kmeans(&class_means(mono, train, device), k, seed, 20)
 }
 
@@ -199,14 +235,24 @@ pub fn average_precision(relevant: &[bool]) -> f64 {
 }
 
 /// Calibrates a saved model and writes its `thresholds.json`.
-pub fn calibrate_dir(dir: &Path, calib: &Dataset, tprs: &[f64], device: &Device) -> anyhow::Result<Vec<Calibration>> {
+pub fn calibrate_dir(
+    dir: &Path,
+    calib: &Dataset,
+    tprs: &[f64],
+    device: &Device,
+) -> anyhow::Result<Vec<Calibration>> {
     let ck = Checkpoint::new(dir);
     let model = ck.load_model(device)?;
     if model.kind == NetworkKind::Monolithic {
-        anyhow::bail!("{}: a monolithic network has no early stage to calibrate", dir.display());
+        anyhow::bail!(
+            "{}: a monolithic network has no early stage to calibrate",
+            dir.display()
+        );
     }
     let cals = calibrate_model(&model, calib, tprs, device)?;
-    ck.save_thresholds(&Thresholds { calibrations: cals.clone() })?;
+    ck.save_thresholds(&Thresholds {
+        calibrations: cals.clone(),
+    })?;
     Ok(cals)
 }
 
@@ -239,27 +285,51 @@ pub fn evaluate(
     for (m, _) in models {
         let want = m.spec.input.dims();
         if test.shape != want {
-            return Err(CascadeError::Shape { got: test.shape, want });
+            return Err(CascadeError::Shape {
+                got: test.shape,
+                want,
+            });
         }
     }
     let n = test.len();
     let batches = test.batches(batch, device);
     let classes = test.classes;
     let points: usize = models.iter().map(|(_, c)| c.len()).sum();
-    let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new((classes * points) as u64) };
-    pb.set_style(ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} {msg}").unwrap().progress_chars("=> "));
+    let pb = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new((classes * points) as u64)
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} {msg}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
     pb.set_prefix("evaluating queries");
     // [model][calibration] accumulators
     let mut acc: Vec<Vec<(Vec<f64>, Vec<f64>, Vec<f64>, f64)>> = models
         .iter()
-        .map(|(m, cals)| cals.iter().map(|_| (Vec::new(), vec![0.0; m.num_stages().saturating_sub(1)], Vec::new(), 0.0)).collect())
+        .map(|(m, cals)| {
+            cals.iter()
+                .map(|_| {
+                    (
+                        Vec::new(),
+                        vec![0.0; m.num_stages().saturating_sub(1)],
+                        Vec::new(),
+                        0.0,
+                    )
+                })
+                .collect()
+        })
         .collect();
     for c in 0..classes {
         for (mi, (model, cals)) in models.iter().enumerate() {
             for (ci, cal) in cals.iter().enumerate() {
                 let stages = model.num_stages();
                 let gate = match cal {
-                    None => Gate { per_stage: Vec::new() },
+                    None => Gate {
+                        per_stage: Vec::new(),
+                    },
                     Some(cal) => Gate {
                         per_stage: (0..stages - 1)
                             .map(|s| {
@@ -292,7 +362,15 @@ pub fn evaluate(
                 let elapsed = t0.elapsed().as_secs_f64();
                 // rank: retrieved by p(c), then reached-but-not-top-k by p(c), then rejected
                 let mut order: Vec<usize> = (0..n).collect();
-                let tier = |r: usize| if reached[r] + 1 < stages { 2 } else if in_topk[r] { 0 } else { 1 };
+                let tier = |r: usize| {
+                    if reached[r] + 1 < stages {
+                        2
+                    } else if in_topk[r] {
+                        0
+                    } else {
+                        1
+                    }
+                };
                 let key = |r: usize| if tier(r) == 2 { first[r] } else { last[r] };
                 order.sort_by(|&a, &b| tier(a).cmp(&tier(b)).then(key(b).total_cmp(&key(a))));
                 let relevant: Vec<bool> = order.iter().map(|&r| test.labels[r] == c).collect();
@@ -300,11 +378,15 @@ pub fn evaluate(
                 a.0.push(average_precision(&relevant));
                 for s in 0..stages - 1 {
                     let reach = reached.iter().filter(|&&r| r >= s).count().max(1);
-                    a.1[s] += reached.iter().filter(|&&r| r > s).count() as f64 / reach as f64 / classes as f64;
+                    a.1[s] += reached.iter().filter(|&&r| r > s).count() as f64
+                        / reach as f64
+                        / classes as f64;
                 }
                 if stages > 1 {
                     let g = model.stage(0).s_class(c);
-                    let pos: Vec<usize> = (0..n).filter(|&r| model.stage(0).s_class(test.labels[r]) == g).collect();
+                    let pos: Vec<usize> = (0..n)
+                        .filter(|&r| model.stage(0).s_class(test.labels[r]) == g)
+                        .collect();
                     let passed = pos.iter().filter(|&&r| reached[r] >= 1).count();
                     a.2.push(passed as f64 / pos.len().max(1) as f64);
                 }
@@ -324,7 +406,8 @@ pub fn evaluate(
                 map: ap.iter().sum::<f64>() / ap.len() as f64,
                 ap,
                 pass,
-                reached_tpr: (!tprs.is_empty()).then(|| tprs.iter().sum::<f64>() / tprs.len() as f64),
+                reached_tpr: (!tprs.is_empty())
+                    .then(|| tprs.iter().sum::<f64>() / tprs.len() as f64),
                 ms_per_1000: ms,
             });
         }
@@ -366,17 +449,27 @@ mod tests {
     #[test]
     fn average_precision_by_hand() {
         // relevant at ranks 1, 3: (1/1 + 2/3) / 2
-        assert!((average_precision(&[true, false, true, false]) - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+        assert!(
+            (average_precision(&[true, false, true, false]) - (1.0 + 2.0 / 3.0) / 2.0).abs()
+                < 1e-12
+        );
         assert_eq!(average_precision(&[false, false]), 0.0);
         assert_eq!(average_precision(&[true, true]), 1.0);
     }
 
     #[test]
     fn kmeans_finds_obvious_groups() {
-        let pts: Vec<Vec<f32>> = [[0.0, 0.0], [0.1, 0.0], [10.0, 10.0], [10.0, 10.2], [0.0, 0.2], [-9.0, 5.0]]
-            .iter()
-            .map(|p| p.to_vec())
-            .collect();
+        let pts: Vec<Vec<f32>> = [
+            [0.0, 0.0],
+            [0.1, 0.0],
+            [10.0, 10.0],
+            [10.0, 10.2],
+            [0.0, 0.2],
+            [-9.0, 5.0],
+        ]
+        .iter()
+        .map(|p| p.to_vec())
+        .collect();
         let g = kmeans(&pts, 3, 7, 10);
         assert_eq!(g, vec![0, 0, 1, 1, 0, 2]);
     }

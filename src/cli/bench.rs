@@ -2,8 +2,8 @@
 //! solid, theory dashed, normalised to the monolithic network) and where the time goes.
 
 use crate::bench::{BenchConfig, BenchRow, gemm_gflops, max_deviation, ms, run_bench};
-use crate::cost::stage_costs;
 use crate::checkpoint::write_atomic;
+use crate::cost::stage_costs;
 use crate::onion::NetworkKind;
 use crate::report::plot::{Series, line_plot};
 use crate::spec::Spec;
@@ -46,22 +46,40 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
     let spec = Spec::from_file(&args.spec)?;
     anyhow::ensure!(args.batch >= 1, "--batch {} must be at least 1", args.batch);
     anyhow::ensure!(args.reps >= 1, "--reps {} must be at least 1", args.reps);
-    let mut cfg = BenchConfig { batch: args.batch, reps: args.reps, warmup: args.warmup, seed: args.seed, engine: args.engine, ..BenchConfig::default() };
+    let mut cfg = BenchConfig {
+        batch: args.batch,
+        reps: args.reps,
+        warmup: args.warmup,
+        seed: args.seed,
+        engine: args.engine,
+        ..BenchConfig::default()
+    };
     if !args.p.is_empty() {
         cfg.ps = args.p.clone();
     }
     let rows = run_bench(&spec, &cfg, device);
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("docs/bench").join(&spec.name));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("docs/bench").join(&spec.name));
     std::fs::create_dir_all(&out)?;
     write_atomic(&out.join("bench.csv"), csv(&rows).as_bytes())?;
     plot(&rows, &spec, &cfg, &out.join("bench.png"))?;
     // achieved throughput of the monolithic forward against the backend's GEMM peak
-    let mut mono: Vec<f64> = rows.iter().filter(|r| r.network == "monolithic").map(|r| r.ms_per_example).collect();
+    let mut mono: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.network == "monolithic")
+        .map(|r| r.ms_per_example)
+        .collect();
     mono.sort_by(f64::total_cmp);
     let mono_ms = mono[mono.len() / 2];
-    let mono_gflops = 2.0 * stage_costs(&spec, NetworkKind::Monolithic)[0] as f64 / (mono_ms / 1000.0) / 1e9;
+    let mono_gflops =
+        2.0 * stage_costs(&spec, NetworkKind::Monolithic)[0] as f64 / (mono_ms / 1000.0) / 1e9;
     let peak = gemm_gflops(1024, 5, device);
-    let dev: Vec<(String, f64)> = NetworkKind::ALL.iter().map(|k| (k.name().to_string(), max_deviation(&rows, k.name()))).collect();
+    let dev: Vec<(String, f64)> = NetworkKind::ALL
+        .iter()
+        .map(|k| (k.name().to_string(), max_deviation(&rows, k.name())))
+        .collect();
     if args.json {
         let breakdown: Vec<_> = rows
             .iter()
@@ -72,7 +90,8 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
                     "gather_ms": ms(r.breakdown.gather), "scatter_ms": ms(r.breakdown.scatter)})
             })
             .collect();
-        let dev: serde_json::Map<String, serde_json::Value> = dev.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let dev: serde_json::Map<String, serde_json::Value> =
+            dev.into_iter().map(|(k, v)| (k, v.into())).collect();
         println!(
             "{}",
             serde_json::json!({"rows": rows, "max_deviation": dev, "breakdown": breakdown,
@@ -107,20 +126,35 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
     );
     println!("\nwhere the time goes per batch at p = {mid} (ms):");
     print!("{}", breakdown(&rows, mid));
-    eprintln!("\nwrote {} and {}", out.join("bench.csv").display(), out.join("bench.png").display());
+    eprintln!(
+        "\nwrote {} and {}",
+        out.join("bench.csv").display(),
+        out.join("bench.png").display()
+    );
     Ok(())
 }
 
 fn csv(rows: &[BenchRow]) -> String {
-    let mut s = String::from("network,p,ms_per_example,theory_ratio,measured_ratio,stage1_ms,stage2_ms,threshold_ms,compaction_ms,gather_ms,scatter_ms\n");
+    let mut s = String::from(
+        "network,p,ms_per_example,theory_ratio,measured_ratio,stage1_ms,stage2_ms,threshold_ms,compaction_ms,gather_ms,scatter_ms\n",
+    );
     for r in rows {
         let st = |i: usize| r.breakdown.stage.get(i).map_or(0.0, |d| ms(*d));
         let b = &r.breakdown;
         let _ = writeln!(
             s,
             "{},{},{:.6},{:.6},{:.6},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}",
-            r.network, r.p, r.ms_per_example, r.theory_ratio, r.measured_ratio, st(0), st(1),
-            ms(b.threshold), ms(b.compaction), ms(b.gather), ms(b.scatter)
+            r.network,
+            r.p,
+            r.ms_per_example,
+            r.theory_ratio,
+            r.measured_ratio,
+            st(0),
+            st(1),
+            ms(b.threshold),
+            ms(b.compaction),
+            ms(b.gather),
+            ms(b.scatter)
         );
     }
     s
@@ -138,7 +172,14 @@ fn table(rows: &[BenchRow]) -> String {
         let _ = write!(s, "{p:>5.2}");
         for k in NetworkKind::ALL {
             if let Some(r) = rows.iter().find(|r| r.p == p && r.network == k.name()) {
-                let _ = write!(s, "  {:>24}", format!("{:.3} ({:.2}/{:.2})", r.ms_per_example, r.measured_ratio, r.theory_ratio));
+                let _ = write!(
+                    s,
+                    "  {:>24}",
+                    format!(
+                        "{:.3} ({:.2}/{:.2})",
+                        r.ms_per_example, r.measured_ratio, r.theory_ratio
+                    )
+                );
             }
         }
         s.push('\n');
@@ -156,26 +197,60 @@ fn breakdown(rows: &[BenchRow], p: f64) -> String {
         let st = |i: usize| b.stage.get(i).map_or(0.0, |d| ms(*d));
         let s2: f64 = b.stage.iter().skip(1).map(|d| ms(*d)).sum();
         let over = ms(b.overhead());
-        let ratio = if s2 > 0.0 { format!("{:.2}%", 100.0 * over / s2) } else { "-".into() };
+        let ratio = if s2 > 0.0 {
+            format!("{:.2}%", 100.0 * over / s2)
+        } else {
+            "-".into()
+        };
         let _ = writeln!(
             s,
             "  {:<12} {:>9.3} {:>9.3} {:>10.3} {:>8.3} {:>9.3} {:>8.3} {:>14}",
-            r.network, st(0), st(1), ms(b.threshold), ms(b.compaction), ms(b.gather), ms(b.scatter), ratio
+            r.network,
+            st(0),
+            st(1),
+            ms(b.threshold),
+            ms(b.compaction),
+            ms(b.gather),
+            ms(b.scatter),
+            ratio
         );
     }
     s
 }
 
-fn plot(rows: &[BenchRow], spec: &Spec, cfg: &BenchConfig, path: &std::path::Path) -> anyhow::Result<()> {
+fn plot(
+    rows: &[BenchRow],
+    spec: &Spec,
+    cfg: &BenchConfig,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
     let mut series = Vec::new();
     for (i, k) in NetworkKind::ALL.iter().enumerate() {
-        let pts = |f: fn(&BenchRow) -> f64| rows.iter().filter(|r| r.network == k.name()).map(|r| (r.p, f(r))).collect::<Vec<_>>();
-        series.push(Series { label: format!("{k} (measured)"), points: pts(|r| r.measured_ratio), colour: i, dashed: false });
-        series.push(Series { label: format!("{k} (theory, dashed)"), points: pts(|r| r.theory_ratio), colour: i, dashed: true });
+        let pts = |f: fn(&BenchRow) -> f64| {
+            rows.iter()
+                .filter(|r| r.network == k.name())
+                .map(|r| (r.p, f(r)))
+                .collect::<Vec<_>>()
+        };
+        series.push(Series {
+            label: format!("{k} (measured)"),
+            points: pts(|r| r.measured_ratio),
+            colour: i,
+            dashed: false,
+        });
+        series.push(Series {
+            label: format!("{k} (theory, dashed)"),
+            points: pts(|r| r.theory_ratio),
+            colour: i,
+            dashed: true,
+        });
     }
     line_plot(
         path,
-        &format!("{}: time vs fraction passing stage 1 (batch {})", spec.name, cfg.batch),
+        &format!(
+            "{}: time vs fraction passing stage 1 (batch {})",
+            spec.name, cfg.batch
+        ),
         "p (fraction of examples passing stage 1)",
         "time / monolithic time",
         &series,

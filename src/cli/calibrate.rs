@@ -20,7 +20,10 @@ pub struct CalibrateArgs {
 pub fn run(args: &CalibrateArgs, device: &Device) -> anyhow::Result<()> {
     let splits = args.data.load()?;
     for cal in calibrate_dir(&args.model, &splits.calib, &args.tpr, device)? {
-        eprintln!("target TPR {}: thresholds {:?}", cal.target_tpr, cal.thresholds);
+        eprintln!(
+            "target TPR {}: thresholds {:?}",
+            cal.target_tpr, cal.thresholds
+        );
     }
     eprintln!("wrote {}", args.model.join("thresholds.json").display());
     Ok(())

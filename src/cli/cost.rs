@@ -47,20 +47,38 @@ pub fn run(args: &CostArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::json!({"rows": rows, "layers": layers}));
         return Ok(());
     }
-    println!("{} ({} stages), multiply-adds per example", spec.name, spec.num_stages());
+    println!(
+        "{} ({} stages), multiply-adds per example",
+        spec.name,
+        spec.num_stages()
+    );
     for kind in NetworkKind::ALL {
         println!("\n{kind}:");
-        println!("  {:<6} {:<10} {:>6} {:>6} {:>14}", "stage", "layer", "c_in", "c_out", "MACs");
+        println!(
+            "  {:<6} {:<10} {:>6} {:>6} {:>14}",
+            "stage", "layer", "c_in", "c_out", "MACs"
+        );
         for (i, a) in archs(&spec, kind).iter().enumerate() {
             for c in layer_costs(a) {
-                let stage = if kind == NetworkKind::NonSharing { i } else { c.branch } + 1;
-                println!("  {:<6} {:<10} {:>6} {:>6} {:>14}", stage, c.layer, c.in_channels, c.out_channels, c.macs);
+                let stage = if kind == NetworkKind::NonSharing {
+                    i
+                } else {
+                    c.branch
+                } + 1;
+                println!(
+                    "  {:<6} {:<10} {:>6} {:>6} {:>14}",
+                    stage, c.layer, c.in_channels, c.out_channels, c.macs
+                );
             }
         }
         let st = stage_costs(&spec, kind);
         println!(
             "  per stage: {}",
-            st.iter().enumerate().map(|(s, c)| format!("stage {} = {c}", s + 1)).collect::<Vec<_>>().join(", ")
+            st.iter()
+                .enumerate()
+                .map(|(s, c)| format!("stage {} = {c}", s + 1))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     println!("\ntheoretical time T(p) relative to the monolithic network (speed-up in brackets):");

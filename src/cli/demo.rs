@@ -49,29 +49,60 @@ pub fn run(args: &DemoArgs, device: &Device) -> anyhow::Result<()> {
         splits.calib.len(),
         splits.test.len()
     );
-    eprintln!("training: {} epochs, batch {}, lr {} (cosine), seed {}", cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed);
+    eprintln!(
+        "training: {} epochs, batch {}, lr {} (cosine), seed {}",
+        cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed
+    );
     let step = |i: usize, what: &str| eprintln!("\n[{i}/5] {what}");
 
     step(1, "monolithic baseline");
-    let mono = train(&spec, NetworkKind::Monolithic, &splits.train, &splits.calib, &cfg, &Checkpoint::new(&args.out.join("monolithic")), true, Vec::new(), device)?;
+    let mono = train(
+        &spec,
+        NetworkKind::Monolithic,
+        &splits.train,
+        &splits.calib,
+        &cfg,
+        &Checkpoint::new(&args.out.join("monolithic")),
+        true,
+        Vec::new(),
+        device,
+    )?;
 
-    step(2, "stage-1 groups: k-means on the monolithic network's class-averaged activations");
+    step(
+        2,
+        "stage-1 groups: k-means on the monolithic network's class-averaged activations",
+    );
     let groups = groups_from(&mono, &spec, &splits.train, cfg.seed, device);
     let k = groups.iter().max().map_or(0, |g| g + 1);
     for g in 0..k {
-        let names: Vec<&str> = (0..groups.len()).filter(|&c| groups[c] == g).map(|c| CLASS_NAMES.get(c).copied().unwrap_or("?")).collect();
+        let names: Vec<&str> = (0..groups.len())
+            .filter(|&c| groups[c] == g)
+            .map(|c| CLASS_NAMES.get(c).copied().unwrap_or("?"))
+            .collect();
         eprintln!("  group {g}: {}", names.join(", "));
     }
     let spec = resolve_groups(&spec, &groups);
 
     step(3, "non-sharing cascade and onion (joint loss)");
-    let cascades = super::train_cascades(&mono, &spec, &splits.train, &splits.calib, &cfg, &args.out, device)?;
+    let cascades = super::train_cascades(
+        &mono,
+        &spec,
+        &splits.train,
+        &splits.calib,
+        &cfg,
+        &args.out,
+        device,
+    )?;
 
     step(4, "calibration on the held-out split");
-    let loaded = super::calibrate_cascades(mono, cascades, &splits.calib, &args.tpr, &args.out, device)?;
+    let loaded =
+        super::calibrate_cascades(mono, cascades, &splits.calib, &args.tpr, &args.out, device)?;
 
     step(5, "evaluation: one retrieval query per class");
     super::eval::print_results(&loaded, &splits.test, &args.eval, device)?;
-    eprintln!("\nnetworks and thresholds saved under {}", args.out.display());
+    eprintln!(
+        "\nnetworks and thresholds saved under {}",
+        args.out.display()
+    );
     Ok(())
 }

@@ -74,7 +74,10 @@ pub struct DetectArgs {
 }
 
 pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
-    let spec_path = args.spec.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs/detection.toml"));
+    let spec_path = args
+        .spec
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs/detection.toml"));
     let spec = Spec::from_file(&spec_path)?;
     let layout = crate::apps::detection::detector::layout(&spec)?;
     anyhow::ensure!(
@@ -83,53 +86,120 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
         spec_path.display(),
         layout.image.dims()
     );
-    anyhow::ensure!(spec.classes == 11, "{}: classes = {} but detection has 11 (background + 10 Fashion-MNIST classes)", spec_path.display(), spec.classes);
+    anyhow::ensure!(
+        spec.classes == 11,
+        "{}: classes = {} but detection has 11 (background + 10 Fashion-MNIST classes)",
+        spec_path.display(),
+        spec.classes
+    );
     let q = args.quick;
     let counts = [
         args.train_scenes.unwrap_or(if q { 160 } else { 800 }),
         args.valid_scenes.unwrap_or(if q { 40 } else { 150 }),
         args.test_scenes.unwrap_or(if q { 40 } else { 200 }),
     ];
-    for (n, what) in counts.iter().zip(["--train-scenes", "--valid-scenes", "--test-scenes"]) {
+    for (n, what) in counts
+        .iter()
+        .zip(["--train-scenes", "--valid-scenes", "--test-scenes"])
+    {
         anyhow::ensure!(*n >= 1, "{what} {n}: at least 1 scene");
     }
-    anyhow::ensure!(args.show_scene < counts[2], "--show-scene {} but there are {} test scenes", args.show_scene, counts[2]);
+    anyhow::ensure!(
+        args.show_scene < counts[2],
+        "--show-scene {} but there are {} test scenes",
+        args.show_scene,
+        counts[2]
+    );
     let epochs = args.epochs.unwrap_or(if q { 3 } else { 8 });
-    anyhow::ensure!(epochs >= 1 && args.scenes_per_step >= 1 && args.rois >= 2, "--epochs, --scenes-per-step must be >= 1 and --rois >= 2");
-    anyhow::ensure!(args.lr.is_finite() && args.lr > 0.0, "--lr {} must be a positive number", args.lr);
+    anyhow::ensure!(
+        epochs >= 1 && args.scenes_per_step >= 1 && args.rois >= 2,
+        "--epochs, --scenes-per-step must be >= 1 and --rois >= 2"
+    );
+    anyhow::ensure!(
+        args.lr.is_finite() && args.lr > 0.0,
+        "--lr {} must be a positive number",
+        args.lr
+    );
     let cfg = DetectTrainConfig {
-        base: TrainConfig { epochs, batch_size: args.scenes_per_step, lr: args.lr, seed: args.seed, ..TrainConfig::default() },
+        base: TrainConfig {
+            epochs,
+            batch_size: args.scenes_per_step,
+            lr: args.lr,
+            seed: args.seed,
+            ..TrainConfig::default()
+        },
         rois_per_scene: args.rois,
         fg_fraction: 0.25,
     };
-    let scene_cfg = SceneConfig { size: layout.image.height, ..SceneConfig::default() };
+    let scene_cfg = SceneConfig {
+        size: layout.image.height,
+        ..SceneConfig::default()
+    };
     let fashion = crate::data::fashion::default_dir(args.data.as_deref());
 
-    eprintln!("[1/5] composing scenes: Fashion-MNIST items ({}) on real photographs", fashion.display());
+    eprintln!(
+        "[1/5] composing scenes: Fashion-MNIST items ({}) on real photographs",
+        fashion.display()
+    );
     let data = Scenes::build(&fashion, counts, &scene_cfg, args.seed)?;
     let n_obj = |s: &[crate::data::scenes::Scene]| s.iter().map(|s| s.objects.len()).sum::<usize>();
-    let recall = proposals::recall(&data.proposals, data.test.iter().flat_map(|s| &s.objects), 0.5);
-    let recall7 = proposals::recall(&data.proposals, data.test.iter().flat_map(|s| &s.objects), 0.7);
+    let recall = proposals::recall(
+        &data.proposals,
+        data.test.iter().flat_map(|s| &s.objects),
+        0.5,
+    );
+    let recall7 = proposals::recall(
+        &data.proposals,
+        data.test.iter().flat_map(|s| &s.objects),
+        0.7,
+    );
     eprintln!(
         "  {}x{} scenes: train {} ({} objects), held out {} ({}), test {} ({}); {} sliding-window proposals per scene, recall at IoU 0.5 on the test objects {:.1}%",
-        scene_cfg.size, scene_cfg.size,
-        data.train.len(), n_obj(&data.train), data.valid.len(), n_obj(&data.valid), data.test.len(), n_obj(&data.test),
-        data.proposals.len(), 100.0 * recall
+        scene_cfg.size,
+        scene_cfg.size,
+        data.train.len(),
+        n_obj(&data.train),
+        data.valid.len(),
+        n_obj(&data.valid),
+        data.test.len(),
+        n_obj(&data.test),
+        data.proposals.len(),
+        100.0 * recall
     );
-    eprintln!("  training: {epochs} epochs, {} scenes x {} RoIs per step, lr {} (cosine), seed {}", args.scenes_per_step, args.rois, args.lr, args.seed);
+    eprintln!(
+        "  training: {epochs} epochs, {} scenes x {} RoIs per step, lr {} (cosine), seed {}",
+        args.scenes_per_step, args.rois, args.lr, args.seed
+    );
 
     let mut dets = Vec::new();
     for (i, kind) in NetworkKind::ALL.into_iter().enumerate() {
-        eprintln!("[{}/5] {kind} head (backbone and head trained together)", i + 2);
-        let mut det = train(&spec, kind, &data.train, &data.valid, &data.proposals, &cfg, &Checkpoint::new(&args.out.join(kind.name())), device)?;
+        eprintln!(
+            "[{}/5] {kind} head (backbone and head trained together)",
+            i + 2
+        );
+        let mut det = train(
+            &spec,
+            kind,
+            &data.train,
+            &data.valid,
+            &data.proposals,
+            &cfg,
+            &Checkpoint::new(&args.out.join(kind.name())),
+            device,
+        )?;
         det.engine = args.engine;
         dets.push(det);
     }
     eprintln!("[5/5] stage-1 thresholds on the held-out scenes, then the test scenes");
     let mut models = vec![(&dets[0], vec![None])];
-    for (det, kind) in dets[1..].iter().zip([NetworkKind::NonSharing, NetworkKind::Onion]) {
+    for (det, kind) in dets[1..]
+        .iter()
+        .zip([NetworkKind::NonSharing, NetworkKind::Onion])
+    {
         let cals = calibrate(det, &data.valid, &data.proposals, &args.tpr, 50, device)?;
-        Checkpoint::new(&args.out.join(kind.name())).save_thresholds(&Thresholds { calibrations: cals.clone() })?;
+        Checkpoint::new(&args.out.join(kind.name())).save_thresholds(&Thresholds {
+            calibrations: cals.clone(),
+        })?;
         models.push((det, cals.into_iter().map(Some).collect()));
     }
     let outcomes = evaluate(&models, &data.test, &data.proposals, device)?;
@@ -139,7 +209,10 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
         let cal = cals[0].as_ref().expect("a cascade has thresholds");
         let scene = &data.test[args.show_scene];
         let out = det.detect(scene, &data.proposals, &object_gate(&spec, cal), device);
-        let title = format!("onion, TPR {}: detections >= 0.5 (red), objects (green); test scene {}", cal.target_tpr, args.show_scene);
+        let title = format!(
+            "onion, TPR {}: detections >= 0.5 (red), objects (green); test scene {}",
+            cal.target_tpr, args.show_scene
+        );
         show::draw(path, scene, &out.detections, 0.5, &title)?;
         eprintln!("  wrote {}", path.display());
     }
@@ -155,19 +228,41 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
             100.0 * recall7
         );
         print!("{}", table::to_string(&r));
-        println!("\nwhere the time goes, ms per image (backbone | RoI pooling | head stages | head overhead | NMS):");
+        println!(
+            "\nwhere the time goes, ms per image (backbone | RoI pooling | head stages | head overhead | NMS):"
+        );
         for o in &outcomes {
             let tpr = o.target_tpr.map_or("-".into(), |t| t.to_string());
             let b = o.breakdown;
-            println!("  {:<12} TPR {:<6} {:>7.2} | {:>6.2} | {:>7.2} | {:>5.2} | {:>5.2}", o.kind.name(), tpr, b[0], b[1], b[2], b[3], b[4]);
+            println!(
+                "  {:<12} TPR {:<6} {:>7.2} | {:>6.2} | {:>7.2} | {:>5.2} | {:>5.2}",
+                o.kind.name(),
+                tpr,
+                b[0],
+                b[1],
+                b[2],
+                b[3],
+                b[4]
+            );
         }
         println!("\nAP per class (%), at the first target TPR for the cascades:");
         let names = crate::data::fashion::CLASS_NAMES;
-        for o in outcomes.iter().filter(|o| o.target_tpr.is_none() || o.target_tpr == Some(args.tpr[0])) {
-            let aps: Vec<String> = o.aps.iter().zip(names).map(|(a, n)| format!("{n} {:.1}", 100.0 * a)).collect();
+        for o in outcomes
+            .iter()
+            .filter(|o| o.target_tpr.is_none() || o.target_tpr == Some(args.tpr[0]))
+        {
+            let aps: Vec<String> = o
+                .aps
+                .iter()
+                .zip(names)
+                .map(|(a, n)| format!("{n} {:.1}", 100.0 * a))
+                .collect();
             println!("  {:<12} {}", o.kind.name(), aps.join(", "));
         }
     }
-    eprintln!("\ndetectors and thresholds saved under {}", args.out.display());
+    eprintln!(
+        "\ndetectors and thresholds saved under {}",
+        args.out.display()
+    );
     Ok(())
 }

@@ -44,8 +44,14 @@ pub fn run(args: &EvalArgs, device: &Device) -> anyhow::Result<()> {
         let cals = if model.kind == NetworkKind::Monolithic {
             vec![None]
         } else {
-            let t = ck.load_thresholds().map_err(|e| anyhow::anyhow!("{e}; run `onionnet calibrate {}` first", dir.display()))?;
-            anyhow::ensure!(!t.calibrations.is_empty(), "{}: thresholds.json holds no calibration", dir.display());
+            let t = ck.load_thresholds().map_err(|e| {
+                anyhow::anyhow!("{e}; run `onionnet calibrate {}` first", dir.display())
+            })?;
+            anyhow::ensure!(
+                !t.calibrations.is_empty(),
+                "{}: thresholds.json holds no calibration",
+                dir.display()
+            );
             t.calibrations.into_iter().map(Some).collect()
         };
         loaded.push((model, cals));
@@ -62,14 +68,24 @@ pub fn print_results(
 ) -> anyhow::Result<()> {
     let (top_k, batch, as_json) = (opts.top_k, opts.batch, opts.json);
     anyhow::ensure!(top_k >= 1, "--top-k {top_k} must be at least 1");
-    let refs: Vec<(&Model, Vec<Option<crate::calibrate::Calibration>>)> = loaded.iter().map(|(m, c)| (m, c.clone())).collect();
+    let refs: Vec<(&Model, Vec<Option<crate::calibrate::Calibration>>)> =
+        loaded.iter().map(|(m, c)| (m, c.clone())).collect();
     let outcomes = evaluate(&refs, test, top_k, batch, device, false)?;
-    let spec = &loaded.iter().find(|(m, _)| m.kind != NetworkKind::Monolithic).unwrap_or(&loaded[0]).0.spec;
+    let spec = &loaded
+        .iter()
+        .find(|(m, _)| m.kind != NetworkKind::Monolithic)
+        .unwrap_or(&loaded[0])
+        .0
+        .spec;
     let rows = rows(spec, &outcomes);
     if as_json {
         println!("{}", json::to_string(&rows));
     } else {
-        println!("retrieval on {} test images, top-{top_k}, mean over {} class queries", test.len(), test.classes);
+        println!(
+            "retrieval on {} test images, top-{top_k}, mean over {} class queries",
+            test.len(),
+            test.classes
+        );
         print!("{}", table::to_string(&rows));
     }
     Ok(())

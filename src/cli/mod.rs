@@ -99,7 +99,13 @@ impl DataArgs {
     pub fn load(&self) -> anyhow::Result<crate::apps::retrieval::Splits> {
         let dir = crate::data::fashion::default_dir(self.data.as_deref());
         eprintln!("data: {}", dir.display());
-        crate::apps::retrieval::Splits::load(&dir, self.train_limit, self.calib_size, self.test_limit, self.split_seed)
+        crate::apps::retrieval::Splits::load(
+            &dir,
+            self.train_limit,
+            self.calib_size,
+            self.test_limit,
+            self.split_seed,
+        )
     }
 }
 
@@ -112,7 +118,11 @@ pub fn parse_tpr(s: &str) -> Result<f64, String> {
 /// The fraction-valued options (`--p`), validated.
 pub fn parse_fraction(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("p = {v} is outside [0, 1]")) }
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("p = {v} is outside [0, 1]"))
+    }
 }
 
 /// After the monolithic network, an experiment's two cascades (shared by `demo` and
@@ -137,7 +147,19 @@ pub(crate) fn train_cascades(
     if ns_archs.last() == Some(&mono.nets[0].arch) {
         *pretrained.last_mut().unwrap() = Some(mono.nets[0].module.clone().train());
     }
-    let train = |kind, dir: &str, pre| crate::train::train(spec, kind, train_set, valid, cfg, &Checkpoint::new(&out.join(dir)), true, pre, device);
+    let train = |kind, dir: &str, pre| {
+        crate::train::train(
+            spec,
+            kind,
+            train_set,
+            valid,
+            cfg,
+            &Checkpoint::new(&out.join(dir)),
+            true,
+            pre,
+            device,
+        )
+    };
     let ns = train(NetworkKind::NonSharing, "non-sharing", pretrained)?;
     let onion = train(NetworkKind::Onion, "onion", Vec::new())?;
     Ok([ns, onion])
@@ -153,11 +175,20 @@ pub(crate) fn calibrate_cascades(
     tprs: &[f64],
     out: &std::path::Path,
     device: &Device,
-) -> anyhow::Result<Vec<(crate::cascade::Model, Vec<Option<crate::calibrate::Calibration>>)>> {
+) -> anyhow::Result<
+    Vec<(
+        crate::cascade::Model,
+        Vec<Option<crate::calibrate::Calibration>>,
+    )>,
+> {
     let mut loaded = vec![(mono, vec![None])];
     for (model, dir) in cascades.into_iter().zip(["non-sharing", "onion"]) {
         let cals = crate::calibrate::calibrate_model(&model, calib, tprs, device)?;
-        crate::checkpoint::Checkpoint::new(&out.join(dir)).save_thresholds(&crate::checkpoint::Thresholds { calibrations: cals.clone() })?;
+        crate::checkpoint::Checkpoint::new(&out.join(dir)).save_thresholds(
+            &crate::checkpoint::Thresholds {
+                calibrations: cals.clone(),
+            },
+        )?;
         loaded.push((model, cals.into_iter().map(Some).collect()));
     }
     Ok(loaded)

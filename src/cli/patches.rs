@@ -3,11 +3,13 @@
 //! % passing, time and speed-ups on a balanced test set and on every Graffiti pair; plot time
 //! against the imbalance.
 
-use super::train::OptimArgs;
 use super::parse_tpr;
+use super::train::OptimArgs;
 use crate::apps::patches::{PatchOutcome, evaluate, imbalanced, rows};
 use crate::checkpoint::Checkpoint;
-use crate::data::patches::{TEST_PHOTOS, TRAIN_PHOTOS, data_dir, generate_pairs, graffiti, load_photos};
+use crate::data::patches::{
+    TEST_PHOTOS, TRAIN_PHOTOS, data_dir, generate_pairs, graffiti, load_photos,
+};
 use crate::onion::NetworkKind;
 use crate::report::plot::{Series, line_plot};
 use crate::report::{json, table};
@@ -54,16 +56,35 @@ pub struct PatchesArgs {
 }
 
 pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
-    let spec_path = args.spec.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs/2ch-deep.toml"));
+    let spec_path = args
+        .spec
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs/2ch-deep.toml"));
     let spec = Spec::from_file(&spec_path)?;
-    anyhow::ensure!(spec.input.dims() == [2, 64, 64], "{}: input must be 2 x 64 x 64 (two stacked 64x64 patches), it is {:?}", spec_path.display(), spec.input.dims());
-    anyhow::ensure!(spec.classes == 2, "{}: classes = {} but patch matching has 2 (non-match, match)", spec_path.display(), spec.classes);
+    anyhow::ensure!(
+        spec.input.dims() == [2, 64, 64],
+        "{}: input must be 2 x 64 x 64 (two stacked 64x64 patches), it is {:?}",
+        spec_path.display(),
+        spec.input.dims()
+    );
+    anyhow::ensure!(
+        spec.classes == 2,
+        "{}: classes = {} but patch matching has 2 (non-match, match)",
+        spec_path.display(),
+        spec.classes
+    );
     let q = args.quick;
     let n_train = args.pairs.unwrap_or(if q { 2000 } else { 12000 });
     let n_test = args.test_pairs.unwrap_or(if q { 1000 } else { 4000 });
     let corners = args.corners.unwrap_or(if q { 60 } else { 150 });
-    anyhow::ensure!(n_train >= 100, "--pairs {n_train}: at least 100 training pairs");
-    anyhow::ensure!(n_test >= 20, "--test-pairs {n_test}: at least 20 test pairs");
+    anyhow::ensure!(
+        n_train >= 100,
+        "--pairs {n_train}: at least 100 training pairs"
+    );
+    anyhow::ensure!(
+        n_test >= 20,
+        "--test-pairs {n_test}: at least 20 test pairs"
+    );
     let mut cfg = args.optim.config(n_train)?;
     if args.optim.epochs.is_none() {
         cfg.epochs = if q { 3 } else { 5 };
@@ -94,31 +115,55 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         gpos,
         (graf.pairs.len() - gpos) as f64 / gpos.max(1) as f64
     );
-    eprintln!("  training: {} epochs, batch {}, lr {} (cosine), seed {}", cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed);
+    eprintln!(
+        "  training: {} epochs, batch {}, lr {} (cosine), seed {}",
+        cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed
+    );
 
     eprintln!("[2/5] monolithic 2ch-deep");
-    let mono = train(&spec, NetworkKind::Monolithic, &train_set, &calib, &cfg, &Checkpoint::new(&args.out.join("monolithic")), true, Vec::new(), device)?;
+    let mono = train(
+        &spec,
+        NetworkKind::Monolithic,
+        &train_set,
+        &calib,
+        &cfg,
+        &Checkpoint::new(&args.out.join("monolithic")),
+        true,
+        Vec::new(),
+        device,
+    )?;
     eprintln!("[3/5] non-sharing cascade and onion (joint hinge loss)");
-    let cascades = super::train_cascades(&mono, &spec, &train_set, &calib, &cfg, &args.out, device)?;
+    let cascades =
+        super::train_cascades(&mono, &spec, &train_set, &calib, &cfg, &args.out, device)?;
     eprintln!("[4/5] stage-1 thresholds on the held-out pairs");
     let loaded = super::calibrate_cascades(mono, cascades, &calib, &args.tpr, &args.out, device)?;
     let refs: Vec<_> = loaded.iter().map(|(m, c)| (m, c.clone())).collect();
 
     eprintln!("[5/5] evaluation");
-    let settings = [("balanced", &balanced, 3), ("graffiti (all pairs)", &graf.pairs, 1)];
+    let settings = [
+        ("balanced", &balanced, 3),
+        ("graffiti (all pairs)", &graf.pairs, 1),
+    ];
     let mut all_rows = Vec::new();
     let mut tables = String::new();
     for (name, data, reps) in settings {
         let out: Vec<PatchOutcome> = evaluate(&refs, data, args.batch, reps, device, name)?;
         let r = rows(&spec, &out, name);
         let pos = data.labels.iter().sum::<usize>();
-        tables.push_str(&format!("\n{name}: {} pairs, {} matches\n{}", data.len(), pos, table::to_string(&r)));
+        tables.push_str(&format!(
+            "\n{name}: {} pairs, {} matches\n{}",
+            data.len(),
+            pos,
+            table::to_string(&r)
+        ));
         all_rows.extend(r);
     }
     // running time against the imbalance (negatives per positive), first target TPR
     let first: Vec<_> = refs.iter().map(|(m, c)| (*m, vec![c[0].clone()])).collect();
     let mut series: Vec<Series> = Vec::new();
-    let mut lines = String::from("\ntime per 1,000 pairs (ms) against negatives per positive (Graffiti pairs):\n");
+    let mut lines = String::from(
+        "\ntime per 1,000 pairs (ms) against negatives per positive (Graffiti pairs):\n",
+    );
     lines.push_str(&format!("  {:>6}", "ratio"));
     for k in NetworkKind::ALL {
         lines.push_str(&format!(" {:>12}", k.name()));
@@ -131,7 +176,14 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         if gpos == 0 || (r > 1 && actual < r as f64 * 0.999) {
             break;
         }
-        let out = evaluate(&first, &sub, args.batch, 3, device, &format!("imbalance 1:{r}"))?;
+        let out = evaluate(
+            &first,
+            &sub,
+            args.batch,
+            3,
+            device,
+            &format!("imbalance 1:{r}"),
+        )?;
         lines.push_str(&format!("  {r:>6}"));
         for (i, o) in out.iter().enumerate() {
             pts[i].push(((r as f64).log10(), o.ms_per_1000));
@@ -140,17 +192,35 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         lines.push('\n');
     }
     for (i, k) in NetworkKind::ALL.iter().enumerate() {
-        series.push(Series { label: k.name().into(), points: pts[i].clone(), colour: i, dashed: false });
+        series.push(Series {
+            label: k.name().into(),
+            points: pts[i].clone(),
+            colour: i,
+            dashed: false,
+        });
     }
     let png = args.out.join("imbalance.png");
     if pts[0].len() >= 2 {
-        line_plot(&png, &format!("{}: running time vs imbalance (TPR {})", spec.name, args.tpr[0]), "log10(negatives per positive)", "ms per 1,000 pairs", &series)?;
+        line_plot(
+            &png,
+            &format!(
+                "{}: running time vs imbalance (TPR {})",
+                spec.name, args.tpr[0]
+            ),
+            "log10(negatives per positive)",
+            "ms per 1,000 pairs",
+            &series,
+        )?;
     }
     if args.json {
         println!("{}", json::to_string(&all_rows));
     } else {
         print!("{tables}{lines}");
     }
-    eprintln!("\nnetworks, thresholds and {} saved under {}", png.file_name().unwrap().to_string_lossy(), args.out.display());
+    eprintln!(
+        "\nnetworks, thresholds and {} saved under {}",
+        png.file_name().unwrap().to_string_lossy(),
+        args.out.display()
+    );
     Ok(())
 }

@@ -36,9 +36,16 @@ impl OptimArgs {
     pub fn config(&self, n_train: usize) -> anyhow::Result<TrainConfig> {
         let epochs = self.epochs.unwrap_or_else(|| default_epochs(n_train));
         anyhow::ensure!(epochs >= 1, "--epochs {epochs} must be at least 1");
-        anyhow::ensure!(self.batch_size >= 1, "--batch-size {} must be at least 1", self.batch_size);
+        anyhow::ensure!(
+            self.batch_size >= 1,
+            "--batch-size {} must be at least 1",
+            self.batch_size
+        );
         let lr = self.lr.unwrap_or(TrainConfig::default().lr);
-        anyhow::ensure!(lr.is_finite() && lr > 0.0, "--lr {lr} must be a positive number");
+        anyhow::ensure!(
+            lr.is_finite() && lr > 0.0,
+            "--lr {lr} must be a positive number"
+        );
         Ok(TrainConfig {
             epochs,
             batch_size: self.batch_size,
@@ -92,16 +99,34 @@ pub fn run(args: &TrainArgs, device: &Device) -> anyhow::Result<()> {
             );
         };
         let mono = Checkpoint::new(dir).load_model(device)?;
-        anyhow::ensure!(mono.kind == NetworkKind::Monolithic, "{}: --groups-from needs a monolithic checkpoint, this is {}", dir.display(), mono.kind);
+        anyhow::ensure!(
+            mono.kind == NetworkKind::Monolithic,
+            "{}: --groups-from needs a monolithic checkpoint, this is {}",
+            dir.display(),
+            mono.kind
+        );
         let groups = groups_from(&mono, &spec, &splits.train, cfg.seed, device);
         eprintln!("k-means groups of the fine classes: {groups:?}");
         spec = resolve_groups(&spec, &groups);
     }
     let ckpt = Checkpoint::new(&args.out);
     if ckpt.exists() && !args.resume {
-        anyhow::bail!("{} already holds a checkpoint; pass --resume to continue it or choose another --out", args.out.display());
+        anyhow::bail!(
+            "{} already holds a checkpoint; pass --resume to continue it or choose another --out",
+            args.out.display()
+        );
     }
-    train(&spec, args.network, &splits.train, &splits.calib, &cfg, &ckpt, args.resume, Vec::new(), device)?;
+    train(
+        &spec,
+        args.network,
+        &splits.train,
+        &splits.calib,
+        &cfg,
+        &ckpt,
+        args.resume,
+        Vec::new(),
+        device,
+    )?;
     eprintln!("saved {} network to {}", args.network, args.out.display());
     Ok(())
 }

@@ -30,7 +30,10 @@ pub fn subset_dir() -> PathBuf {
 /// Loads one split ("train" or "t10k") from `dir`, which holds the four IDX files.
 pub fn load_split(dir: &Path, split: &str) -> Result<Dataset, DataError> {
     let find = |stem: &str| -> Result<PathBuf, DataError> {
-        for name in [format!("{split}-{stem}-ubyte.gz"), format!("{split}-{stem}-ubyte")] {
+        for name in [
+            format!("{split}-{stem}-ubyte.gz"),
+            format!("{split}-{stem}-ubyte"),
+        ] {
             let p = dir.join(name);
             if p.exists() {
                 return Ok(p);
@@ -38,7 +41,10 @@ pub fn load_split(dir: &Path, split: &str) -> Result<Dataset, DataError> {
         }
         Err(DataError::Io {
             path: dir.join(format!("{split}-{stem}-ubyte.gz")),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file (also tried without .gz)"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such file (also tried without .gz)",
+            ),
         })
     };
     let (ipath, lpath) = (find("images-idx3")?, find("labels-idx1")?);
@@ -47,7 +53,10 @@ pub fn load_split(dir: &Path, split: &str) -> Result<Dataset, DataError> {
     if images.dims.len() != 3 || images.dims[1] != 28 || images.dims[2] != 28 {
         return Err(DataError::Format {
             path: ipath,
-            reason: format!("expected N x 28 x 28 images, found dimensions {:?}", images.dims),
+            reason: format!(
+                "expected N x 28 x 28 images, found dimensions {:?}",
+                images.dims
+            ),
         });
     }
     if labels.dims.len() != 1 || labels.dims[0] != images.dims[0] {

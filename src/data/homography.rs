@@ -12,7 +12,12 @@ impl Homography {
     pub fn apply(&self, x: f64, y: f64) -> Option<(f64, f64)> {
         let m = &self.0;
         let w = m[6] * x + m[7] * y + m[8];
-        (w.abs() > 1e-12).then(|| ((m[0] * x + m[1] * y + m[2]) / w, (m[3] * x + m[4] * y + m[5]) / w))
+        (w.abs() > 1e-12).then(|| {
+            (
+                (m[0] * x + m[1] * y + m[2]) / w,
+                (m[3] * x + m[4] * y + m[5]) / w,
+            )
+        })
     }
 
     /// `self ∘ other` (apply `other` first).
@@ -58,7 +63,17 @@ impl Homography {
         let (a, b, d) = (s * an, sh, s / an);
         let p = rng.random_range(-0.0015..0.0015) * strength;
         let q = rng.random_range(-0.0015..0.0015) * strength;
-        Homography([c * a, c * b - si * d, 0.0, si * a, si * b + c * d, 0.0, p, q, 1.0])
+        Homography([
+            c * a,
+            c * b - si * d,
+            0.0,
+            si * a,
+            si * b + c * d,
+            0.0,
+            p,
+            q,
+            1.0,
+        ])
     }
 
     /// Reads the 3x3 matrix of an OpenCV FileStorage XML file (the `<data>` element), as the
@@ -68,9 +83,14 @@ impl Homography {
         let end = text[start..].find("</data>").ok_or("no </data>")? + start;
         let vals: Vec<f64> = text[start..end]
             .split_whitespace()
-            .map(|t| t.parse::<f64>().map_err(|_| format!("{t:?} is not a number")))
+            .map(|t| {
+                t.parse::<f64>()
+                    .map_err(|_| format!("{t:?} is not a number"))
+            })
             .collect::<Result<_, _>>()?;
-        let m: [f64; 9] = vals.try_into().map_err(|v: Vec<f64>| format!("{} numbers, 9 expected", v.len()))?;
+        let m: [f64; 9] = vals
+            .try_into()
+            .map_err(|v: Vec<f64>| format!("{} numbers, 9 expected", v.len()))?;
         Ok(Homography(m))
     }
 }
@@ -98,6 +118,10 @@ mod tests {
         let xml = "<opencv_storage><H13 type_id=\"opencv-matrix\"><rows>3</rows><data>\n 1 0 5\n 0 2 0\n 0 0 1 </data></H13></opencv_storage>";
         let h = Homography::parse_opencv_xml(xml).unwrap();
         assert_eq!(h.apply(1.0, 1.0), Some((6.0, 2.0)));
-        assert!(Homography::parse_opencv_xml("<data>1 2</data>").unwrap_err().contains("9 expected"));
+        assert!(
+            Homography::parse_opencv_xml("<data>1 2</data>")
+                .unwrap_err()
+                .contains("9 expected")
+        );
     }
 }

@@ -40,7 +40,10 @@ pub fn read(path: &Path) -> Result<Idx, DataError> {
 /// Parses an in-memory IDX file.
 pub fn parse(bytes: &[u8]) -> Result<Idx, String> {
     if bytes.len() < 4 {
-        return Err(format!("{} bytes is too short for an IDX header", bytes.len()));
+        return Err(format!(
+            "{} bytes is too short for an IDX header",
+            bytes.len()
+        ));
     }
     if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
         return Err(format!(
@@ -93,7 +96,11 @@ mod tests {
         let back = parse(&bytes).unwrap();
         assert_eq!(back.dims, vec![2, 3]);
         assert_eq!(back.data, idx.data);
-        assert!(parse(&bytes[..bytes.len() - 1]).unwrap_err().contains("need 6 data bytes"));
+        assert!(
+            parse(&bytes[..bytes.len() - 1])
+                .unwrap_err()
+                .contains("need 6 data bytes")
+        );
         let mut bad = bytes.clone();
         bad[2] = 0x0d;
         assert!(parse(&bad).unwrap_err().contains("bad magic"));

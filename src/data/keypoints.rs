@@ -68,12 +68,19 @@ mod tests {
                 px[y * w + x] = 1.0;
             }
         }
-        let img = GreyImage { width: w, height: h, px };
+        let img = GreyImage {
+            width: w,
+            height: h,
+            px,
+        };
         let mut c = harris(&img, 4, 8, 4);
         c.sort();
         assert_eq!(c.len(), 4);
         for ((x, y), (ex, ey)) in c.iter().zip([(20, 20), (20, 39), (39, 20), (39, 39)]) {
-            assert!((*x as isize - ex).abs() <= 2 && (*y as isize - ey).abs() <= 2, "{c:?}");
+            assert!(
+                (*x as isize - ex).abs() <= 2 && (*y as isize - ey).abs() <= 2,
+                "{c:?}"
+            );
         }
     }
 }

@@ -2,11 +2,11 @@
 
 pub mod fashion;
 pub mod homography;
+pub mod idx;
 pub mod image;
 pub mod keypoints;
 pub mod patches;
 pub mod scenes;
-pub mod idx;
 
 use crate::error::DataError;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -78,7 +78,12 @@ impl Dataset {
     pub fn stats(&self) -> (f32, f32) {
         let n = self.images.len().max(1) as f64;
         let mean = self.images.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = self.images.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let var = self
+            .images
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
         (mean as f32, var.sqrt().max(1e-6) as f32)
     }
 
@@ -92,7 +97,9 @@ impl Dataset {
     /// before timed inference, so every network is timed on the same ready batches).
     pub fn batches(&self, batch: usize, device: &Device) -> Vec<(Vec<usize>, Tensor<4>)> {
         let all: Vec<usize> = (0..self.len()).collect();
-        all.chunks(batch.max(1)).map(|c| (c.to_vec(), self.batch(c, device))).collect()
+        all.chunks(batch.max(1))
+            .map(|c| (c.to_vec(), self.batch(c, device)))
+            .collect()
     }
 
     /// The images of rows `idx` as a tensor `[len, C, H, W]`.

@@ -20,7 +20,14 @@ use std::path::{Path, PathBuf};
 pub const SIZE: usize = 64;
 
 /// Photographs committed under `data/photos/` (CC0 / public domain, from scikit-image).
-pub const TRAIN_PHOTOS: [&str; 6] = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "brick.png", "grass.png"];
+pub const TRAIN_PHOTOS: [&str; 6] = [
+    "astronaut.png",
+    "coffee.png",
+    "chelsea.png",
+    "rocket.jpg",
+    "brick.png",
+    "grass.png",
+];
 /// Disjoint photographs for the balanced test set.
 pub const TEST_PHOTOS: [&str; 2] = ["camera.png", "gravel.png"];
 
@@ -34,7 +41,9 @@ pub fn extract(img: &GreyImage, c: (f64, f64), warp: &Homography) -> Vec<f32> {
     let mut out = Vec::with_capacity(SIZE * SIZE);
     for v in 0..SIZE {
         for u in 0..SIZE {
-            let (dx, dy) = warp.apply(u as f64 - half, v as f64 - half).unwrap_or((1e9, 1e9));
+            let (dx, dy) = warp
+                .apply(u as f64 - half, v as f64 - half)
+                .unwrap_or((1e9, 1e9));
             out.push(img.sample(c.0 + dx, c.1 + dy));
         }
     }
@@ -53,7 +62,9 @@ fn finish(mut p: Vec<f32>, rng: Option<&mut rand::rngs::StdRng>) -> Vec<f32> {
     }
     let n = p.len() as f32;
     let mean = p.iter().sum::<f32>() / n;
-    let std = (p.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n).sqrt().max(1e-3);
+    let std = (p.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n)
+        .sqrt()
+        .max(1e-3);
     p.iter().map(|v| (v - mean) / std).collect()
 }
 
@@ -68,7 +79,10 @@ pub struct PairTruth {
 
 /// Loads photographs (grey) by file name from `dir`.
 pub fn load_photos(dir: &Path, names: &[&str]) -> Result<Vec<GreyImage>, DataError> {
-    names.iter().map(|n| GreyImage::load(&dir.join(n))).collect()
+    names
+        .iter()
+        .map(|n| GreyImage::load(&dir.join(n)))
+        .collect()
 }
 
 /// `n` pairs (half positive, shuffled) from `photos`, seeded. Labels: 1 = match, 0 = not.
@@ -97,18 +111,32 @@ pub fn generate_pairs(photos: &[GreyImage], n: usize, seed: u64) -> (Dataset, Ve
                 }
             }
         };
-        let warps = [Homography::random_local(&mut rng, 1.0), Homography::random_local(&mut rng, 1.0)];
+        let warps = [
+            Homography::random_local(&mut rng, 1.0),
+            Homography::random_local(&mut rng, 1.0),
+        ];
         let pa = finish(extract(&photos[ph], a, &warps[0]), Some(&mut rng));
         let pb = finish(extract(&photos[ph], b, &warps[1]), Some(&mut rng));
         images.extend(pa);
         images.extend(pb);
         labels.push(positive as usize);
-        truth.push(PairTruth { photo: ph, points: [a, b], warps, positive });
+        truth.push(PairTruth {
+            photo: ph,
+            points: [a, b],
+            warps,
+            positive,
+        });
     }
     // shuffle so batches mix positives and negatives
     let mut order: Vec<usize> = (0..n).collect();
     rand::seq::SliceRandom::shuffle(&mut order[..], &mut rng);
-    let ds = Dataset { images, labels, shape: [2, SIZE, SIZE], classes: 2 }.subset(&order);
+    let ds = Dataset {
+        images,
+        labels,
+        shape: [2, SIZE, SIZE],
+        classes: 2,
+    }
+    .subset(&order);
     let truth = order.iter().map(|&i| truth[i].clone()).collect();
     (ds, truth)
 }
@@ -126,12 +154,34 @@ pub fn graffiti(dir: &Path, n: usize, tol: f64) -> Result<Graffiti, DataError> {
     let g1 = GreyImage::load(&dir.join("graf1.png"))?;
     let g3 = GreyImage::load(&dir.join("graf3.png"))?;
     let hp = dir.join("H1to3p.xml");
-    let text = std::fs::read_to_string(&hp).map_err(|source| DataError::Io { path: hp.clone(), source })?;
-    let h = Homography::parse_opencv_xml(&text).map_err(|reason| DataError::Format { path: hp.clone(), reason })?;
+    let text = std::fs::read_to_string(&hp).map_err(|source| DataError::Io {
+        path: hp.clone(),
+        source,
+    })?;
+    let h = Homography::parse_opencv_xml(&text).map_err(|reason| DataError::Format {
+        path: hp.clone(),
+        reason,
+    })?;
     let c1 = harris(&g1, n, 8, 40);
     let c3 = harris(&g3, n, 8, 40);
-    let p1: Vec<Vec<f32>> = c1.iter().map(|&(x, y)| finish(extract(&g1, (x as f64, y as f64), &Homography::IDENTITY), None)).collect();
-    let p3: Vec<Vec<f32>> = c3.iter().map(|&(x, y)| finish(extract(&g3, (x as f64, y as f64), &Homography::IDENTITY), None)).collect();
+    let p1: Vec<Vec<f32>> = c1
+        .iter()
+        .map(|&(x, y)| {
+            finish(
+                extract(&g1, (x as f64, y as f64), &Homography::IDENTITY),
+                None,
+            )
+        })
+        .collect();
+    let p3: Vec<Vec<f32>> = c3
+        .iter()
+        .map(|&(x, y)| {
+            finish(
+                extract(&g3, (x as f64, y as f64), &Homography::IDENTITY),
+                None,
+            )
+        })
+        .collect();
     let mut images = Vec::with_capacity(c1.len() * c3.len() * 2 * SIZE * SIZE);
     let mut labels = Vec::with_capacity(c1.len() * c3.len());
     for (i, &(x1, y1)) in c1.iter().enumerate() {
@@ -143,7 +193,15 @@ pub fn graffiti(dir: &Path, n: usize, tol: f64) -> Result<Graffiti, DataError> {
             labels.push(pos as usize);
         }
     }
-    Ok(Graffiti { pairs: Dataset { images, labels, shape: [2, SIZE, SIZE], classes: 2 }, corners: [c1, c3] })
+    Ok(Graffiti {
+        pairs: Dataset {
+            images,
+            labels,
+            shape: [2, SIZE, SIZE],
+            classes: 2,
+        },
+        corners: [c1, c3],
+    })
 }
 
 #[cfg(test)]
@@ -153,13 +211,19 @@ mod tests {
     /// A textured image with one bright dot at `(cx, cy)`.
     fn dotted(cx: usize, cy: usize) -> GreyImage {
         let (w, h) = (160, 160);
-        let mut px: Vec<f32> = (0..w * h).map(|i| 0.3 + 0.1 * (((i % w) / 7 + (i / w) / 5) % 2) as f32).collect();
+        let mut px: Vec<f32> = (0..w * h)
+            .map(|i| 0.3 + 0.1 * (((i % w) / 7 + (i / w) / 5) % 2) as f32)
+            .collect();
         for y in cy - 1..=cy + 1 {
             for x in cx - 1..=cx + 1 {
                 px[y * w + x] = 1.0;
             }
         }
-        GreyImage { width: w, height: h, px }
+        GreyImage {
+            width: w,
+            height: h,
+            px,
+        }
     }
 
     #[test]
@@ -169,10 +233,17 @@ mod tests {
         for _ in 0..20 {
             let w = Homography::random_local(&mut rng, 1.0);
             let p = extract(&img, (83.0, 71.0), &w);
-            let (best, _) = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap();
+            let (best, _) = p
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap();
             let (u, v) = (best % SIZE, best / SIZE);
             // the dot sits at the patch centre (31.5, 31.5) whatever the warp
-            assert!((u as f64 - 31.5).abs() <= 2.0 && (v as f64 - 31.5).abs() <= 2.0, "dot at ({u}, {v})");
+            assert!(
+                (u as f64 - 31.5).abs() <= 2.0 && (v as f64 - 31.5).abs() <= 2.0,
+                "dot at ({u}, {v})"
+            );
         }
     }
 
@@ -206,6 +277,10 @@ mod tests {
         let (n1, n3) = (g.corners[0].len(), g.corners[1].len());
         assert_eq!(g.pairs.len(), n1 * n3);
         let pos = g.pairs.labels.iter().sum::<usize>();
-        assert!(pos >= 1 && pos * 20 < g.pairs.len(), "{pos} positives of {}: realistic imbalance", g.pairs.len());
+        assert!(
+            pos >= 1 && pos * 20 < g.pairs.len(),
+            "{pos} positives of {}: realistic imbalance",
+            g.pairs.len()
+        );
     }
 }

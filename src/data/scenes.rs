@@ -42,7 +42,12 @@ pub struct SceneConfig {
 
 impl Default for SceneConfig {
     fn default() -> Self {
-        SceneConfig { size: 192, item_px: (24, 80), per_scene: (2, 5), max_overlap: 0.15 }
+        SceneConfig {
+            size: 192,
+            item_px: (24, 80),
+            per_scene: (2, 5),
+            max_overlap: 0.15,
+        }
     }
 }
 
@@ -65,7 +70,11 @@ const OPAQUE: f32 = 0.15;
 /// Pastes a 28x28 item (values in [0, 1], black canvas) scaled to `side` px with its top-left
 /// corner at `(x, y)`; returns the box of the pixels it changed (`None` if none).
 pub fn paste(scene: &mut Scene, item: &[f32], x: usize, y: usize, side: usize) -> Option<BoxF> {
-    let src = GreyImage { width: 28, height: 28, px: item.to_vec() };
+    let src = GreyImage {
+        width: 28,
+        height: 28,
+        px: item.to_vec(),
+    };
     let scale = 28.0 / side as f64;
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
     for dy in 0..side {
@@ -75,7 +84,10 @@ pub fn paste(scene: &mut Scene, item: &[f32], x: usize, y: usize, side: usize) -
                 continue;
             }
             // pixel centres: (dx + 0.5) in the scene is (dx + 0.5) * scale - 0.5 in the item
-            let v = src.sample((dx as f64 + 0.5) * scale - 0.5, (dy as f64 + 0.5) * scale - 0.5);
+            let v = src.sample(
+                (dx as f64 + 0.5) * scale - 0.5,
+                (dy as f64 + 0.5) * scale - 0.5,
+            );
             if v <= CANVAS {
                 continue;
             }
@@ -98,7 +110,10 @@ fn background(photos: &[GreyImage], size: usize, rng: &mut impl Rng) -> Vec<f32>
     let ox = rng.random_range(0.0..=(w - size as f64).max(0.0));
     let oy = rng.random_range(0.0..=(h - size as f64).max(0.0));
     let flip = rng.random_bool(0.5);
-    let (gain, bias) = (rng.random_range(0.7f32..1.1), rng.random_range(-0.1f32..0.1));
+    let (gain, bias) = (
+        rng.random_range(0.7f32..1.1),
+        rng.random_range(-0.1f32..0.1),
+    );
     let mut px = Vec::with_capacity(size * size);
     for y in 0..size {
         for x in 0..size {
@@ -112,7 +127,13 @@ fn background(photos: &[GreyImage], size: usize, rng: &mut impl Rng) -> Vec<f32>
 
 /// `n` scenes: backgrounds from `photos`, items drawn from `items` (Fashion-MNIST, labels
 /// 0..10). Train and test scenes use disjoint photographs and disjoint item sets.
-pub fn compose(photos: &[GreyImage], items: &Dataset, n: usize, cfg: &SceneConfig, seed: u64) -> Vec<Scene> {
+pub fn compose(
+    photos: &[GreyImage],
+    items: &Dataset,
+    n: usize,
+    cfg: &SceneConfig,
+    seed: u64,
+) -> Vec<Scene> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let item_len = 28 * 28;
     (0..n)
@@ -127,19 +148,30 @@ pub fn compose(photos: &[GreyImage], items: &Dataset, n: usize, cfg: &SceneConfi
             let mut tries = 0;
             while scene.objects.len() < want && tries < 50 {
                 tries += 1;
-                let side = rng.random_range(cfg.item_px.0..=cfg.item_px.1).min(cfg.size);
+                let side = rng
+                    .random_range(cfg.item_px.0..=cfg.item_px.1)
+                    .min(cfg.size);
                 let x = rng.random_range(0..=cfg.size - side);
                 let y = rng.random_range(0..=cfg.size - side);
                 let k = rng.random_range(0..items.len());
                 let item = &items.images[k * item_len..(k + 1) * item_len];
                 // try on a copy: a placement that overlaps too much is dropped
                 let mut trial = scene.clone();
-                let Some(bbox) = paste(&mut trial, item, x, y, side) else { continue };
-                if scene.objects.iter().any(|o| iou(&o.bbox, &bbox) > cfg.max_overlap) {
+                let Some(bbox) = paste(&mut trial, item, x, y, side) else {
+                    continue;
+                };
+                if scene
+                    .objects
+                    .iter()
+                    .any(|o| iou(&o.bbox, &bbox) > cfg.max_overlap)
+                {
                     continue;
                 }
                 scene.px = trial.px;
-                scene.objects.push(Object { class: items.labels[k], bbox });
+                scene.objects.push(Object {
+                    class: items.labels[k],
+                    bbox,
+                });
             }
             scene
         })

@@ -8,8 +8,9 @@ use std::path::Path;
 /// Makes the committed DejaVu Sans the "sans-serif" font (cheap; repeated calls are harmless).
 pub(crate) fn register() -> anyhow::Result<()> {
     let bytes: &'static [u8] = include_bytes!("../../assets/DejaVuSans.ttf");
-    register_font("sans-serif", FontStyle::Normal, bytes)
-        .map_err(|_| anyhow::anyhow!("assets/DejaVuSans.ttf compiled into the binary is not a valid font"))
+    register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| {
+        anyhow::anyhow!("assets/DejaVuSans.ttf compiled into the binary is not a valid font")
+    })
 }
 
 /// One curve.
@@ -22,10 +23,19 @@ pub struct Series {
 }
 
 /// Draws `series` into a PNG at `path` (written to a temporary file, then renamed).
-pub fn line_plot(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> anyhow::Result<()> {
+pub fn line_plot(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> anyhow::Result<()> {
     register()?;
     // the encoder picks the format from the extension, so the temporary name ends in .png
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp.png"));
     {
         let root = BitMapBackend::new(&tmp, (900, 600)).into_drawing_area();
@@ -46,7 +56,12 @@ pub fn line_plot(path: &Path, title: &str, x_label: &str, y_label: &str, series:
             .y_desc(y_label)
             .label_style(("sans-serif", 15))
             .draw()?;
-        let palette = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
+        let palette = [
+            RGBColor(31, 119, 180),
+            RGBColor(255, 127, 14),
+            RGBColor(44, 160, 44),
+            RGBColor(214, 39, 40),
+        ];
         for s in series {
             let colour = palette[s.colour % palette.len()];
             let style = colour.stroke_width(2);
@@ -55,9 +70,9 @@ pub fn line_plot(path: &Path, title: &str, x_label: &str, y_label: &str, series:
             } else {
                 chart.draw_series(LineSeries::new(s.points.iter().copied(), style))?
             };
-            drawn
-                .label(s.label.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            drawn.label(s.label.clone()).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
         }
         chart
             .configure_series_labels()

@@ -10,32 +10,80 @@ fn cell(v: Option<f64>, fmt: impl Fn(f64) -> String) -> String {
 type Column = (String, Box<dyn Fn(&Row) -> String>);
 
 pub fn to_string(rows: &[Row]) -> String {
-    let metric = rows.first().map(|r| r.metric_name.clone()).unwrap_or_else(|| "metric".into());
+    let metric = rows
+        .first()
+        .map(|r| r.metric_name.clone())
+        .unwrap_or_else(|| "metric".into());
     let mut columns: Vec<Column> = vec![
         ("network".into(), Box::new(|r: &Row| r.network.clone())),
-        (metric, Box::new(|r: &Row| cell(r.metric, |v| format!("{:.2}", 100.0 * v)))),
-        ("target TPR".into(), Box::new(|r: &Row| cell(r.target_tpr, |v| format!("{v}")))),
-        ("reached TPR".into(), Box::new(|r: &Row| cell(r.reached_tpr, |v| format!("{v:.3}")))),
-        ("% pass s1".into(), Box::new(|r: &Row| cell(r.pass_pct, |v| format!("{v:.1}")))),
-        ("ms/1000".into(), Box::new(|r: &Row| cell(r.ms_per_1000, |v| format!("{v:.1}")))),
-        ("speed-up".into(), Box::new(|r: &Row| cell(r.speedup_measured, |v| format!("{v:.2}x")))),
-        ("theory".into(), Box::new(|r: &Row| cell(r.speedup_theory, |v| format!("{v:.2}x")))),
+        (
+            metric,
+            Box::new(|r: &Row| cell(r.metric, |v| format!("{:.2}", 100.0 * v))),
+        ),
+        (
+            "target TPR".into(),
+            Box::new(|r: &Row| cell(r.target_tpr, |v| format!("{v}"))),
+        ),
+        (
+            "reached TPR".into(),
+            Box::new(|r: &Row| cell(r.reached_tpr, |v| format!("{v:.3}"))),
+        ),
+        (
+            "% pass s1".into(),
+            Box::new(|r: &Row| cell(r.pass_pct, |v| format!("{v:.1}"))),
+        ),
+        (
+            "ms/1000".into(),
+            Box::new(|r: &Row| cell(r.ms_per_1000, |v| format!("{v:.1}"))),
+        ),
+        (
+            "speed-up".into(),
+            Box::new(|r: &Row| cell(r.speedup_measured, |v| format!("{v:.2}x"))),
+        ),
+        (
+            "theory".into(),
+            Box::new(|r: &Row| cell(r.speedup_theory, |v| format!("{v:.2}x"))),
+        ),
     ];
     if rows.iter().any(|r| r.head_ms_per_image.is_some()) {
-        columns.push(("head ms/img".into(), Box::new(|r: &Row| cell(r.head_ms_per_image, |v| format!("{v:.1}")))));
-        columns.push(("total ms/img".into(), Box::new(|r: &Row| cell(r.pipeline_ms_per_image, |v| format!("{v:.1}")))));
-        columns.push(("total speed-up".into(), Box::new(|r: &Row| cell(r.speedup_pipeline, |v| format!("{v:.2}x")))));
+        columns.push((
+            "head ms/img".into(),
+            Box::new(|r: &Row| cell(r.head_ms_per_image, |v| format!("{v:.1}"))),
+        ));
+        columns.push((
+            "total ms/img".into(),
+            Box::new(|r: &Row| cell(r.pipeline_ms_per_image, |v| format!("{v:.1}"))),
+        ));
+        columns.push((
+            "total speed-up".into(),
+            Box::new(|r: &Row| cell(r.speedup_pipeline, |v| format!("{v:.2}x"))),
+        ));
     }
     let header: Vec<String> = columns.iter().map(|c| c.0.clone()).collect();
-    let body: Vec<Vec<String>> = rows.iter().map(|r| columns.iter().map(|c| (c.1)(r)).collect()).collect();
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| columns.iter().map(|c| (c.1)(r)).collect())
+        .collect();
     let widths: Vec<usize> = (0..columns.len())
-        .map(|i| body.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap())
+        .map(|i| {
+            body.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap()
+        })
         .collect();
     let line = |cells: &[String]| {
         cells
             .iter()
             .enumerate()
-            .map(|(i, c)| if i == 0 { format!("{c:<w$}", w = widths[i]) } else { format!("{c:>w$}", w = widths[i]) })
+            .map(|(i, c)| {
+                if i == 0 {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    format!("{c:>w$}", w = widths[i])
+                }
+            })
             .collect::<Vec<_>>()
             .join("  ")
     };

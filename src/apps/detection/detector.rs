@@ -10,17 +10,17 @@
 
 use super::proposals::best_match;
 use super::roi_pool::{roi_pool, roi_pool_direct, roi_pool_direct_nhwc};
-use crate::infer::{Act, EngineKind, FastModel};
 use crate::cascade::{Gate, Model, Timing, run};
 use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
 use crate::data::scenes::{BoxF, Scene};
 use crate::error::{DataError, TrainError};
+use crate::infer::{Act, EngineKind, FastModel};
 use crate::onion::{Arch, Net, NetworkKind, OnionModule, archs, he};
 use crate::spec::{Detector as Layout, LayerKind, Spec};
 use crate::train::{TrainConfig, bar, correct, objectives, stage_loss};
 use burn::module::Module;
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
@@ -52,10 +52,16 @@ impl Backbone {
             .backbone
             .iter()
             .map(|l| match l.kind {
-                LayerKind::Conv { kernel, stride, padding } => {
+                LayerKind::Conv {
+                    kernel,
+                    stride,
+                    padding,
+                } => {
                     let conv = Conv2dConfig::new([c_in, l.width], [kernel, kernel])
                         .with_stride([stride, stride])
-                        .with_padding(PaddingConfig2d::Explicit(padding, padding, padding, padding))
+                        .with_padding(PaddingConfig2d::Explicit(
+                            padding, padding, padding, padding,
+                        ))
                         .with_initializer(he())
                         .init(device);
                     c_in = l.width;
@@ -63,7 +69,10 @@ impl Backbone {
                     Some(conv)
                 }
                 _ => {
-                    norms.push((l.kind == LayerKind::Batchnorm).then(|| BatchNormConfig::new(c_in).init(device)));
+                    norms.push(
+                        (l.kind == LayerKind::Batchnorm)
+                            .then(|| BatchNormConfig::new(c_in).init(device)),
+                    );
                     None
                 }
             })
@@ -76,10 +85,22 @@ impl Backbone {
         for ((l, conv), norm) in layout.backbone.iter().zip(&self.convs).zip(&self.norms) {
             x = match (&l.kind, conv) {
                 (LayerKind::Conv { .. }, Some(c)) => c.forward(x),
-                (LayerKind::Batchnorm, _) => norm.as_ref().expect("built with the layout").forward(x),
-                (LayerKind::Maxpool { kernel, stride, ceil }, _) => {
-                    max_pool2d(x, MaxPoolOptions::new([*kernel, *kernel]).with_stride([*stride, *stride]).with_ceil_mode(*ceil))
+                (LayerKind::Batchnorm, _) => {
+                    norm.as_ref().expect("built with the layout").forward(x)
                 }
+                (
+                    LayerKind::Maxpool {
+                        kernel,
+                        stride,
+                        ceil,
+                    },
+                    _,
+                ) => max_pool2d(
+                    x,
+                    MaxPoolOptions::new([*kernel, *kernel])
+                        .with_stride([*stride, *stride])
+                        .with_ceil_mode(*ceil),
+                ),
                 _ => relu(x),
             };
         }
@@ -100,7 +121,10 @@ impl DetectorModule {
         let layout = spec.detector.as_ref().expect("checked by layout()");
         DetectorModule {
             backbone: Backbone::new(layout, device),
-            heads: archs(spec, kind).iter().map(|a| OnionModule::new(a, device)).collect(),
+            heads: archs(spec, kind)
+                .iter()
+                .map(|a| OnionModule::new(a, device))
+                .collect(),
         }
     }
 }
@@ -116,7 +140,10 @@ pub fn layout(spec: &Spec) -> Result<&Layout, DataError> {
 /// Scenes as a normalised batch `[N, 1, H, W]`.
 pub fn scenes_tensor(scenes: &[&Scene], device: &Device) -> Tensor<4> {
     let (h, w) = (scenes[0].height, scenes[0].width);
-    let px: Vec<f32> = scenes.iter().flat_map(|s| s.px.iter().map(|v| (v - MEAN) / STD)).collect();
+    let px: Vec<f32> = scenes
+        .iter()
+        .flat_map(|s| s.px.iter().map(|v| (v - MEAN) / STD))
+        .collect();
     Tensor::from_data(TensorData::new(px, [scenes.len(), 1, h, w]), device)
 }
 
@@ -164,7 +191,10 @@ const MAX_PER_SCENE: usize = 100;
 
 impl Detector {
     fn layout(&self) -> &Layout {
-        self.spec.detector.as_ref().expect("a detector's description has [detector]")
+        self.spec
+            .detector
+            .as_ref()
+            .expect("a detector's description has [detector]")
     }
 
     /// Backbone maps of one scene, channels last `[H, W, C]`, and their `(C, H, W)`.
@@ -172,7 +202,11 @@ impl Detector {
         let x = scenes_tensor(&[scene], device);
         let m = self.backbone.forward(self.layout(), x);
         let [_, c, h, w] = m.dims();
-        let v = m.permute([0, 2, 3, 1]).into_data().try_to_vec::<f32>().expect("f32 maps");
+        let v = m
+            .permute([0, 2, 3, 1])
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32 maps");
         (v, (c, h, w))
     }
 
@@ -182,15 +216,30 @@ impl Detector {
         self.pool(&v, chw, boxes, device)
     }
 
-    fn pool(&self, maps: &[f32], chw: (usize, usize, usize), boxes: &[BoxF], device: &Device) -> Tensor<4> {
+    fn pool(
+        &self,
+        maps: &[f32],
+        chw: (usize, usize, usize),
+        boxes: &[BoxF],
+        device: &Device,
+    ) -> Tensor<4> {
         let i = self.spec.input;
         let v = roi_pool_direct(maps, chw, boxes, self.layout().stride, (i.height, i.width));
-        Tensor::from_data(TensorData::new(v, [boxes.len(), i.channels, i.height, i.width]), device)
+        Tensor::from_data(
+            TensorData::new(v, [boxes.len(), i.channels, i.height, i.width]),
+            device,
+        )
     }
 
     /// Detects objects in one scene: backbone, RoI pooling of every proposal, the head as a
     /// cascade under `gate`, per-class NMS.
-    pub fn detect(&self, scene: &Scene, proposals: &[BoxF], gate: &Gate, device: &Device) -> SceneOutput {
+    pub fn detect(
+        &self,
+        scene: &Scene,
+        proposals: &[BoxF],
+        gate: &Gate,
+        device: &Device,
+    ) -> SceneOutput {
         let t0 = Instant::now();
         let (v, chw) = self.maps(scene, device);
         let t1 = Instant::now();
@@ -202,8 +251,20 @@ impl Detector {
                 (run(&self.head, x, gate), t2)
             }
             EngineKind::Own => {
-                let data = roi_pool_direct_nhwc(&v, chw, proposals, self.layout().stride, (i.height, i.width));
-                let x = Act { n: proposals.len(), h: i.height, w: i.width, c: i.channels, data };
+                let data = roi_pool_direct_nhwc(
+                    &v,
+                    chw,
+                    proposals,
+                    self.layout().stride,
+                    (i.height, i.width),
+                );
+                let x = Act {
+                    n: proposals.len(),
+                    h: i.height,
+                    w: i.width,
+                    c: i.channels,
+                    data,
+                };
                 let t2 = Instant::now();
                 (run(&self.fast, x, gate), t2)
             }
@@ -268,8 +329,18 @@ pub fn proposal_labels(scene: &Scene, proposals: &[BoxF]) -> Vec<(usize, f32)> {
 }
 
 /// RoIs for one training step of one scene: `(box, fine label)`.
-fn sample_rois(scene: &Scene, labels: &[(usize, f32)], proposals: &[BoxF], cfg: &DetectTrainConfig, rng: &mut impl Rng) -> Vec<(BoxF, usize)> {
-    let mut fg: Vec<(BoxF, usize)> = scene.objects.iter().map(|o| (o.bbox, o.class + 1)).collect();
+fn sample_rois(
+    scene: &Scene,
+    labels: &[(usize, f32)],
+    proposals: &[BoxF],
+    cfg: &DetectTrainConfig,
+    rng: &mut impl Rng,
+) -> Vec<(BoxF, usize)> {
+    let mut fg: Vec<(BoxF, usize)> = scene
+        .objects
+        .iter()
+        .map(|o| (o.bbox, o.class + 1))
+        .collect();
     let mut hard = Vec::new();
     let mut easy = Vec::new();
     for (p, &(l, v)) in proposals.iter().zip(labels) {
@@ -306,14 +377,27 @@ pub fn train(
     device: &Device,
 ) -> Result<Detector, TrainError> {
     let lay = layout(spec)?.clone();
-    for (what, sc) in [("training scenes", train_scenes), ("validation scenes", valid_scenes)] {
+    for (what, sc) in [
+        ("training scenes", train_scenes),
+        ("validation scenes", valid_scenes),
+    ] {
         if sc.is_empty() {
-            return Err(DataError::Mismatch { what: what.into(), reason: "no scenes".into() }.into());
+            return Err(DataError::Mismatch {
+                what: what.into(),
+                reason: "no scenes".into(),
+            }
+            .into());
         }
-        if let Some(s) = sc.iter().find(|s| (s.height, s.width) != (lay.image.height, lay.image.width)) {
+        if let Some(s) = sc
+            .iter()
+            .find(|s| (s.height, s.width) != (lay.image.height, lay.image.width))
+        {
             return Err(DataError::Mismatch {
                 what: format!("{what} vs {} field detector.image", spec.source.display()),
-                reason: format!("a scene is {}x{} but the description expects {}x{}", s.width, s.height, lay.image.width, lay.image.height),
+                reason: format!(
+                    "a scene is {}x{} but the description expects {}x{}",
+                    s.width, s.height, lay.image.width, lay.image.height
+                ),
             }
             .into());
         }
@@ -325,10 +409,16 @@ pub fn train(
     let same_config = |state: &TrainState| {
         state.kind == kind
             && state.train_examples == train_scenes.len()
-            && state.config.as_ref().is_some_and(|c| serde_json::to_string(c).ok() == serde_json::to_string(base).ok())
+            && state
+                .config
+                .as_ref()
+                .is_some_and(|c| serde_json::to_string(c).ok() == serde_json::to_string(base).ok())
             && state.epochs_done.first() == Some(&base.epochs)
     };
-    if ckpt.exists() && ckpt.check_spec(spec).is_ok() && ckpt.load_state().is_ok_and(|s| same_config(&s)) {
+    if ckpt.exists()
+        && ckpt.check_spec(spec).is_ok()
+        && ckpt.load_state().is_ok_and(|s| same_config(&s))
+    {
         let module: DetectorModule = ckpt.load_module(0, fresh(device))?;
         return Ok(finish(spec, kind, module, archs));
     }
@@ -342,14 +432,26 @@ pub fn train(
         train_examples: train_scenes.len(),
         log: vec![Vec::new()],
     };
-    let labels: Vec<Vec<(usize, f32)>> = train_scenes.iter().map(|s| proposal_labels(s, proposals)).collect();
-    let valid_labels: Vec<Vec<(usize, f32)>> = valid_scenes.iter().map(|s| proposal_labels(s, proposals)).collect();
+    let labels: Vec<Vec<(usize, f32)>> = train_scenes
+        .iter()
+        .map(|s| proposal_labels(s, proposals))
+        .collect();
+    let valid_labels: Vec<Vec<(usize, f32)>> = valid_scenes
+        .iter()
+        .map(|s| proposal_labels(s, proposals))
+        .collect();
     let ad = device.clone().autodiff();
     ad.seed(base.seed);
     let mut module = fresh(&ad);
     let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig { momentum: base.momentum, dampening: 0.0, nesterov: false }))
-        .with_weight_decay(Some(WeightDecayConfig { penalty: base.weight_decay as f32 }))
+        .with_momentum(Some(MomentumConfig {
+            momentum: base.momentum,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .with_weight_decay(Some(WeightDecayConfig {
+            penalty: base.weight_decay as f32,
+        }))
         .init();
     let grid = (spec.input.height, spec.input.width);
     let steps_per_epoch = train_scenes.len().div_ceil(base.batch_size);
@@ -357,15 +459,23 @@ pub fn train(
     let n_obj: usize = objectives.iter().map(|o| o.len()).sum();
     for epoch in 0..base.epochs {
         let t0 = Instant::now();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(base.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(
+            base.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
         let mut order: Vec<usize> = (0..train_scenes.len()).collect();
         order.shuffle(&mut rng);
-        let pb = bar(steps_per_epoch as u64, format!("{kind} detector epoch {}/{}", epoch + 1, base.epochs), base.quiet);
+        let pb = bar(
+            steps_per_epoch as u64,
+            format!("{kind} detector epoch {}/{}", epoch + 1, base.epochs),
+            base.quiet,
+        );
         let mut sums = vec![(0.0f64, 0usize); n_obj];
         let mut seen = 0usize;
         for (step, chunk) in order.chunks(base.batch_size).enumerate() {
             let global = epoch * steps_per_epoch + step;
-            let lr = base.lr * 0.5 * (1.0 + (std::f64::consts::PI * global as f64 / total_steps as f64).cos());
+            let lr = base.lr
+                * 0.5
+                * (1.0 + (std::f64::consts::PI * global as f64 / total_steps as f64).cos());
             let scenes: Vec<&Scene> = chunk.iter().map(|&i| &train_scenes[i]).collect();
             let mut rois = Vec::new();
             let mut fine = Vec::new();
@@ -395,18 +505,40 @@ pub fn train(
                 }
             }
             seen += fine.len();
-            let grads = GradientsParams::from_grads(total.expect("a stage to train").backward(), &module);
+            let grads =
+                GradientsParams::from_grads(total.expect("a stage to train").backward(), &module);
             module = optim.step(lr, module, grads);
             pb.inc(1);
             pb.set_message(progress(&objectives, &sums, seen, "loss", "acc"));
         }
         // validation: the same sampling on held-out scenes, fixed seed, no gradients
-        let valid = validate(&module.valid(), spec, &lay, &archs, &objectives, valid_scenes, &valid_labels, proposals, cfg, device);
-        let stages: Vec<[f64; 4]> =
-            sums.iter().zip(&valid).map(|(&(l, c), &(vl, va))| [l / seen as f64, c as f64 / seen as f64, vl, va]).collect();
-        let shown: Vec<(f64, usize)> = valid.iter().map(|&(l, a)| (l, (a * 1e6) as usize)).collect();
+        let valid = validate(
+            &module.valid(),
+            spec,
+            &lay,
+            &archs,
+            &objectives,
+            valid_scenes,
+            &valid_labels,
+            proposals,
+            cfg,
+            device,
+        );
+        let stages: Vec<[f64; 4]> = sums
+            .iter()
+            .zip(&valid)
+            .map(|(&(l, c), &(vl, va))| [l / seen as f64, c as f64 / seen as f64, vl, va])
+            .collect();
+        let shown: Vec<(f64, usize)> = valid
+            .iter()
+            .map(|&(l, a)| (l, (a * 1e6) as usize))
+            .collect();
         pb.finish_with_message(progress(&objectives, &shown, 1_000_000, "val loss", "acc"));
-        state.log[0].push(EpochLog { epoch: epoch + 1, stages, seconds: t0.elapsed().as_secs_f64() });
+        state.log[0].push(EpochLog {
+            epoch: epoch + 1,
+            stages,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
         state.epochs_done[0] = epoch + 1;
         ckpt.save_module(0, &module)?;
         ckpt.save_state(&state)?;
@@ -415,12 +547,25 @@ pub fn train(
 }
 
 /// `s1 loss .. acc .. | s2 ...` over the objectives.
-fn progress(objectives: &[Vec<(usize, usize)>], sums: &[(f64, usize)], seen: usize, loss: &str, acc: &str) -> String {
+fn progress(
+    objectives: &[Vec<(usize, usize)>],
+    sums: &[(f64, usize)],
+    seen: usize,
+    loss: &str,
+    acc: &str,
+) -> String {
     objectives
         .iter()
         .flatten()
         .zip(sums)
-        .map(|(&(_, s), &(l, c))| format!("s{} {loss} {:.3} {acc} {:.1}%", s + 1, l / seen as f64, 100.0 * c as f64 / seen as f64))
+        .map(|(&(_, s), &(l, c))| {
+            format!(
+                "s{} {loss} {:.3} {acc} {:.1}%",
+                s + 1,
+                l / seen as f64,
+                100.0 * c as f64 / seen as f64
+            )
+        })
         .collect::<Vec<_>>()
         .join(" | ")
 }
@@ -453,26 +598,49 @@ fn validate(
             }
         }
         let refs: Vec<&Scene> = chunk.iter().collect();
-        let x = roi_pool(module.backbone.forward(lay, scenes_tensor(&refs, device)), &rois, lay.stride, grid);
+        let x = roi_pool(
+            module.backbone.forward(lay, scenes_tensor(&refs, device)),
+            &rois,
+            lay.stride,
+            grid,
+        );
         let mut k = 0;
         for (i, arch) in archs.iter().enumerate() {
             let logits = module.heads[i].forward_all(arch, &x);
             for &(b, s) in &objectives[i] {
                 let st = &spec.stages[s];
-                sums[k].0 += stage_loss(st, logits[b].clone(), &fine, device).into_scalar::<f32>() as f64 * fine.len() as f64;
+                sums[k].0 += stage_loss(st, logits[b].clone(), &fine, device).into_scalar::<f32>()
+                    as f64
+                    * fine.len() as f64;
                 sums[k].1 += correct(st, &logits[b], &fine);
                 k += 1;
             }
         }
         seen += fine.len();
     }
-    sums.into_iter().map(|(l, c)| (l / seen.max(1) as f64, c as f64 / seen.max(1) as f64)).collect()
+    sums.into_iter()
+        .map(|(l, c)| (l / seen.max(1) as f64, c as f64 / seen.max(1) as f64))
+        .collect()
 }
 
 fn finish(spec: &Spec, kind: NetworkKind, module: DetectorModule, archs: Vec<Arch>) -> Detector {
-    let nets = archs.into_iter().zip(module.heads).map(|(arch, module)| Net { arch, module }).collect();
-    let head = Model { kind, spec: spec.clone(), nets };
-    Detector { spec: spec.clone(), backbone: module.backbone, fast: FastModel::from_model(&head), head, engine: EngineKind::default() }
+    let nets = archs
+        .into_iter()
+        .zip(module.heads)
+        .map(|(arch, module)| Net { arch, module })
+        .collect();
+    let head = Model {
+        kind,
+        spec: spec.clone(),
+        nets,
+    };
+    Detector {
+        spec: spec.clone(),
+        backbone: module.backbone,
+        fast: FastModel::from_model(&head),
+        head,
+        engine: EngineKind::default(),
+    }
 }
 
 /// Thresholds are calibrated from this gate's complement: the s-classes of interest of an
@@ -485,7 +653,10 @@ pub fn object_gate(spec: &Spec, cal: &crate::calibrate::Calibration) -> Gate {
             .enumerate()
             .map(|(s, t)| {
                 let bg = spec.stages[s].s_class(0);
-                (0..t.len()).filter(|&c| c != bg).map(|c| (c, t[c])).collect()
+                (0..t.len())
+                    .filter(|&c| c != bg)
+                    .map(|c| (c, t[c]))
+                    .collect()
             })
             .collect(),
     }

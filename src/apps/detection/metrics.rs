@@ -56,12 +56,17 @@ pub fn average_precision(tp_sorted: &[bool], n_gt: usize) -> f64 {
 /// AP of each class (0..classes) and their mean. `objects[i]` are image i's ground truth;
 /// a detection is a true positive when it overlaps a not-yet-claimed object of its class in its
 /// image by IoU >= 0.5 (highest scores claim first), else a false positive.
-pub fn mean_average_precision(detections: &[Detection], objects: &[Vec<Object>], classes: usize) -> (Vec<f64>, f64) {
+pub fn mean_average_precision(
+    detections: &[Detection],
+    objects: &[Vec<Object>],
+    classes: usize,
+) -> (Vec<f64>, f64) {
     let aps: Vec<f64> = (0..classes)
         .map(|c| {
             let mut dets: Vec<&Detection> = detections.iter().filter(|d| d.class == c).collect();
             dets.sort_by(|a, b| b.score.total_cmp(&a.score));
-            let mut claimed: Vec<Vec<bool>> = objects.iter().map(|o| vec![false; o.len()]).collect();
+            let mut claimed: Vec<Vec<bool>> =
+                objects.iter().map(|o| vec![false; o.len()]).collect();
             let tp: Vec<bool> = dets
                 .iter()
                 .map(|d| {
@@ -88,7 +93,11 @@ pub fn mean_average_precision(detections: &[Detection], objects: &[Vec<Object>],
         .filter(|&c| objects.iter().flatten().any(|o| o.class == c))
         .map(|c| aps[c])
         .collect();
-    let mean = if present.is_empty() { 0.0 } else { present.iter().sum::<f64>() / present.len() as f64 };
+    let mean = if present.is_empty() {
+        0.0
+    } else {
+        present.iter().sum::<f64>() / present.len() as f64
+    };
     (aps, mean)
 }
 
@@ -122,10 +131,27 @@ mod tests {
     #[test]
     fn map_matches_objects_once_and_by_class() {
         let objects = vec![
-            vec![Object { class: 0, bbox: [0.0, 0.0, 10.0, 10.0] }, Object { class: 1, bbox: [20.0, 20.0, 30.0, 30.0] }],
-            vec![Object { class: 0, bbox: [0.0, 0.0, 10.0, 10.0] }],
+            vec![
+                Object {
+                    class: 0,
+                    bbox: [0.0, 0.0, 10.0, 10.0],
+                },
+                Object {
+                    class: 1,
+                    bbox: [20.0, 20.0, 30.0, 30.0],
+                },
+            ],
+            vec![Object {
+                class: 0,
+                bbox: [0.0, 0.0, 10.0, 10.0],
+            }],
         ];
-        let d = |image, class, score, bbox| Detection { image, class, score, bbox };
+        let d = |image, class, score, bbox| Detection {
+            image,
+            class,
+            score,
+            bbox,
+        };
         let dets = vec![
             d(0, 0, 0.9, [0.0, 0.0, 10.0, 10.0]),   // TP
             d(0, 0, 0.8, [1.0, 0.0, 10.0, 10.0]),   // duplicate of a claimed object: FP
@@ -142,7 +168,12 @@ mod tests {
 
     #[test]
     fn nms_keeps_the_best_of_overlapping_boxes() {
-        let boxes = [[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [30.0, 30.0, 40.0, 40.0], [0.0, 0.0, 10.0, 9.0]];
+        let boxes = [
+            [0.0, 0.0, 10.0, 10.0],
+            [1.0, 1.0, 11.0, 11.0],
+            [30.0, 30.0, 40.0, 40.0],
+            [0.0, 0.0, 10.0, 9.0],
+        ];
         let scores = [0.5, 0.9, 0.3, 0.4];
         assert_eq!(nms(&boxes, &scores, 0.3), vec![1, 2]);
         assert_eq!(nms(&boxes, &scores, 1.0), vec![1, 0, 3, 2]);

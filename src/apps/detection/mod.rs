@@ -2,10 +2,10 @@
 //! fully connected classifier replaced by an onion (stage 1 = object vs background on every
 //! proposal, stage 2 = the class for the proposals that pass).
 
+pub mod detector;
 pub mod metrics;
 pub mod proposals;
 pub mod roi_pool;
-pub mod detector;
 pub mod show;
 
 use crate::calibrate::{Calibration, calibrate_model};
@@ -38,7 +38,12 @@ impl Scenes {
     /// Composes the scenes: training and held-out scenes on the training photographs with
     /// disjoint items of Fashion-MNIST's training file (first 5/6 / last 1/6); test scenes on
     /// other photographs with items of its test file.
-    pub fn build(fashion: &Path, counts: [usize; 3], cfg: &SceneConfig, seed: u64) -> Result<Scenes, DataError> {
+    pub fn build(
+        fashion: &Path,
+        counts: [usize; 3],
+        cfg: &SceneConfig,
+        seed: u64,
+    ) -> Result<Scenes, DataError> {
         let items = crate::data::fashion::load_split(fashion, "train")?;
         let test_items = crate::data::fashion::load_split(fashion, "t10k")?;
         let cut = items.len() * 5 / 6;
@@ -48,9 +53,25 @@ impl Scenes {
         let test_photos = load_photos(&photos, &TEST_PHOTOS)?;
         Ok(Scenes {
             train: compose(&train_photos, &items.subset(&a), counts[0], cfg, seed),
-            valid: compose(&train_photos, &items.subset(&b), counts[1], cfg, seed.wrapping_add(1)),
-            test: compose(&test_photos, &test_items, counts[2], cfg, seed.wrapping_add(2)),
-            proposals: proposals::sliding_windows(cfg.size, cfg.size, &proposals::WindowConfig::default()),
+            valid: compose(
+                &train_photos,
+                &items.subset(&b),
+                counts[1],
+                cfg,
+                seed.wrapping_add(1),
+            ),
+            test: compose(
+                &test_photos,
+                &test_items,
+                counts[2],
+                cfg,
+                seed.wrapping_add(2),
+            ),
+            proposals: proposals::sliding_windows(
+                cfg.size,
+                cfg.size,
+                &proposals::WindowConfig::default(),
+            ),
         })
     }
 }
@@ -58,19 +79,36 @@ impl Scenes {
 /// Thresholds of a detector's early stages at every target TPR, from the held-out scenes:
 /// the RoI-pooled maps of every object proposal (IoU >= 0.5) and of up to `bg_per_scene`
 /// background proposals per scene become a calibration set for the engine's calibration.
-pub fn calibrate(det: &Detector, scenes: &[Scene], proposals: &[BoxF], tprs: &[f64], bg_per_scene: usize, device: &Device) -> Result<Vec<Calibration>, CascadeError> {
+pub fn calibrate(
+    det: &Detector,
+    scenes: &[Scene],
+    proposals: &[BoxF],
+    tprs: &[f64],
+    bg_per_scene: usize,
+    device: &Device,
+) -> Result<Vec<Calibration>, CascadeError> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let i = det.spec.input;
-    let mut set = Dataset { images: Vec::new(), labels: Vec::new(), shape: [i.channels, i.height, i.width], classes: det.spec.classes };
+    let mut set = Dataset {
+        images: Vec::new(),
+        labels: Vec::new(),
+        shape: [i.channels, i.height, i.width],
+        classes: det.spec.classes,
+    };
     for scene in scenes {
         let labels = proposal_labels(scene, proposals);
         let fg: Vec<usize> = (0..proposals.len()).filter(|&j| labels[j].0 > 0).collect();
         let bg: Vec<usize> = (0..proposals.len()).filter(|&j| labels[j].0 == 0).collect();
         let mut pick = fg;
-        pick.extend(sample(&mut rng, bg.len(), bg_per_scene.min(bg.len())).into_iter().map(|k| bg[k]));
+        pick.extend(
+            sample(&mut rng, bg.len(), bg_per_scene.min(bg.len()))
+                .into_iter()
+                .map(|k| bg[k]),
+        );
         let boxes: Vec<BoxF> = pick.iter().map(|&j| proposals[j]).collect();
         let x = det.pooled(scene, &boxes, device);
-        set.images.extend(x.into_data().try_to_vec::<f32>().expect("f32 maps"));
+        set.images
+            .extend(x.into_data().try_to_vec::<f32>().expect("f32 maps"));
         set.labels.extend(pick.iter().map(|&j| labels[j].0));
     }
     calibrate_model(&det.head, &set, tprs, device)
@@ -96,31 +134,50 @@ pub struct Outcome {
 
 /// Runs every (detector, calibration) on every test scene — interleaved scene by scene, so
 /// machine noise hits all of them alike — and scores mAP at IoU 0.5 over the 10 classes.
-pub fn evaluate(models: &[(&Detector, Vec<Option<Calibration>>)], scenes: &[Scene], proposals: &[BoxF], device: &Device) -> Result<Vec<Outcome>, CascadeError> {
+pub fn evaluate(
+    models: &[(&Detector, Vec<Option<Calibration>>)],
+    scenes: &[Scene],
+    proposals: &[BoxF],
+    device: &Device,
+) -> Result<Vec<Outcome>, CascadeError> {
     if scenes.is_empty() {
         return Err(CascadeError::Empty("test scenes".into()));
     }
-    let points: Vec<(usize, Option<&Calibration>)> =
-        models.iter().enumerate().flat_map(|(m, (_, cals))| cals.iter().map(move |c| (m, c.as_ref()))).collect();
+    let points: Vec<(usize, Option<&Calibration>)> = models
+        .iter()
+        .enumerate()
+        .flat_map(|(m, (_, cals))| cals.iter().map(move |c| (m, c.as_ref())))
+        .collect();
     let gates: Vec<crate::cascade::Gate> = points
         .iter()
         .map(|&(m, c)| match c {
             Some(c) => object_gate(&models[m].0.spec, c),
-            None => crate::cascade::Gate { per_stage: Vec::new() },
+            None => crate::cascade::Gate {
+                per_stage: Vec::new(),
+            },
         })
         .collect();
     let mut dets: Vec<Vec<Detection>> = vec![Vec::new(); points.len()];
     let mut passed = vec![(0usize, 0usize, 0usize, 0usize); points.len()]; // (pass, all, pos pass, pos)
     let mut times = vec![[Duration::ZERO; 6]; points.len()];
     let pb = ProgressBar::new(scenes.len() as u64);
-    pb.set_style(ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} eta {eta}").unwrap().progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} eta {eta}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
     pb.set_prefix("detecting (test scenes)");
     for (si, scene) in scenes.iter().enumerate() {
         let labels = proposal_labels(scene, proposals);
         for (k, &(m, _)) in points.iter().enumerate() {
             let out = models[m].0.detect(scene, proposals, &gates[k], device);
             for (c, score, bbox) in out.detections {
-                dets[k].push(Detection { image: si, class: c, score, bbox });
+                dets[k].push(Detection {
+                    image: si,
+                    class: c,
+                    score,
+                    bbox,
+                });
             }
             for (p, &(l, _)) in out.passed.iter().zip(&labels) {
                 passed[k].0 += *p as usize;
@@ -132,14 +189,22 @@ pub fn evaluate(models: &[(&Detector, Vec<Option<Calibration>>)], scenes: &[Scen
             }
             let t = &out.timing;
             let stages: Duration = t.head.stage.iter().sum();
-            for (acc, d) in times[k].iter_mut().zip([t.backbone, t.roi_pool, stages, t.head.overhead(), t.nms, t.total]) {
+            for (acc, d) in times[k].iter_mut().zip([
+                t.backbone,
+                t.roi_pool,
+                stages,
+                t.head.overhead(),
+                t.nms,
+                t.total,
+            ]) {
                 *acc += d;
             }
         }
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let objects: Vec<Vec<crate::data::scenes::Object>> = scenes.iter().map(|s| s.objects.clone()).collect();
+    let objects: Vec<Vec<crate::data::scenes::Object>> =
+        scenes.iter().map(|s| s.objects.clone()).collect();
     let n = scenes.len() as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1e3 / n;
     Ok(points
@@ -166,13 +231,22 @@ pub fn evaluate(models: &[(&Detector, Vec<Option<Calibration>>)], scenes: &[Scen
 
 /// Table rows: mAP, % of proposals passing stage 1, head and pipeline time per image, and the
 /// head's speed-up measured and from the cost model (at the measured pass fraction).
-pub fn rows(spec: &crate::spec::Spec, outcomes: &[Outcome], proposals: usize, setting: &str) -> Vec<Row> {
+pub fn rows(
+    spec: &crate::spec::Spec,
+    outcomes: &[Outcome],
+    proposals: usize,
+    setting: &str,
+) -> Vec<Row> {
     let mono = outcomes.iter().find(|o| o.kind == NetworkKind::Monolithic);
     let t_mono = stage_costs(spec, NetworkKind::Monolithic)[0] as f64;
     outcomes
         .iter()
         .map(|o| {
-            let pass = if o.kind == NetworkKind::Monolithic { vec![] } else { vec![o.pass] };
+            let pass = if o.kind == NetworkKind::Monolithic {
+                vec![]
+            } else {
+                vec![o.pass]
+            };
             Row {
                 network: o.kind.name().into(),
                 metric_name: "mAP".into(),

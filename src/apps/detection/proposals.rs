@@ -19,7 +19,12 @@ pub struct WindowConfig {
 
 impl Default for WindowConfig {
     fn default() -> Self {
-        WindowConfig { sides: vec![18, 30, 48, 76], max_aspect: 2.7, steps_per_side: 3, min_step: 11 }
+        WindowConfig {
+            sides: vec![18, 30, 48, 76],
+            max_aspect: 2.7,
+            steps_per_side: 3,
+            min_step: 11,
+        }
     }
 }
 
@@ -72,7 +77,11 @@ pub fn best_match(proposals: &[BoxF], objects: &[Object]) -> Vec<(f32, Option<us
 }
 
 /// Fraction of objects some proposal covers at IoU >= `thr` (the proposals' recall).
-pub fn recall<'a>(proposals: &[BoxF], objects: impl IntoIterator<Item = &'a Object>, thr: f32) -> f64 {
+pub fn recall<'a>(
+    proposals: &[BoxF],
+    objects: impl IntoIterator<Item = &'a Object>,
+    thr: f32,
+) -> f64 {
     let (mut hit, mut n) = (0usize, 0usize);
     for o in objects {
         n += 1;
@@ -93,7 +102,10 @@ mod tests {
         let w = sliding_windows(192, 160, &cfg);
         assert!(!w.is_empty());
         for b in &w {
-            assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 192.0 && b[3] <= 160.0, "{b:?}");
+            assert!(
+                b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 192.0 && b[3] <= 160.0,
+                "{b:?}"
+            );
             let (bw, bh) = (b[2] - b[0], b[3] - b[1]);
             assert!(bw.max(bh) / bw.min(bh) <= cfg.max_aspect + 1e-6);
         }
@@ -104,7 +116,16 @@ mod tests {
     #[test]
     fn recall_counts_objects_with_a_good_enough_window() {
         let props = vec![[0.0, 0.0, 10.0, 10.0]];
-        let objs = [Object { class: 0, bbox: [0.0, 0.0, 10.0, 12.0] }, Object { class: 1, bbox: [50.0, 50.0, 60.0, 60.0] }];
+        let objs = [
+            Object {
+                class: 0,
+                bbox: [0.0, 0.0, 10.0, 12.0],
+            },
+            Object {
+                class: 1,
+                bbox: [50.0, 50.0, 60.0, 60.0],
+            },
+        ];
         assert_eq!(recall(&props, &objs, 0.5), 0.5);
         assert_eq!(best_match(&props, &objs)[0].1, Some(0));
     }

@@ -24,7 +24,12 @@ pub fn bin(c0: usize, c1: usize, i: usize, g: usize) -> (usize, usize) {
 }
 
 /// The cells of every bin of one box, row-major over the grid: `(y range, x range)`.
-fn bins(b: &BoxF, stride: usize, (h, w): (usize, usize), (gh, gw): (usize, usize)) -> Vec<((usize, usize), (usize, usize))> {
+fn bins(
+    b: &BoxF,
+    stride: usize,
+    (h, w): (usize, usize),
+    (gh, gw): (usize, usize),
+) -> Vec<((usize, usize), (usize, usize))> {
     let (y0, y1) = cells(b[1], b[3], stride, h);
     let (x0, x1) = cells(b[0], b[2], stride, w);
     let mut out = Vec::with_capacity(gh * gw);
@@ -38,12 +43,25 @@ fn bins(b: &BoxF, stride: usize, (h, w): (usize, usize), (gh, gw): (usize, usize
 
 /// RoI max pooling on tensors. `maps`: `[N, C, H, W]`; `rois`: `(image, box)`.
 /// Returns `[R, C, gh, gw]`. Gradients flow back to the maximal cells.
-pub fn roi_pool(maps: Tensor<4>, rois: &[(usize, BoxF)], stride: usize, grid: (usize, usize)) -> Tensor<4> {
+pub fn roi_pool(
+    maps: Tensor<4>,
+    rois: &[(usize, BoxF)],
+    stride: usize,
+    grid: (usize, usize),
+) -> Tensor<4> {
     let [n, c, h, w] = maps.dims();
     let g = grid.0 * grid.1;
-    let all: Vec<Vec<((usize, usize), (usize, usize))>> = rois.iter().map(|(_, b)| bins(b, stride, (h, w), grid)).collect();
+    let all: Vec<Vec<((usize, usize), (usize, usize))>> = rois
+        .iter()
+        .map(|(_, b)| bins(b, stride, (h, w), grid))
+        .collect();
     // every bin gathers K cells: its own, padded by repeating its first (max is unchanged)
-    let k = all.iter().flatten().map(|((a, b), (c, d))| (b - a) * (d - c)).max().unwrap_or(1);
+    let k = all
+        .iter()
+        .flatten()
+        .map(|((a, b), (c, d))| (b - a) * (d - c))
+        .max()
+        .unwrap_or(1);
     let mut idx: Vec<i64> = Vec::with_capacity(rois.len() * g * k);
     for ((img, _), bs) in rois.iter().zip(&all) {
         assert!(*img < n, "RoI of image {img} but the batch has {n} images");
@@ -62,12 +80,23 @@ pub fn roi_pool(maps: Tensor<4>, rois: &[(usize, BoxF)], stride: usize, grid: (u
     let device = maps.device();
     let flat = maps.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
     let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [r * g * k]), &device);
-    flat.select(0, idx).reshape([r, g, k, c]).max_dim(2).reshape([r, grid.0, grid.1, c]).permute([0, 3, 1, 2])
+    flat.select(0, idx)
+        .reshape([r, g, k, c])
+        .max_dim(2)
+        .reshape([r, grid.0, grid.1, c])
+        .permute([0, 3, 1, 2])
 }
 
 /// Every bin's channel maxima of one image's maps (`[H, W, C]`, channels last), in RoI then
 /// row-major bin order: `emit(roi, bin, maxima)`.
-fn pool_bins(maps_hwc: &[f32], (c, h, w): (usize, usize, usize), rois: &[BoxF], stride: usize, grid: (usize, usize), mut emit: impl FnMut(usize, usize, &[f32])) {
+fn pool_bins(
+    maps_hwc: &[f32],
+    (c, h, w): (usize, usize, usize),
+    rois: &[BoxF],
+    stride: usize,
+    grid: (usize, usize),
+    mut emit: impl FnMut(usize, usize, &[f32]),
+) {
     let mut acc = vec![0f32; c];
     for (r, b) in rois.iter().enumerate() {
         for (bi, &((ya, yb), (xa, xb))) in bins(b, stride, (h, w), grid).iter().enumerate() {
@@ -87,7 +116,13 @@ fn pool_bins(maps_hwc: &[f32], (c, h, w): (usize, usize, usize), rois: &[BoxF], 
 
 /// RoI max pooling of one image's maps on the host. `maps_hwc`: `[H, W, C]` row-major.
 /// Returns `[R, C, gh, gw]` row-major (burn's layout).
-pub fn roi_pool_direct(maps_hwc: &[f32], chw: (usize, usize, usize), rois: &[BoxF], stride: usize, grid: (usize, usize)) -> Vec<f32> {
+pub fn roi_pool_direct(
+    maps_hwc: &[f32],
+    chw: (usize, usize, usize),
+    rois: &[BoxF],
+    stride: usize,
+    grid: (usize, usize),
+) -> Vec<f32> {
     let (c, g) = (chw.0, grid.0 * grid.1);
     let mut out = vec![0f32; rois.len() * c * g];
     pool_bins(maps_hwc, chw, rois, stride, grid, |r, bi, acc| {
@@ -99,10 +134,18 @@ pub fn roi_pool_direct(maps_hwc: &[f32], chw: (usize, usize, usize), rois: &[Box
 }
 
 /// The same, channels last: `[R, gh, gw, C]` (the own inference path's layout).
-pub fn roi_pool_direct_nhwc(maps_hwc: &[f32], chw: (usize, usize, usize), rois: &[BoxF], stride: usize, grid: (usize, usize)) -> Vec<f32> {
+pub fn roi_pool_direct_nhwc(
+    maps_hwc: &[f32],
+    chw: (usize, usize, usize),
+    rois: &[BoxF],
+    stride: usize,
+    grid: (usize, usize),
+) -> Vec<f32> {
     let (c, g) = (chw.0, grid.0 * grid.1);
     let mut out = vec![0f32; rois.len() * c * g];
-    pool_bins(maps_hwc, chw, rois, stride, grid, |r, bi, acc| out[(r * g + bi) * c..(r * g + bi + 1) * c].copy_from_slice(acc));
+    pool_bins(maps_hwc, chw, rois, stride, grid, |r, bi, acc| {
+        out[(r * g + bi) * c..(r * g + bi + 1) * c].copy_from_slice(acc)
+    });
     out
 }
 

@@ -12,7 +12,13 @@ const ZOOM: usize = 3;
 
 /// Writes `scene` with its objects and `detections` (`(class, score, box)`) of at least
 /// `min_score` as a PNG at `path`.
-pub fn draw(path: &Path, scene: &Scene, detections: &[(usize, f32, BoxF)], min_score: f32, title: &str) -> anyhow::Result<()> {
+pub fn draw(
+    path: &Path,
+    scene: &Scene,
+    detections: &[(usize, f32, BoxF)],
+    min_score: f32,
+    title: &str,
+) -> anyhow::Result<()> {
     crate::report::plot::register()?;
     let (w, h) = (scene.width * ZOOM, scene.height * ZOOM);
     let top = 28;
@@ -25,10 +31,20 @@ pub fn draw(path: &Path, scene: &Scene, detections: &[(usize, f32, BoxF)], min_s
         }
     }
     {
-        let root = BitMapBackend::with_buffer(&mut buf, (w as u32, (h + top) as u32)).into_drawing_area();
-        root.draw(&Text::new(title.to_string(), (6, 6), ("sans-serif", 16).into_font().color(&BLACK)))?;
+        let root =
+            BitMapBackend::with_buffer(&mut buf, (w as u32, (h + top) as u32)).into_drawing_area();
+        root.draw(&Text::new(
+            title.to_string(),
+            (6, 6),
+            ("sans-serif", 16).into_font().color(&BLACK),
+        ))?;
         let rect = |b: &BoxF| {
-            let p = |x: f32, y: f32| ((x * ZOOM as f32) as i32, (y * ZOOM as f32) as i32 + top as i32);
+            let p = |x: f32, y: f32| {
+                (
+                    (x * ZOOM as f32) as i32,
+                    (y * ZOOM as f32) as i32 + top as i32,
+                )
+            };
             (p(b[0], b[1]), p(b[2], b[3]))
         };
         for o in &scene.objects {
@@ -39,14 +55,25 @@ pub fn draw(path: &Path, scene: &Scene, detections: &[(usize, f32, BoxF)], min_s
             let (a, bb) = rect(b);
             root.draw(&Rectangle::new([a, bb], RED.stroke_width(2)))?;
             let label = format!("{} {:.2}", CLASS_NAMES[c], s);
-            root.draw(&Rectangle::new([(a.0, a.1), (a.0 + 7 * label.len() as i32, a.1 + 15)], RED.filled()))?;
-            root.draw(&Text::new(label, (a.0 + 2, a.1 + 1), ("sans-serif", 13).into_font().color(&WHITE)))?;
+            root.draw(&Rectangle::new(
+                [(a.0, a.1), (a.0 + 7 * label.len() as i32, a.1 + 15)],
+                RED.filled(),
+            ))?;
+            root.draw(&Text::new(
+                label,
+                (a.0 + 2, a.1 + 1),
+                ("sans-serif", 13).into_font().color(&WHITE),
+            ))?;
         }
         root.present()?;
     }
-    let img = image::RgbImage::from_raw(w as u32, (h + top) as u32, buf).ok_or_else(|| anyhow::anyhow!("picture buffer of the wrong size"))?;
+    let img = image::RgbImage::from_raw(w as u32, (h + top) as u32, buf)
+        .ok_or_else(|| anyhow::anyhow!("picture buffer of the wrong size"))?;
     let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageOutputFormat::Png)?;
+    img.write_to(
+        &mut std::io::Cursor::new(&mut png),
+        image::ImageOutputFormat::Png,
+    )?;
     write_atomic(path, &png)?;
     Ok(())
 }
