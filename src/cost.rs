@@ -87,6 +87,13 @@ pub fn expected_cost(stage_costs: &[u64], pass: &[f64]) -> f64 {
     total
 }
 
+/// The cost model's speed-up of a network kind over the monolithic network when a fraction
+/// `pass[s]` of the examples reaching early stage s passes it (the tables' "theory" column).
+pub fn speedup(spec: &Spec, kind: NetworkKind, pass: &[f64]) -> f64 {
+    let mono = stage_costs(spec, NetworkKind::Monolithic)[0] as f64;
+    mono / expected_cost(&stage_costs(spec, kind), pass)
+}
+
 /// T(p) of a kind with the same pass fraction at every early stage.
 pub fn time_at(spec: &Spec, kind: NetworkKind, p: f64) -> f64 {
     let costs = stage_costs(spec, kind);

@@ -171,11 +171,43 @@ thread_local! {
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    if m * n * k >= 64 * 64 * 64 {
+/// `out[m, n] (+)= lhs[m, k] · rhs[k, n]`, all row-major and contiguous; `k` is given, `m` and
+/// `n` follow from the lengths. `threads`: let gemm split a large product over the rayon pool.
+fn gemm_rows(out: &mut [f32], lhs: &[f32], rhs: &[f32], k: usize, accumulate: bool, threads: bool) {
+    let n = rhs.len() / k;
+    let m = out.len() / n;
+    assert!(
+        lhs.len() == m * k && rhs.len() == k * n && out.len() == m * n,
+        "GEMM operand sizes"
+    );
+    let par = if threads && m * n * k >= 64 * 64 * 64 {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
+    };
+    // SAFETY: the sizes are checked above; the strides describe contiguous row-major matrices
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
     }
 }
 
@@ -202,34 +234,11 @@ impl PackedConv {
         let rows = x0.n * oh * ow;
         let cout = self.cout;
         let mut out = vec![0f32; rows * cout];
-        let gemm_into = |out: &mut [f32], lhs: &[f32], rhs: &[f32], kk: usize, accumulate: bool| unsafe {
-            gemm::gemm(
-                rows,
-                cout,
-                kk,
-                out.as_mut_ptr(),
-                1,
-                cout as isize,
-                accumulate,
-                lhs.as_ptr(),
-                1,
-                kk as isize,
-                rhs.as_ptr(),
-                1,
-                cout as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism(rows, cout, kk),
-            )
-        };
         if kh == x0.h && kw == x0.w && p == 0 {
             // a kernel over the whole unpadded map: each example's NHWC map is its row, so
             // every source is used in place and the GEMMs accumulate
             for (i, ((c, wp), x)) in self.parts.iter().zip(srcs).enumerate() {
-                gemm_into(&mut out, &x.data, wp, kh * kw * c, i > 0);
+                gemm_rows(&mut out, &x.data, wp, kh * kw * c, i > 0, true);
             }
             out.par_chunks_mut(cout * 64)
                 .for_each(|block| self.finish(block));
@@ -246,29 +255,7 @@ impl PackedConv {
                         let mut col = cols.borrow_mut();
                         col.resize(m * kk, 0.0);
                         im2col(srcs, (kh, kw), s, p, (oh, ow), t * tile, &mut col[..m * kk]);
-                        unsafe {
-                            gemm::gemm(
-                                m,
-                                cout,
-                                kk,
-                                out_tile.as_mut_ptr(),
-                                1,
-                                cout as isize,
-                                false,
-                                col.as_ptr(),
-                                1,
-                                kk as isize,
-                                self.all.as_ptr(),
-                                1,
-                                cout as isize,
-                                1.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
-                                gemm::Parallelism::None,
-                            )
-                        }
+                        gemm_rows(out_tile, &col[..m * kk], &self.all, kk, false, false);
                     });
                     // bias and ReLU while the tile is still in cache
                     self.finish(out_tile);

@@ -57,6 +57,19 @@ impl Default for TrainConfig {
     }
 }
 
+/// SGD with the settings' momentum and weight decay (the learning rate is given per step).
+pub(crate) fn sgd(cfg: &TrainConfig) -> SgdConfig {
+    SgdConfig::new()
+        .with_momentum(Some(MomentumConfig {
+            momentum: cfg.momentum,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .with_weight_decay(Some(WeightDecayConfig {
+            penalty: cfg.weight_decay as f32,
+        }))
+}
+
 /// What one module learns: `(branch, description stage)` pairs, each adding its weighted loss.
 pub(crate) fn objectives(spec: &Spec, kind: NetworkKind) -> Vec<Vec<(usize, usize)>> {
     let s = spec.num_stages();
@@ -252,16 +265,7 @@ pub fn train(
         } else if state.epochs_done[i] > 0 {
             module = ckpt.load_module(i, module)?;
         }
-        let mut optim = SgdConfig::new()
-            .with_momentum(Some(MomentumConfig {
-                momentum: cfg.momentum,
-                dampening: 0.0,
-                nesterov: false,
-            }))
-            .with_weight_decay(Some(WeightDecayConfig {
-                penalty: cfg.weight_decay as f32,
-            }))
-            .init();
+        let mut optim = sgd(cfg).init();
         if state.epochs_done[i] > 0 && state.epochs_done[i] < cfg.epochs {
             if let Some(bytes) = ckpt.load_optim(i)? {
                 optim = optim

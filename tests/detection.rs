@@ -241,9 +241,21 @@ fn bad_detection_descriptions_are_clear_errors() {
     let d = tmp("bad");
     let bad = d.join("bad.toml");
     let cases: [(String, &[&str]); 3] = [
-        (spec_text().replace("channels = 64, height = 6", "channels = 32, height = 6"), &["bad.toml", "input.channels", "32", "64 channels"]),
-        (spec_text().replace("name = \"conv1\"\ntype = \"conv\"\nfilters = 16\nkernel = 3\npadding = 1", "name = \"conv1\"\ntype = \"conv\"\nfilters = 16\nkernel = 3"), &["bad.toml", "detector.backbone[0]", "192x192 -> 190x190"]),
-        (spec_text()[..spec_text().find("\n[detector]").unwrap()].to_string(), &["bad.toml", "no [detector] table"]),
+        (
+            spec_text().replace("channels = 64, height = 6", "channels = 32, height = 6"),
+            &["bad.toml", "input.channels", "32", "64 channels"],
+        ),
+        (
+            spec_text().replace(
+                "name = \"conv1\"\ntype = \"conv\"\nfilters = 16\nkernel = 3\npadding = 1",
+                "name = \"conv1\"\ntype = \"conv\"\nfilters = 16\nkernel = 3",
+            ),
+            &["bad.toml", "detector.backbone[0]", "192x192 -> 190x190"],
+        ),
+        (
+            spec_text()[..spec_text().find("\n[detector]").unwrap()].to_string(),
+            &["bad.toml", "no [detector] table"],
+        ),
     ];
     for (text, needles) in cases {
         assert_ne!(text, spec_text(), "the case must change the description");

@@ -7,7 +7,7 @@
 
 use crate::calibrate::{Calibration, threshold_for_tpr};
 use crate::cascade::{Gate, Model, run};
-use crate::cost::{expected_cost, stage_costs};
+use crate::cost::speedup;
 use crate::data::Dataset;
 use crate::error::CascadeError;
 use crate::onion::NetworkKind;
@@ -161,7 +161,6 @@ pub fn evaluate(
 /// Table rows for one test setting.
 pub fn rows(spec: &crate::spec::Spec, outcomes: &[PatchOutcome], setting: &str) -> Vec<Row> {
     let mono = outcomes.iter().find(|o| o.kind == NetworkKind::Monolithic);
-    let t_mono = stage_costs(spec, NetworkKind::Monolithic)[0] as f64;
     outcomes
         .iter()
         .map(|o| {
@@ -179,7 +178,7 @@ pub fn rows(spec: &crate::spec::Spec, outcomes: &[PatchOutcome], setting: &str) 
                 pass_pct: (o.kind != NetworkKind::Monolithic).then_some(100.0 * o.pass),
                 ms_per_1000: Some(o.ms_per_1000),
                 speedup_measured: mono.map(|m| m.ms_per_1000 / o.ms_per_1000),
-                speedup_theory: Some(t_mono / expected_cost(&stage_costs(spec, o.kind), &pass)),
+                speedup_theory: Some(speedup(spec, o.kind, &pass)),
                 task: "patches".into(),
                 setting: Some(setting.into()),
                 ..Row::default()

@@ -11,7 +11,7 @@
 use crate::calibrate::{Calibration, calibrate_model};
 use crate::cascade::{Gate, Model, run};
 use crate::checkpoint::{Checkpoint, Thresholds};
-use crate::cost::{expected_cost, stage_costs};
+use crate::cost::speedup;
 use crate::data::{Dataset, fashion};
 use crate::error::CascadeError;
 use crate::onion::NetworkKind;
@@ -419,11 +419,10 @@ pub fn evaluate(
 /// the measured pass fractions).
 pub fn rows(spec: &Spec, outcomes: &[Outcome]) -> Vec<Row> {
     let mono = outcomes.iter().find(|o| o.kind == NetworkKind::Monolithic);
-    let t_mono = stage_costs(spec, NetworkKind::Monolithic)[0] as f64;
     outcomes
         .iter()
         .map(|o| {
-            let theory = t_mono / expected_cost(&stage_costs(spec, o.kind), &o.pass);
+            let theory = speedup(spec, o.kind, &o.pass);
             Row {
                 network: o.kind.name().into(),
                 metric_name: "mAP".into(),

@@ -17,13 +17,11 @@ use crate::error::{DataError, TrainError};
 use crate::infer::{Act, EngineKind, FastModel};
 use crate::onion::{Arch, Net, NetworkKind, OnionModule, archs, he};
 use crate::spec::{Detector as Layout, LayerKind, Spec};
-use crate::train::{TrainConfig, bar, correct, objectives, stage_loss};
+use crate::train::{TrainConfig, bar, correct, objectives, sgd, stage_loss};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
+use burn::optim::GradientsParams;
 use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
@@ -443,16 +441,7 @@ pub fn train(
     let ad = device.clone().autodiff();
     ad.seed(base.seed);
     let mut module = fresh(&ad);
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig {
-            momentum: base.momentum,
-            dampening: 0.0,
-            nesterov: false,
-        }))
-        .with_weight_decay(Some(WeightDecayConfig {
-            penalty: base.weight_decay as f32,
-        }))
-        .init();
+    let mut optim = sgd(base).init();
     let grid = (spec.input.height, spec.input.width);
     let steps_per_epoch = train_scenes.len().div_ceil(base.batch_size);
     let total_steps = (steps_per_epoch * base.epochs).max(1);

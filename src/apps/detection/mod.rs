@@ -9,7 +9,7 @@ pub mod roi_pool;
 pub mod show;
 
 use crate::calibrate::{Calibration, calibrate_model};
-use crate::cost::{expected_cost, stage_costs};
+use crate::cost::speedup;
 use crate::data::Dataset;
 use crate::data::patches::{TEST_PHOTOS, TRAIN_PHOTOS, data_dir, load_photos};
 use crate::data::scenes::{BoxF, Scene, SceneConfig, compose};
@@ -238,7 +238,6 @@ pub fn rows(
     setting: &str,
 ) -> Vec<Row> {
     let mono = outcomes.iter().find(|o| o.kind == NetworkKind::Monolithic);
-    let t_mono = stage_costs(spec, NetworkKind::Monolithic)[0] as f64;
     outcomes
         .iter()
         .map(|o| {
@@ -256,7 +255,7 @@ pub fn rows(
                 pass_pct: (o.kind != NetworkKind::Monolithic).then_some(100.0 * o.pass),
                 ms_per_1000: Some(o.head_ms_per_image * 1000.0 / proposals as f64),
                 speedup_measured: mono.map(|m| m.head_ms_per_image / o.head_ms_per_image),
-                speedup_theory: Some(t_mono / expected_cost(&stage_costs(spec, o.kind), &pass)),
+                speedup_theory: Some(speedup(spec, o.kind, &pass)),
                 task: "detection".into(),
                 setting: Some(setting.into()),
                 head_ms_per_image: Some(o.head_ms_per_image),
