@@ -28,10 +28,10 @@ pub struct DetectArgs {
     /// Where the trained detectors and thresholds go (a finished detector there is reused).
     #[arg(long, default_value = "runs/detect")]
     pub out: PathBuf,
-    /// A run of a few minutes: 160 training scenes, 3 epochs, 40 test scenes.
+    /// A run of a few minutes: 400 training scenes, 4 epochs, 40 held-out and 40 test scenes.
     #[arg(long)]
     pub quick: bool,
-    /// Training scenes [default: 800; --quick: 160].
+    /// Training scenes [default: 800; --quick: 400].
     #[arg(long)]
     pub train_scenes: Option<usize>,
     /// Held-out scenes for validation and calibration [default: 150; --quick: 40].
@@ -43,7 +43,7 @@ pub struct DetectArgs {
     /// Target TPRs of stage 1 (object proposals that must pass).
     #[arg(long = "tpr", value_parser = parse_tpr, default_values_t = [0.95, 0.99])]
     pub tpr: Vec<f64>,
-    /// Epochs [default: 8; --quick: 3].
+    /// Epochs [default: 8; --quick: 4].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Scenes per SGD step.
@@ -94,7 +94,7 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
     );
     let q = args.quick;
     let counts = [
-        args.train_scenes.unwrap_or(if q { 160 } else { 800 }),
+        args.train_scenes.unwrap_or(if q { 400 } else { 800 }),
         args.valid_scenes.unwrap_or(if q { 40 } else { 150 }),
         args.test_scenes.unwrap_or(if q { 40 } else { 200 }),
     ];
@@ -110,7 +110,7 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
         args.show_scene,
         counts[2]
     );
-    let epochs = args.epochs.unwrap_or(if q { 3 } else { 8 });
+    let epochs = args.epochs.unwrap_or(if q { 4 } else { 8 });
     anyhow::ensure!(
         epochs >= 1 && args.scenes_per_step >= 1 && args.rois >= 2,
         "--epochs, --scenes-per-step must be >= 1 and --rois >= 2"
