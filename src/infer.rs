@@ -292,8 +292,21 @@ fn im2col(
     for (i, row) in col.chunks_mut(kk).enumerate() {
         let r = first + i;
         let (b, oy, ox) = (r / (oh * ow), (r / ow) % oh, r % ow);
+        let x0 = (ox * s) as isize - p as isize;
         for dy in 0..kh {
             let y = (oy * s + dy) as isize - p as isize;
+            // one source and the kernel's row inside the map: its kw pixels are contiguous
+            if srcs.len() == 1
+                && y >= 0
+                && y < h as isize
+                && x0 >= 0
+                && x0 + kw as isize <= w as isize
+            {
+                let src = ((b * h + y as usize) * w + x0 as usize) * c;
+                row[dy * kw * c..(dy + 1) * kw * c]
+                    .copy_from_slice(&srcs[0].data[src..src + kw * c]);
+                continue;
+            }
             for dx in 0..kw {
                 let xx = (ox * s + dx) as isize - p as isize;
                 let dst = &mut row[(dy * kw + dx) * c..(dy * kw + dx + 1) * c];
