@@ -550,6 +550,29 @@ impl FastModel {
     }
 }
 
+/// Runs `model` as a cascade on one batch on the chosen engine: burn's modules, or `fast` (the
+/// same model packed for the own path; the batch is turned channels-last inside the timed run,
+/// as a caller holding tensors would have to).
+pub fn run_on(
+    model: &Model,
+    fast: Option<&FastModel>,
+    x: &Tensor<4>,
+    gate: &crate::cascade::Gate,
+) -> crate::cascade::CascadeOutput {
+    match fast {
+        Some(f) => crate::cascade::run(f, Act::from_tensor(x), gate),
+        None => crate::cascade::run(model, x.clone(), gate),
+    }
+}
+
+/// The models packed for the own path when `engine` asks for it.
+pub fn prepare(engine: EngineKind, models: &[&Model]) -> Vec<Option<FastModel>> {
+    models
+        .iter()
+        .map(|m| (engine == EngineKind::Own).then(|| FastModel::from_model(m)))
+        .collect()
+}
+
 /// Per-s-class scores from logits on the host, as [`crate::cascade::stage_scores`] computes
 /// them on tensors.
 fn host_scores(loss: Loss, logits: Vec<f32>, outputs: usize) -> Vec<f32> {

@@ -94,7 +94,16 @@ fn retrieval_end_to_end_on_fashion_mnist() {
         (&ns, c_ns.into_iter().map(Some).collect()),
         (&onion, c_onion.into_iter().map(Some).collect()),
     ];
-    let out = evaluate(&models, &splits.test, 1, 128, &device, true).unwrap();
+    let out = evaluate(
+        &models,
+        &splits.test,
+        1,
+        128,
+        onionnet::infer::EngineKind::Own,
+        &device,
+        true,
+    )
+    .unwrap();
     let table = rows(&spec, &out);
     assert_eq!(table.len(), 3);
     for r in &table {
@@ -121,6 +130,29 @@ fn retrieval_end_to_end_on_fashion_mnist() {
             r.network,
             r.speedup_theory
         );
+    }
+    // burn's modules find the same: mAP and pass rates agree with the own path
+    let burn = evaluate(
+        &models,
+        &splits.test,
+        1,
+        128,
+        onionnet::infer::EngineKind::Burn,
+        &device,
+        true,
+    )
+    .unwrap();
+    for (a, b) in out.iter().zip(&burn) {
+        assert!(
+            (a.map - b.map).abs() < 1e-3,
+            "{}: mAP own {} vs burn {}",
+            a.kind,
+            a.map,
+            b.map
+        );
+        for (p, q) in a.pass.iter().zip(&b.pass) {
+            assert!((p - q).abs() < 1e-3, "{}: pass own {p} vs burn {q}", a.kind);
+        }
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }

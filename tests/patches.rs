@@ -70,7 +70,16 @@ fn patch_matching_end_to_end() {
         if data.labels.iter().all(|&l| l == 0) {
             continue;
         }
-        let out = evaluate(&models, data, 64, 1, &device, name).unwrap();
+        let out = evaluate(
+            &models,
+            data,
+            64,
+            1,
+            onionnet::infer::EngineKind::Own,
+            &device,
+            name,
+        )
+        .unwrap();
         let r = rows(&spec, &out, name);
         assert_eq!(r.len(), 2);
         for row in &r {

@@ -6,10 +6,11 @@
 //! stage 1 ranks below every pair it keeps.
 
 use crate::calibrate::{Calibration, threshold_for_tpr};
-use crate::cascade::{Gate, Model, run};
+use crate::cascade::{Gate, Model};
 use crate::cost::speedup;
 use crate::data::Dataset;
 use crate::error::CascadeError;
+use crate::infer::{EngineKind, FastModel, prepare, run_on};
 use crate::onion::NetworkKind;
 use crate::report::Row;
 use burn::tensor::{Device, Tensor};
@@ -59,6 +60,7 @@ fn gate(model: &Model, cal: &Option<Calibration>) -> Gate {
 /// whether each pair passed stage 1, and the elapsed seconds.
 fn score(
     model: &Model,
+    fast: Option<&FastModel>,
     cal: &Option<Calibration>,
     batches: &[(Vec<usize>, Tensor<4>)],
     n: usize,
@@ -69,7 +71,7 @@ fn score(
     let mut passed = vec![true; n];
     let t0 = Instant::now();
     for (rows, x) in batches {
-        let out = run(model, x.clone(), &g);
+        let out = run_on(model, fast, x, &g);
         for (i, &r) in rows.iter().enumerate() {
             passed[r] = out.reached[i] >= 1 || stages == 1;
             if out.reached[i] + 1 == stages {
@@ -88,9 +90,11 @@ pub fn evaluate(
     data: &Dataset,
     batch: usize,
     reps: usize,
+    engine: EngineKind,
     device: &Device,
     label: &str,
 ) -> Result<Vec<PatchOutcome>, CascadeError> {
+    let fast = prepare(engine, &models.iter().map(|(m, _)| *m).collect::<Vec<_>>());
     if data.is_empty() {
         return Err(CascadeError::Empty(format!("{label} test set")));
     }
@@ -120,7 +124,7 @@ pub fn evaluate(
     for _ in 0..reps.max(1) {
         for (mi, (m, cals)) in models.iter().enumerate() {
             for (ci, cal) in cals.iter().enumerate() {
-                let (s, p, t) = score(m, cal, &b, n);
+                let (s, p, t) = score(m, fast[mi].as_ref(), cal, &b, n);
                 times[mi][ci].push(t);
                 results[mi][ci] = (s, p);
                 pb.inc(1);

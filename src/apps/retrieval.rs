@@ -9,11 +9,12 @@
 //! rejected ones (by their stage-1 score); the metric is the mean AP over the 10 classes.
 
 use crate::calibrate::{Calibration, calibrate_model};
-use crate::cascade::{Gate, Model, run};
+use crate::cascade::{Gate, Model};
 use crate::checkpoint::{Checkpoint, Thresholds};
 use crate::cost::speedup;
 use crate::data::{Dataset, fashion};
 use crate::error::CascadeError;
+use crate::infer::{EngineKind, prepare, run_on};
 use crate::onion::NetworkKind;
 use crate::report::Row;
 use crate::spec::{LabelMap, Spec};
@@ -276,9 +277,11 @@ pub fn evaluate(
     test: &Dataset,
     top_k: usize,
     batch: usize,
+    engine: EngineKind,
     device: &Device,
     quiet: bool,
 ) -> Result<Vec<Outcome>, CascadeError> {
+    let fast = prepare(engine, &models.iter().map(|(m, _)| *m).collect::<Vec<_>>());
     if test.is_empty() {
         return Err(CascadeError::Empty("test split".into()));
     }
@@ -345,7 +348,7 @@ pub fn evaluate(
                 let mut in_topk = vec![false; n];
                 let t0 = Instant::now();
                 for (rows, x) in &batches {
-                    let out = run(*model, x.clone(), &gate);
+                    let out = run_on(model, fast[mi].as_ref(), x, &gate);
                     let k0 = model.stage(0).classes;
                     let kl = model.stage(stages - 1).classes;
                     for (i, &r) in rows.iter().enumerate() {

@@ -22,6 +22,9 @@ pub struct EvalOpts {
     /// Print `{"rows": [...]}` on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Inference path: the own GEMM path or burn's modules.
+    #[arg(long, value_enum, default_value_t = crate::infer::EngineKind::Own)]
+    pub engine: crate::infer::EngineKind,
 }
 
 #[derive(Debug, Args)]
@@ -70,7 +73,7 @@ pub fn print_results(
     anyhow::ensure!(top_k >= 1, "--top-k {top_k} must be at least 1");
     let refs: Vec<(&Model, Vec<Option<crate::calibrate::Calibration>>)> =
         loaded.iter().map(|(m, c)| (m, c.clone())).collect();
-    let outcomes = evaluate(&refs, test, top_k, batch, device, false)?;
+    let outcomes = evaluate(&refs, test, top_k, batch, opts.engine, device, false)?;
     let spec = &loaded
         .iter()
         .find(|(m, _)| m.kind != NetworkKind::Monolithic)

@@ -48,6 +48,9 @@ pub struct PatchesArgs {
     /// Pairs per inference batch.
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
+    /// Inference path: the own GEMM path or burn's modules.
+    #[arg(long, value_enum, default_value_t = crate::infer::EngineKind::Own)]
+    pub engine: crate::infer::EngineKind,
     /// Print `{"rows": [...]}` on stdout instead of the tables.
     #[arg(long)]
     pub json: bool,
@@ -147,7 +150,8 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
     let mut all_rows = Vec::new();
     let mut tables = String::new();
     for (name, data, reps) in settings {
-        let out: Vec<PatchOutcome> = evaluate(&refs, data, args.batch, reps, device, name)?;
+        let out: Vec<PatchOutcome> =
+            evaluate(&refs, data, args.batch, reps, args.engine, device, name)?;
         let r = rows(&spec, &out, name);
         let pos = data.labels.iter().sum::<usize>();
         tables.push_str(&format!(
@@ -181,6 +185,7 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
             &sub,
             args.batch,
             3,
+            args.engine,
             device,
             &format!("imbalance 1:{r}"),
         )?;
