@@ -57,6 +57,30 @@ impl Default for TrainConfig {
     }
 }
 
+/// `s1 loss 0.123 acc 45.6% | s2 ...` for a progress bar: per trained stage, mean loss and
+/// accuracy from running sums over `seen` examples.
+pub(crate) fn progress(
+    stages: impl IntoIterator<Item = usize>,
+    sums: &[(f64, usize)],
+    seen: usize,
+    loss: &str,
+    acc: &str,
+) -> String {
+    stages
+        .into_iter()
+        .zip(sums)
+        .map(|(s, &(l, c))| {
+            format!(
+                "s{} {loss} {:.3} {acc} {:.1}%",
+                s + 1,
+                l / seen as f64,
+                100.0 * c as f64 / seen as f64
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
 /// SGD with the settings' momentum and weight decay (the learning rate is given per step).
 pub(crate) fn sgd(cfg: &TrainConfig) -> SgdConfig {
     SgdConfig::new()
@@ -325,21 +349,13 @@ pub fn train(
                 let grads = GradientsParams::from_grads(total.unwrap().backward(), &module);
                 module = optim.step(lr, module, grads);
                 pb.inc(1);
-                pb.set_message(
-                    objective
-                        .iter()
-                        .zip(&sums)
-                        .map(|(&(_, s), &(l, c))| {
-                            format!(
-                                "s{} loss {:.3} acc {:.1}%",
-                                s + 1,
-                                l / seen as f64,
-                                100.0 * c as f64 / seen as f64
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" | "),
-                );
+                pb.set_message(progress(
+                    objective.iter().map(|&(_, s)| s),
+                    &sums,
+                    seen,
+                    "loss",
+                    "acc",
+                ));
             }
             let valid = evaluate(
                 &module.valid(),

@@ -17,7 +17,7 @@ use crate::error::{DataError, TrainError};
 use crate::infer::{Act, EngineKind, FastModel};
 use crate::onion::{Arch, Net, NetworkKind, OnionModule, archs, he};
 use crate::spec::{Detector as Layout, LayerKind, Spec};
-use crate::train::{TrainConfig, bar, correct, objectives, sgd, stage_loss};
+use crate::train::{TrainConfig, bar, correct, objectives, progress, sgd, stage_loss};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
@@ -498,7 +498,7 @@ pub fn train(
                 GradientsParams::from_grads(total.expect("a stage to train").backward(), &module);
             module = optim.step(lr, module, grads);
             pb.inc(1);
-            pb.set_message(progress(&objectives, &sums, seen, "loss", "acc"));
+            pb.set_message(progress(stages_of(&objectives), &sums, seen, "loss", "acc"));
         }
         // validation: the same sampling on held-out scenes, fixed seed, no gradients
         let valid = validate(
@@ -522,7 +522,13 @@ pub fn train(
             .iter()
             .map(|&(l, a)| (l, (a * 1e6) as usize))
             .collect();
-        pb.finish_with_message(progress(&objectives, &shown, 1_000_000, "val loss", "acc"));
+        pb.finish_with_message(progress(
+            stages_of(&objectives),
+            &shown,
+            1_000_000,
+            "val loss",
+            "acc",
+        ));
         state.log[0].push(EpochLog {
             epoch: epoch + 1,
             stages,
@@ -533,30 +539,6 @@ pub fn train(
         ckpt.save_state(&state)?;
     }
     Ok(finish(spec, kind, module.valid(), archs))
-}
-
-/// `s1 loss .. acc .. | s2 ...` over the objectives.
-fn progress(
-    objectives: &[Vec<(usize, usize)>],
-    sums: &[(f64, usize)],
-    seen: usize,
-    loss: &str,
-    acc: &str,
-) -> String {
-    objectives
-        .iter()
-        .flatten()
-        .zip(sums)
-        .map(|(&(_, s), &(l, c))| {
-            format!(
-                "s{} {loss} {:.3} {acc} {:.1}%",
-                s + 1,
-                l / seen as f64,
-                100.0 * c as f64 / seen as f64
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" | ")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -610,6 +592,11 @@ fn validate(
     sums.into_iter()
         .map(|(l, c)| (l / seen.max(1) as f64, c as f64 / seen.max(1) as f64))
         .collect()
+}
+
+/// The description stages the objectives train, in order.
+fn stages_of(objectives: &[Vec<(usize, usize)>]) -> impl Iterator<Item = usize> + '_ {
+    objectives.iter().flatten().map(|&(_, s)| s)
 }
 
 fn finish(spec: &Spec, kind: NetworkKind, module: DetectorModule, archs: Vec<Arch>) -> Detector {
