@@ -284,7 +284,8 @@ fn detect_end_to_end_tiny() {
     let out = d.join("run");
     let png = d.join("scene.png");
     let subset = onionnet::data::fashion::subset_dir();
-    let o = onionnet(&[
+    // the same scenes and settings for both runs
+    let base = [
         "detect",
         "--data",
         subset.to_str().unwrap(),
@@ -302,12 +303,20 @@ fn detect_end_to_end_tiny() {
         "0.9",
         "--tpr",
         "1",
-        "--show",
-        png.to_str().unwrap(),
-        "--show-scene",
-        "2",
-        "--json",
-    ]);
+    ];
+    let o = onionnet(
+        &[
+            &base[..],
+            &[
+                "--show",
+                png.to_str().unwrap(),
+                "--show-scene",
+                "2",
+                "--json",
+            ],
+        ]
+        .concat(),
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -359,28 +368,7 @@ fn detect_end_to_end_tiny() {
     assert_eq!(&png_bytes[1..4], b"PNG");
     // a second run reuses the trained detectors (same description, settings, scenes); on
     // burn's modules instead of the own GEMM path it finds the same detections
-    let again = onionnet(&[
-        "detect",
-        "--data",
-        subset.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--train-scenes",
-        "24",
-        "--valid-scenes",
-        "8",
-        "--test-scenes",
-        "3",
-        "--epochs",
-        "3",
-        "--tpr",
-        "0.9",
-        "--tpr",
-        "1",
-        "--engine",
-        "burn",
-        "--json",
-    ]);
+    let again = onionnet(&[&base[..], &["--engine", "burn", "--json"]].concat());
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{err}");
     assert!(!err.contains("epoch 1/3"), "retrained instead of reusing");
