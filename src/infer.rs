@@ -20,6 +20,8 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
+mod direct;
+
 /// Which inference path runs trained networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum EngineKind {
@@ -225,8 +227,27 @@ impl PackedConv {
         }
     }
 
+    /// Whether the direct kernel runs this layer rather than im2col + GEMM: where its weights
+    /// stay in the L2 cache (measured: larger ones lose to the GEMM's blocking). The
+    /// environment variable `ONIONNET_CONV=direct|gemm` forces one (for A/B benchmarks).
+    fn direct(&self) -> bool {
+        if self.cout % 8 != 0 || !direct::available() {
+            return false;
+        }
+        match std::env::var("ONIONNET_CONV").ok().as_deref() {
+            Some("direct") => true,
+            Some("gemm") => false,
+            _ => self.all.len() * 4 <= 512 * 1024,
+        }
+    }
+
     /// The layer on its sources (one [`Act`] per part, same n, h, w).
     fn forward(&self, srcs: &[&Act]) -> Act {
+        self.forward_via(srcs, self.direct())
+    }
+
+    /// [`Self::forward`] with the kernel chosen: direct (where it applies) or im2col + GEMM.
+    fn forward_via(&self, srcs: &[&Act], direct: bool) -> Act {
         let x0 = srcs[0];
         let (kh, kw) = self.kernel;
         let (p, s) = (self.padding, self.stride);
@@ -243,6 +264,33 @@ impl PackedConv {
             }
             out.par_chunks_mut(cout * 64)
                 .for_each(|block| self.finish(block));
+        } else if direct && self.cout % 8 == 0 && direct::available() {
+            let padded: Vec<Act>;
+            let srcs: Vec<&Act> = if p == 0 {
+                srcs.to_vec()
+            } else {
+                padded = srcs.iter().map(|x| pad(x, p)).collect();
+                padded.iter().collect()
+            };
+            let sources: Vec<direct::Source> = srcs
+                .iter()
+                .zip(&self.parts)
+                .map(|(x, (c, w))| direct::Source {
+                    data: &x.data,
+                    c: *c,
+                    weights: w,
+                })
+                .collect();
+            let g = direct::Geometry {
+                n: x0.n,
+                h: srcs[0].h,
+                w: srcs[0].w,
+                kernel: (kh, kw),
+                stride: s,
+                out: (oh, ow),
+                cout,
+            };
+            direct::conv(&sources, g, &self.bias, self.relu, &mut out);
         } else {
             // tiles of output rows: each tile's im2col stays in cache while its GEMM reads it,
             // and tiles run in parallel (one GEMM thread each)
@@ -269,6 +317,28 @@ impl PackedConv {
             c: cout,
             data: out,
         }
+    }
+}
+
+/// `x` with a zero border of `p` pixels.
+fn pad(x: &Act, p: usize) -> Act {
+    let (h, w) = (x.h + 2 * p, x.w + 2 * p);
+    let mut data = vec![0f32; x.n * h * w * x.c];
+    let row = x.w * x.c;
+    data.par_chunks_mut(h * w * x.c)
+        .zip(x.data.par_chunks(x.h * row))
+        .for_each(|(dst, src)| {
+            for (y, line) in src.chunks(row).enumerate() {
+                let at = ((y + p) * w + p) * x.c;
+                dst[at..at + row].copy_from_slice(line);
+            }
+        });
+    Act {
+        n: x.n,
+        h,
+        w,
+        c: x.c,
+        data,
     }
 }
 
@@ -635,5 +705,101 @@ impl Engine for FastModel {
     }
     fn rows(&self, x: &Act) -> usize {
         x.n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    fn random(rng: &mut StdRng, len: usize) -> Vec<f32> {
+        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    /// A layer over sources of `widths` channels, weights packed as [`pack`] does.
+    fn layer(
+        rng: &mut StdRng,
+        widths: &[usize],
+        cout: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+    ) -> PackedConv {
+        let cin: usize = widths.iter().sum();
+        let parts = widths
+            .iter()
+            .map(|&c| (c, random(rng, k * k * c * cout)))
+            .collect::<Vec<_>>();
+        // `all` stacks the parts' rows per kernel position, channels of every source in order
+        let mut all = vec![0f32; k * k * cin * cout];
+        for pos in 0..k * k {
+            let mut off = 0;
+            for (c, w) in &parts {
+                for ci in 0..*c {
+                    let dst = (pos * cin + off + ci) * cout;
+                    all[dst..dst + cout].copy_from_slice(&w[(pos * c + ci) * cout..][..cout]);
+                }
+                off += c;
+            }
+        }
+        PackedConv {
+            parts,
+            all,
+            bias: random(rng, cout),
+            cout,
+            kernel: (k, k),
+            stride: s,
+            padding: p,
+            relu: true,
+        }
+    }
+
+    /// The direct kernel and im2col + GEMM agree: thin and wide layers, stride, padding, two
+    /// sources, a position count that no register tile divides.
+    #[test]
+    fn direct_matches_gemm() {
+        if !direct::available() {
+            eprintln!("no AVX2/FMA: the direct kernel does not run here");
+            return;
+        }
+        let mut rng = StdRng::seed_from_u64(3);
+        for (widths, cout, k, s, p, n, hw) in [
+            (vec![1], 8, 3, 1, 1, 3, 7),
+            (vec![2], 24, 4, 3, 0, 2, 13),
+            (vec![24], 24, 3, 1, 0, 3, 9),
+            (vec![72, 24], 72, 3, 1, 0, 2, 8),
+            (vec![16, 48], 64, 5, 1, 2, 1, 6),
+            (vec![3], 16, 5, 2, 2, 2, 11),
+            (vec![48], 48, 3, 2, 1, 5, 5),
+        ] {
+            let conv = layer(&mut rng, &widths, cout, k, s, p);
+            let xs: Vec<Act> = widths
+                .iter()
+                .map(|&c| Act {
+                    n,
+                    h: hw,
+                    w: hw,
+                    c,
+                    data: random(&mut rng, n * hw * hw * c),
+                })
+                .collect();
+            let srcs: Vec<&Act> = xs.iter().collect();
+            let (a, b) = (
+                conv.forward_via(&srcs, true),
+                conv.forward_via(&srcs, false),
+            );
+            assert_eq!((a.n, a.h, a.w, a.c), (b.n, b.h, b.w, b.c));
+            let worst = a
+                .data
+                .iter()
+                .zip(&b.data)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                worst <= 1e-4,
+                "{widths:?} cout {cout} k {k} s {s} p {p}: differ by {worst}"
+            );
+        }
     }
 }
