@@ -48,6 +48,9 @@ impl Default for BenchConfig {
 pub struct BenchRow {
     pub network: String,
     pub p: f64,
+    /// The fraction actually forced through each early stage: round(p · batch) / batch (the
+    /// cost model is evaluated there, so theory and measurement describe the same run).
+    pub p_forced: f64,
     /// Median over repetitions of the batch time, per example.
     pub ms_per_example: f64,
     /// Cost model: T_network(p) / T_mono.
@@ -171,11 +174,13 @@ where
             ] {
                 *d /= reps;
             }
+            let p_forced = (p * cfg.batch as f64).round() / cfg.batch as f64;
             rows.push(BenchRow {
                 network: model.kind().name().into(),
                 p,
+                p_forced,
                 ms_per_example: med[mi] * 1000.0 / cfg.batch as f64,
-                theory_ratio: time_at(spec, model.kind(), p) / mono_t,
+                theory_ratio: time_at(spec, model.kind(), p_forced) / mono_t,
                 measured_ratio: med[mi] / mono_med,
                 breakdown: b,
             });

@@ -295,7 +295,10 @@ impl PackedConv {
             // tiles of output rows: each tile's im2col stays in cache while its GEMM reads it,
             // and tiles run in parallel (one GEMM thread each)
             let kk = kh * kw * self.parts.iter().map(|p| p.0).sum::<usize>();
-            let tile = (TILE_FLOATS / kk).clamp(16, 1024);
+            // (fewer rows per tile where the batch is small, so that every thread gets some)
+            let tile = (TILE_FLOATS / kk)
+                .clamp(16, 1024)
+                .min(rows.div_ceil(2 * rayon::current_num_threads()).max(8));
             out.par_chunks_mut(tile * cout)
                 .enumerate()
                 .for_each(|(t, out_tile)| {
@@ -404,17 +407,24 @@ fn maxpool(x: &Act, kernel: usize, stride: usize, ceil: bool) -> Act {
     };
     let (oh, ow) = out_size(&kind, x.h, x.w).expect("validated: the pooling fits");
     let c = x.c;
-    let mut data = vec![f32::NEG_INFINITY; x.n * oh * ow * c];
+    let mut data = vec![0f32; x.n * oh * ow * c];
     data.par_chunks_mut(oh * ow * c)
-        .enumerate()
-        .for_each(|(b, ex)| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let dst = &mut ex[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
-                    for y in oy * stride..(oy * stride + kernel).min(x.h) {
-                        for xx in ox * stride..(ox * stride + kernel).min(x.w) {
-                            let src = &x.data[((b * x.h + y) * x.w + xx) * c..][..c];
-                            for (d, &v) in dst.iter_mut().zip(src) {
+        .zip(x.data.par_chunks(x.h * x.w * c))
+        .for_each(|(ex, src)| {
+            for (oy, dst_row) in ex.chunks_mut(ow * c).enumerate() {
+                // the window's first input row initialises the output row, the others max in
+                let rows = oy * stride..(oy * stride + kernel).min(x.h);
+                for (i, y) in rows.enumerate() {
+                    let line = &src[y * x.w * c..(y + 1) * x.w * c];
+                    for (ox, dst) in dst_row.chunks_exact_mut(c).enumerate() {
+                        let x0 = ox * stride;
+                        let x1 = (x0 + kernel).min(x.w);
+                        let mut pixels = line[x0 * c..x1 * c].chunks_exact(c);
+                        if i == 0 {
+                            dst.copy_from_slice(pixels.next().expect("a window has a pixel"));
+                        }
+                        for px in pixels {
+                            for (d, &v) in dst.iter_mut().zip(px) {
                                 *d = d.max(v);
                             }
                         }

@@ -17,7 +17,8 @@ fn bench_rows_follow_the_cost_model_and_force_p() {
             batch: 20,
             warmup: 0,
             reps: 1,
-            ps: vec![0.0, 0.5, 1.0],
+            // 0.33 x 20 = 6.6: 7 rows pass, so the cost model is read at 0.35
+            ps: vec![0.0, 0.33, 1.0],
             seed: 3,
             quiet: true,
             engine,
@@ -26,11 +27,20 @@ fn bench_rows_follow_the_cost_model_and_force_p() {
         assert_eq!(rows.len(), 9);
         for r in &rows {
             assert!(r.ms_per_example > 0.0 && r.measured_ratio.is_finite());
+            let forced = [(0.0, 0.0), (0.33, 0.35), (1.0, 1.0)];
+            let want = forced.iter().find(|f| f.0 == r.p).unwrap().1;
+            assert!(
+                (r.p_forced - want).abs() < 1e-12,
+                "p {} forced {}",
+                r.p,
+                r.p_forced
+            );
             match r.network.as_str() {
                 "monolithic" => assert_eq!(r.theory_ratio, 1.0),
                 // T_onion(p) / T_mono from `onionnet cost`: (307456 + p 3181184) / 4241152
                 "onion" => assert!(
-                    (r.theory_ratio - (307456.0 + r.p * 3181184.0) / 4241152.0).abs() < 1e-12
+                    (r.theory_ratio - (307456.0 + r.p_forced * 3181184.0) / 4241152.0).abs()
+                        < 1e-12
                 ),
                 _ => {}
             }

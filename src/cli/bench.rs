@@ -100,7 +100,7 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{}: {} engine, batch {}, median of {} runs after {} warm-up, per example; ratios against the monolithic network",
+        "{}: {} engine, batch {}, median of {} runs after {} warm-up, per example; ratios against the monolithic network; theory at the fraction forced, round(p x batch) / batch",
         spec.name,
         match cfg.engine {
             crate::bench::EngineKind::Own => "own GEMM",
@@ -136,16 +136,17 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
 
 fn csv(rows: &[BenchRow]) -> String {
     let mut s = String::from(
-        "network,p,ms_per_example,theory_ratio,measured_ratio,stage1_ms,stage2_ms,threshold_ms,compaction_ms,gather_ms,scatter_ms\n",
+        "network,p,p_forced,ms_per_example,theory_ratio,measured_ratio,stage1_ms,stage2_ms,threshold_ms,compaction_ms,gather_ms,scatter_ms\n",
     );
     for r in rows {
         let st = |i: usize| r.breakdown.stage.get(i).map_or(0.0, |d| ms(*d));
         let b = &r.breakdown;
         let _ = writeln!(
             s,
-            "{},{},{:.6},{:.6},{:.6},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}",
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}",
             r.network,
             r.p,
+            r.p_forced,
             r.ms_per_example,
             r.theory_ratio,
             r.measured_ratio,

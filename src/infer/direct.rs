@@ -41,7 +41,7 @@ pub(super) fn available() -> bool {
     }
 }
 
-/// Output positions per parallel task (a multiple of every tile's `P`).
+/// Output positions per parallel task at most (a multiple of every tile's `P`).
 const CHUNK: usize = 144;
 
 /// `out[(b, oy, ox)][co]` = bias + the sum over sources of the convolution, ReLU'd when asked.
@@ -58,17 +58,23 @@ pub(super) fn conv(srcs: &[Source], g: Geometry, bias: &[f32], relu: bool, out: 
         );
     }
     assert_eq!(bias.len(), g.cout);
-    out.par_chunks_mut(CHUNK * g.cout)
+    // small batches (a stage 2 after compaction) still give every thread a few tasks
+    let positions = out.len() / g.cout;
+    let chunk = positions
+        .div_ceil(4 * rayon::current_num_threads())
+        .next_multiple_of(12)
+        .min(CHUNK);
+    out.par_chunks_mut(chunk * g.cout)
         .enumerate()
-        .for_each(|(t, chunk)| {
+        .for_each(|(t, part)| {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2/FMA checked above; sizes checked above, every read stays inside its
             // source because each output position's window lies inside the unpadded map
             unsafe {
-                x86::chunk(srcs, g, bias, relu, t * CHUNK, chunk)
+                x86::chunk(srcs, g, bias, relu, t * chunk, part)
             }
             #[cfg(not(target_arch = "x86_64"))]
-            let _ = (t, chunk);
+            let _ = (t, part);
         });
 }
 
@@ -115,16 +121,27 @@ mod x86 {
             let m = out.len() / g.cout;
             // positions beyond the end repeat the last one and land here
             let mut spare = vec![0f32; g.cout];
+            // the position of `first`, then stepped (no division per position)
+            let (mut b, mut oy, mut ox) = (first / (oh * ow), (first / ow) % oh, first % ow);
             let mut i = 0;
             while i < m {
                 let mut pix = [0usize; P];
                 let mut dst = [spare.as_mut_ptr(); P];
                 for j in 0..P {
-                    let r = first + (i + j).min(m - 1);
-                    let (b, oy, ox) = (r / (oh * ow), (r / ow) % oh, r % ow);
                     pix[j] = (b * g.h + oy * g.stride) * g.w + ox * g.stride;
                     if i + j < m {
                         dst[j] = out.as_mut_ptr().add((i + j) * g.cout);
+                        ox += 1;
+                        if ox == ow {
+                            ox = 0;
+                            oy += 1;
+                            if oy == oh {
+                                oy = 0;
+                                b += 1;
+                            }
+                        }
+                    } else {
+                        pix[j] = pix[j - 1];
                     }
                 }
                 let mut co = 0;
