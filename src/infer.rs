@@ -242,13 +242,85 @@ impl PackedConv {
         }
     }
 
-    /// The layer on its sources (one [`Act`] per part, same n, h, w).
-    fn forward(&self, srcs: &[&Act]) -> Act {
-        self.forward_via(srcs, self.direct())
+    /// The layer on its sources (one [`Act`] per part, same n, h, w), then the max pooling
+    /// `pool` (side = stride, ceil) where one follows: fused into the direct kernel.
+    fn forward(&self, srcs: &[&Act], pool: Option<(usize, bool)>) -> Act {
+        self.forward_via(srcs, self.direct(), pool)
     }
 
     /// [`Self::forward`] with the kernel chosen: direct (where it applies) or im2col + GEMM.
-    fn forward_via(&self, srcs: &[&Act], direct: bool) -> Act {
+    fn forward_via(&self, srcs: &[&Act], direct: bool, pool: Option<(usize, bool)>) -> Act {
+        let x0 = srcs[0];
+        let whole = self.kernel == (x0.h, x0.w) && self.padding == 0;
+        if !(direct && !whole && self.cout % 8 == 0 && direct::available())
+            || pool.is_some_and(|(side, _)| side > 2)
+        {
+            let y = self.forward_unpooled(srcs, direct);
+            return match pool {
+                Some((side, ceil)) => maxpool(&y, side, side, ceil),
+                None => y,
+            };
+        }
+        let (kh, kw) = self.kernel;
+        let (p, s) = (self.padding, self.stride);
+        let oh = (x0.h + 2 * p - kh) / s + 1;
+        let ow = (x0.w + 2 * p - kw) / s + 1;
+        let stored = match pool {
+            Some((side, ceil)) => {
+                let kind = LayerKind::Maxpool {
+                    kernel: side,
+                    stride: side,
+                    ceil,
+                };
+                out_size(&kind, oh, ow).expect("validated: the pooling fits")
+            }
+            None => (oh, ow),
+        };
+        let mut out = vec![0f32; x0.n * stored.0 * stored.1 * self.cout];
+        let padded: Vec<Act>;
+        let srcs: Vec<&Act> = if p == 0 {
+            srcs.to_vec()
+        } else {
+            padded = srcs.iter().map(|x| pad(x, p)).collect();
+            padded.iter().collect()
+        };
+        let sources: Vec<direct::Source> = srcs
+            .iter()
+            .zip(&self.parts)
+            .map(|(x, (c, w))| direct::Source {
+                data: &x.data,
+                c: *c,
+                weights: w,
+            })
+            .collect();
+        let g = direct::Geometry {
+            n: x0.n,
+            h: srcs[0].h,
+            w: srcs[0].w,
+            kernel: (kh, kw),
+            stride: s,
+            out: (oh, ow),
+            cout: self.cout,
+            pool: pool.map(|(side, _)| (side, stored)),
+        };
+        direct::conv(&sources, g, &self.bias, self.relu, &mut out);
+        Act {
+            n: x0.n,
+            h: stored.0,
+            w: stored.1,
+            c: self.cout,
+            data: out,
+        }
+    }
+
+    /// The layer alone on the GEMM path (or the direct kernel when `direct`).
+    fn forward_unpooled(&self, srcs: &[&Act], direct: bool) -> Act {
+        if direct && self.cout % 8 == 0 && direct::available() {
+            let x0 = srcs[0];
+            if self.kernel != (x0.h, x0.w) || self.padding != 0 {
+                return self.forward_via(srcs, true, None);
+            }
+        }
         let x0 = srcs[0];
         let (kh, kw) = self.kernel;
         let (p, s) = (self.padding, self.stride);
@@ -265,33 +337,6 @@ impl PackedConv {
             }
             out.par_chunks_mut(cout * 64)
                 .for_each(|block| self.finish(block));
-        } else if direct && self.cout % 8 == 0 && direct::available() {
-            let padded: Vec<Act>;
-            let srcs: Vec<&Act> = if p == 0 {
-                srcs.to_vec()
-            } else {
-                padded = srcs.iter().map(|x| pad(x, p)).collect();
-                padded.iter().collect()
-            };
-            let sources: Vec<direct::Source> = srcs
-                .iter()
-                .zip(&self.parts)
-                .map(|(x, (c, w))| direct::Source {
-                    data: &x.data,
-                    c: *c,
-                    weights: w,
-                })
-                .collect();
-            let g = direct::Geometry {
-                n: x0.n,
-                h: srcs[0].h,
-                w: srcs[0].w,
-                kernel: (kh, kw),
-                stride: s,
-                out: (oh, ow),
-                cout,
-            };
-            direct::conv(&sources, g, &self.bias, self.relu, &mut out);
         } else {
             // tiles of output rows: each tile's im2col stays in cache while its GEMM reads it,
             // and tiles run in parallel (one GEMM thread each)
@@ -549,6 +594,8 @@ impl FastNet {
         let arch = &self.arch;
         let br = &self.branches[b];
         let mut own: ActMaps = Vec::with_capacity(br.ops.len());
+        // a conv's output already max-pooled, kept for the pooling layer
+        let mut pooled: Option<Act> = None;
         for (l, op) in br.ops.iter().enumerate() {
             let out = match op {
                 None => None,
@@ -558,8 +605,23 @@ impl FastNet {
                     } else {
                         sources(arch, b, l - 1, &own, prev)
                     };
-                    Some(c.forward(&srcs))
+                    // a non-overlapping pooling right after (past a fused ReLU) is fused: the
+                    // maps between are read by nobody else, since every branch has the
+                    // pooling there and other branches read maps after it
+                    let pool_at = if c.relu { l + 2 } else { l + 1 };
+                    match br.ops.get(pool_at) {
+                        Some(Some(Op::Maxpool {
+                            kernel,
+                            stride,
+                            ceil,
+                        })) if kernel == stride => {
+                            pooled = Some(c.forward(&srcs, Some((*kernel, *ceil))));
+                            None
+                        }
+                        _ => Some(c.forward(&srcs, None)),
+                    }
                 }
+                Some(Op::Maxpool { .. }) if pooled.is_some() => pooled.take(),
                 // the conv before applied it; its pre-ReLU maps are read by nobody else
                 Some(Op::Fused) => own[l - 1].take(),
                 Some(Op::Relu) => own[l - 1].as_ref().map(|x| {
@@ -588,7 +650,7 @@ impl FastNet {
             own.push(out);
         }
         let srcs = sources(arch, b, br.ops.len() - 1, &own, prev);
-        let logits = br.head.forward(&srcs).data;
+        let logits = br.head.forward(&srcs, None).data;
         (own, logits)
     }
 }
@@ -766,8 +828,9 @@ mod tests {
         }
     }
 
-    /// The direct kernel and im2col + GEMM agree: thin and wide layers, stride, padding, two
-    /// sources, a position count that no register tile divides.
+    /// The direct kernel (both register files) and im2col + GEMM agree: thin and wide layers,
+    /// stride, padding, two sources, a position count that no register tile divides, fused
+    /// 2 x 2 max pooling on odd maps (floor and ceil: windows cut by the edge).
     #[test]
     fn direct_matches_gemm() {
         if !direct::available() {
@@ -796,21 +859,29 @@ mod tests {
                 })
                 .collect();
             let srcs: Vec<&Act> = xs.iter().collect();
-            let (a, b) = (
-                conv.forward_via(&srcs, true),
-                conv.forward_via(&srcs, false),
-            );
-            assert_eq!((a.n, a.h, a.w, a.c), (b.n, b.h, b.w, b.c));
-            let worst = a
-                .data
-                .iter()
-                .zip(&b.data)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f32::max);
-            assert!(
-                worst <= 1e-4,
-                "{widths:?} cout {cout} k {k} s {s} p {p}: differ by {worst}"
-            );
+            for narrow in [false, true] {
+                direct::NARROW.store(narrow, std::sync::atomic::Ordering::Relaxed);
+                for pool in [None, Some((2, false)), Some((2, true))] {
+                    let a = conv.forward_via(&srcs, true, pool);
+                    let b = conv.forward_via(&srcs, false, None);
+                    let b = match pool {
+                        Some((side, ceil)) => maxpool(&b, side, side, ceil),
+                        None => b,
+                    };
+                    assert_eq!((a.n, a.h, a.w, a.c), (b.n, b.h, b.w, b.c));
+                    let worst = a
+                        .data
+                        .iter()
+                        .zip(&b.data)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0.0, f32::max);
+                    assert!(
+                        worst <= 1e-4,
+                        "{widths:?} cout {cout} k {k} s {s} p {p} pool {pool:?} narrow {narrow}: differ by {worst}"
+                    );
+                }
+            }
+            direct::NARROW.store(false, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -4,8 +4,17 @@
 //! register tile of `P` output positions x `V` vectors of 8 output channels reads the input
 //! where it lies — for one kernel row, `kw * c` contiguous values per position — and the
 //! weights packed `[(dy * kw + dx) * c + ci][cout]`, the same layout as the GEMM path. Sources
-//! of an onion layer are summed inside the tile, so nothing is concatenated. x86-64 with
-//! AVX2 and FMA only (checked at run time); elsewhere the GEMM path runs.
+//! of an onion layer are summed inside the tile, so nothing is concatenated. A following
+//! non-overlapping max pooling is fused in: the tile's positions are whole pooling windows and
+//! only their maximum is stored, so the full-size map is never written nor read back (it is
+//! read by nobody else: other branches read maps after the pooling). x86-64 with AVX2 and FMA
+//! only (checked at run time; AVX-512VL, where present, gives more registers and larger
+//! tiles); elsewhere the GEMM path runs.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Forces the AVX2 tiles where AVX-512VL is present (tests cover both).
+pub(super) static NARROW: AtomicBool = AtomicBool::new(false);
 
 /// One input source of a layer: an unpadded NHWC map and its weights.
 #[derive(Clone, Copy)]
@@ -27,6 +36,21 @@ pub(super) struct Geometry {
     pub stride: usize,
     pub out: (usize, usize),
     pub cout: usize,
+    /// A fused max pooling: window side (= its stride) and the pooled map's size (windows
+    /// cut by the map's edge, `ceil` pooling, use the pixels they have).
+    pub pool: Option<(usize, (usize, usize))>,
+}
+
+impl Geometry {
+    /// The stored map's size: pooled, or the convolution's.
+    fn stored(&self) -> (usize, usize) {
+        self.pool.map_or(self.out, |(_, hw)| hw)
+    }
+
+    /// Convolution positions per stored position.
+    fn window(&self) -> usize {
+        self.pool.map_or(1, |(k, _)| k * k)
+    }
 }
 
 /// Whether this CPU runs the direct kernels.
@@ -41,11 +65,30 @@ pub(super) fn available() -> bool {
     }
 }
 
-/// `out[(b, oy, ox)][co]` = bias + the sum over sources of the convolution, ReLU'd when asked.
-/// Needs [`available`] and `cout % 8 == 0`; the caller pads the sources beforehand.
+/// `out[(b, oy, ox)][co]` = bias + the sum over sources of the convolution, ReLU'd when asked,
+/// max-pooled when `g.pool` says so. Needs [`available`], `cout % 8 == 0` and a pooling window
+/// of at most 2 x 2; the caller pads the sources beforehand.
 pub(super) fn conv(srcs: &[Source], g: Geometry, bias: &[f32], relu: bool, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    conv_with(
+        srcs,
+        g,
+        bias,
+        relu,
+        out,
+        x86::wide() && !NARROW.load(Ordering::Relaxed),
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    conv_with(srcs, g, bias, relu, out, false);
+}
+
+/// [`conv`] with the register file chosen: `wide` (AVX-512VL's 32 registers, where the CPU
+/// has them) or AVX2's 16.
+fn conv_with(srcs: &[Source], g: Geometry, bias: &[f32], relu: bool, out: &mut [f32], wide: bool) {
     use rayon::prelude::*;
-    assert!(available() && g.cout % 8 == 0 && out.len() == g.n * g.out.0 * g.out.1 * g.cout);
+    let (qh, qw) = g.stored();
+    assert!(available() && g.cout % 8 == 0 && out.len() == g.n * qh * qw * g.cout);
+    assert!(g.window() <= 4, "fused pooling windows up to 2 x 2");
     for s in srcs {
         assert_eq!(s.data.len(), g.n * g.h * g.w * s.c, "source size");
         assert_eq!(
@@ -59,21 +102,22 @@ pub(super) fn conv(srcs: &[Source], g: Geometry, bias: &[f32], relu: bool, out: 
     // stays small), yet a few per thread on small batches (a stage 2 after compaction)
     let positions = out.len() / g.cout;
     let macs = g.kernel.0 * g.kernel.1 * srcs.iter().map(|s| s.c).sum::<usize>() * g.cout;
-    let chunk = ((4 << 20) / macs)
-        .clamp(48, 1024)
+    let chunk = ((4 << 20) / (macs * g.window()))
+        .clamp(12, 1024)
         .min(positions.div_ceil(4 * rayon::current_num_threads()))
         .next_multiple_of(12);
     out.par_chunks_mut(chunk * g.cout)
         .enumerate()
         .for_each(|(t, part)| {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX2/FMA checked above; sizes checked above, every read stays inside its
-            // source because each output position's window lies inside the unpadded map
+            // SAFETY: AVX2/FMA checked above (AVX-512VL by the caller of `wide`); sizes checked
+            // above; every read stays inside its source because each window lies inside the
+            // unpadded map, and pooling windows are clamped to the convolution's output
             unsafe {
-                x86::chunk(srcs, g, bias, relu, t * chunk, part)
+                x86::chunk(srcs, g, bias, relu, t * chunk, part, wide)
             }
             #[cfg(not(target_arch = "x86_64"))]
-            let _ = (t, part);
+            let _ = (t, part, wide);
         });
 }
 
@@ -83,11 +127,11 @@ mod x86 {
 
     /// Whether the CPU has AVX-512VL: 32 vector registers instead of 16, so larger register
     /// tiles (the same 8-wide arithmetic).
-    fn wide() -> bool {
+    pub(super) fn wide() -> bool {
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl")
     }
 
-    /// Output positions `first..` (as many as `out` holds).
+    /// Stored positions `first..` (as many as `out` holds).
     pub(super) unsafe fn chunk(
         srcs: &[Source],
         g: Geometry,
@@ -95,28 +139,35 @@ mod x86 {
         relu: bool,
         first: usize,
         out: &mut [f32],
+        wide: bool,
     ) {
         let nv = g.cout / 8;
-        // P x V accumulators + V weight vectors + 1 broadcast within the vector registers
+        let pooled = g.window() > 1;
+        // P x V accumulators + V weight vectors + 1 broadcast within the vector registers;
+        // with pooling, P holds whole windows (a multiple of 4)
         unsafe {
-            if wide() {
-                use avx512::tiles;
-                if nv % 3 == 0 {
-                    tiles::<3, 6>(srcs, g, bias, relu, first, out)
-                } else if nv % 2 == 0 {
-                    tiles::<2, 12>(srcs, g, bias, relu, first, out)
-                } else {
-                    tiles::<1, 12>(srcs, g, bias, relu, first, out)
+            match (wide, nv % 3 == 0, nv % 2 == 0, pooled) {
+                (true, true, _, false) => avx512::tiles::<3, 6, 1>(srcs, g, bias, relu, first, out),
+                (true, true, _, true) => avx512::tiles::<3, 8, 4>(srcs, g, bias, relu, first, out),
+                (true, false, true, false) => {
+                    avx512::tiles::<2, 12, 1>(srcs, g, bias, relu, first, out)
                 }
-            } else {
-                use avx2::tiles;
-                if nv % 3 == 0 {
-                    tiles::<3, 3>(srcs, g, bias, relu, first, out)
-                } else if nv % 2 == 0 {
-                    tiles::<2, 6>(srcs, g, bias, relu, first, out)
-                } else {
-                    tiles::<1, 12>(srcs, g, bias, relu, first, out)
+                (true, false, true, true) => {
+                    avx512::tiles::<2, 12, 4>(srcs, g, bias, relu, first, out)
                 }
+                (true, false, false, false) => {
+                    avx512::tiles::<1, 12, 1>(srcs, g, bias, relu, first, out)
+                }
+                (true, false, false, true) => {
+                    avx512::tiles::<1, 12, 4>(srcs, g, bias, relu, first, out)
+                }
+                (false, true, _, false) => avx2::tiles::<3, 3, 1>(srcs, g, bias, relu, first, out),
+                (false, _, true, false) => avx2::tiles::<2, 6, 1>(srcs, g, bias, relu, first, out),
+                (false, _, true, true) => avx2::tiles::<2, 4, 4>(srcs, g, bias, relu, first, out),
+                (false, _, false, false) => {
+                    avx2::tiles::<1, 12, 1>(srcs, g, bias, relu, first, out)
+                }
+                (false, _, false, true) => avx2::tiles::<1, 12, 4>(srcs, g, bias, relu, first, out),
             }
         }
     }
@@ -129,7 +180,7 @@ mod x86 {
                 use std::arch::x86_64::*;
 
                 #[target_feature(enable = $features)]
-                pub(super) unsafe fn tiles<const V: usize, const P: usize>(
+                pub(super) unsafe fn tiles<const V: usize, const P: usize, const W: usize>(
                     srcs: &[Source],
                     g: Geometry,
                     bias: &[f32],
@@ -140,47 +191,62 @@ mod x86 {
                     // SAFETY: see `conv`: pointers stay inside the checked slices
                     unsafe {
                         let (oh, ow) = g.out;
+                        let (qh, qw) = g.stored();
+                        let (side, wsz) = (g.pool.map_or(1, |p| p.0), W);
+                        debug_assert_eq!(W, g.window());
+                        let per = P / wsz; // stored positions per tile
                         let m = out.len() / g.cout;
-                        // positions beyond the end repeat the last one and land here
+                        // stored positions beyond the end repeat the last window, land here
                         let mut spare = vec![0f32; g.cout];
                         // the position of `first`, then stepped (no division per position)
-                        let (mut b, mut oy, mut ox) =
-                            (first / (oh * ow), (first / ow) % oh, first % ow);
+                        let (mut b, mut qy, mut qx) =
+                            (first / (qh * qw), (first / qw) % qh, first % qw);
                         let mut i = 0;
                         while i < m {
                             let mut pix = [0usize; P];
                             let mut dst = [spare.as_mut_ptr(); P];
-                            for j in 0..P {
-                                pix[j] = (b * g.h + oy * g.stride) * g.w + ox * g.stride;
-                                if i + j < m {
-                                    dst[j] = out.as_mut_ptr().add((i + j) * g.cout);
-                                    ox += 1;
-                                    if ox == ow {
-                                        ox = 0;
-                                        oy += 1;
-                                        if oy == oh {
-                                            oy = 0;
+                            for k in 0..per {
+                                if i + k < m {
+                                    dst[k] = out.as_mut_ptr().add((i + k) * g.cout);
+                                    // the window, cut by the edge: repeat its first pixels
+                                    for dy in 0..side {
+                                        for dx in 0..side {
+                                            let y = (qy * side + dy).min(oh - 1);
+                                            let x = (qx * side + dx).min(ow - 1);
+                                            pix[k * wsz + dy * side + dx] =
+                                                (b * g.h + y * g.stride) * g.w + x * g.stride;
+                                        }
+                                    }
+                                    qx += 1;
+                                    if qx == qw {
+                                        qx = 0;
+                                        qy += 1;
+                                        if qy == qh {
+                                            qy = 0;
                                             b += 1;
                                         }
                                     }
                                 } else {
-                                    pix[j] = pix[j - 1];
+                                    for t in 0..wsz {
+                                        pix[k * wsz + t] = pix[(k - 1) * wsz + t];
+                                    }
                                 }
                             }
                             let mut co = 0;
                             while co < g.cout {
-                                tile::<V, P>(srcs, g, &pix, co, bias, relu, &dst);
+                                tile::<V, P, W>(srcs, g, &pix, co, bias, relu, &dst);
                                 co += 8 * V;
                             }
-                            i += P;
+                            i += per;
                         }
                     }
                 }
 
-                /// Output channels `co..co + 8V` of the `P` positions starting at input pixels `pix`.
+                /// Output channels `co..co + 8V` of the `P` positions at input pixels `pix`,
+                /// the maximum of each `W` consecutive ones stored at `dst`.
                 #[target_feature(enable = $features)]
                 #[inline]
-                unsafe fn tile<const V: usize, const P: usize>(
+                unsafe fn tile<const V: usize, const P: usize, const W: usize>(
                     srcs: &[Source],
                     g: Geometry,
                     pix: &[usize; P],
@@ -219,12 +285,18 @@ mod x86 {
                         let zero = _mm256_setzero_ps();
                         for v in 0..V {
                             let bv = _mm256_loadu_ps(bias.as_ptr().add(co + 8 * v));
-                            for j in 0..P {
-                                let mut x = _mm256_add_ps(acc[j][v], bv);
+                            for k in 0..P / W {
+                                // the bias is common to the window: max first, then add (`W`
+                                // is a constant so that `acc` stays in registers)
+                                let mut x = acc[k * W][v];
+                                for t in 1..W {
+                                    x = _mm256_max_ps(x, acc[k * W + t][v]);
+                                }
+                                x = _mm256_add_ps(x, bv);
                                 if relu {
                                     x = _mm256_max_ps(x, zero);
                                 }
-                                _mm256_storeu_ps(dst[j].add(co + 8 * v), x);
+                                _mm256_storeu_ps(dst[k].add(co + 8 * v), x);
                             }
                         }
                     }
