@@ -232,7 +232,7 @@ impl PackedConv {
     /// at 1.3 and loses from 1.8 MiB, where the GEMM's cache blocking pays). The environment
     /// variable `ONIONNET_CONV=direct|gemm` forces one (for A/B benchmarks).
     fn direct(&self) -> bool {
-        if self.cout % 8 != 0 || !direct::available() {
+        if !self.direct_runs() {
             return false;
         }
         match std::env::var("ONIONNET_CONV").ok().as_deref() {
@@ -240,6 +240,11 @@ impl PackedConv {
             Some("gemm") => false,
             _ => self.all.len() * 4 <= 3 << 19,
         }
+    }
+
+    /// Whether the direct kernel can run this layer on this CPU (8-wide output vectors).
+    fn direct_runs(&self) -> bool {
+        self.cout.is_multiple_of(8) && direct::available()
     }
 
     /// The layer on its sources (one [`Act`] per part, same n, h, w), then the max pooling
@@ -252,9 +257,7 @@ impl PackedConv {
     fn forward_via(&self, srcs: &[&Act], direct: bool, pool: Option<(usize, bool)>) -> Act {
         let x0 = srcs[0];
         let whole = self.kernel == (x0.h, x0.w) && self.padding == 0;
-        if !(direct && !whole && self.cout % 8 == 0 && direct::available())
-            || pool.is_some_and(|(side, _)| side > 2)
-        {
+        if !(direct && !whole && self.direct_runs()) || pool.is_some_and(|(side, _)| side > 2) {
             let y = self.forward_unpooled(srcs, direct);
             return match pool {
                 Some((side, ceil)) => maxpool(&y, side, side, ceil),
@@ -315,13 +318,10 @@ impl PackedConv {
 
     /// The layer alone on the GEMM path (or the direct kernel when `direct`).
     fn forward_unpooled(&self, srcs: &[&Act], direct: bool) -> Act {
-        if direct && self.cout % 8 == 0 && direct::available() {
-            let x0 = srcs[0];
-            if self.kernel != (x0.h, x0.w) || self.padding != 0 {
-                return self.forward_via(srcs, true, None);
-            }
-        }
         let x0 = srcs[0];
+        if direct && self.direct_runs() && (self.kernel != (x0.h, x0.w) || self.padding != 0) {
+            return self.forward_via(srcs, true, None);
+        }
         let (kh, kw) = self.kernel;
         let (p, s) = (self.padding, self.stride);
         let oh = (x0.h + 2 * p - kh) / s + 1;

@@ -87,7 +87,7 @@ pub(super) fn conv(srcs: &[Source], g: Geometry, bias: &[f32], relu: bool, out: 
 fn conv_with(srcs: &[Source], g: Geometry, bias: &[f32], relu: bool, out: &mut [f32], wide: bool) {
     use rayon::prelude::*;
     let (qh, qw) = g.stored();
-    assert!(available() && g.cout % 8 == 0 && out.len() == g.n * qh * qw * g.cout);
+    assert!(available() && g.cout.is_multiple_of(8) && out.len() == g.n * qh * qw * g.cout);
     assert!(g.window() <= 4, "fused pooling windows up to 2 x 2");
     for s in srcs {
         assert_eq!(s.data.len(), g.n * g.h * g.w * s.c, "source size");
@@ -146,7 +146,7 @@ mod x86 {
         // P x V accumulators + V weight vectors + 1 broadcast within the vector registers;
         // with pooling, P holds whole windows (a multiple of 4)
         unsafe {
-            match (wide, nv % 3 == 0, nv % 2 == 0, pooled) {
+            match (wide, nv.is_multiple_of(3), nv.is_multiple_of(2), pooled) {
                 (true, true, _, false) => avx512::tiles::<3, 6, 1>(srcs, g, bias, relu, first, out),
                 (true, true, _, true) => avx512::tiles::<3, 8, 4>(srcs, g, bias, relu, first, out),
                 (true, false, true, false) => {
