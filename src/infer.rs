@@ -142,17 +142,7 @@ fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usize, relu: bo
         parts.push((c, p));
         off += c;
     }
-    let mut all = vec![0f32; kh * kw * cin * cout];
-    for co in 0..cout {
-        for ci in 0..cin {
-            for dy in 0..kh {
-                for dx in 0..kw {
-                    all[((dy * kw + dx) * cin + ci) * cout + co] =
-                        w[((co * cin + ci) * kh + dy) * kw + dx];
-                }
-            }
-        }
-    }
+    let all = stack(&parts, kh * kw, cout);
     let bias = conv
         .bias
         .as_ref()
@@ -167,6 +157,19 @@ fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usize, relu: bo
         padding,
         relu,
     }
+}
+
+/// The parts' weights as one matrix over all sources' channels: per kernel position, the rows
+/// of every source in order (the layout of an im2col that writes the sources side by side).
+fn stack(parts: &[(usize, Vec<f32>)], positions: usize, cout: usize) -> Vec<f32> {
+    let cin: usize = parts.iter().map(|p| p.0).sum();
+    let mut all = Vec::with_capacity(positions * cin * cout);
+    for pos in 0..positions {
+        for (c, w) in parts {
+            all.extend_from_slice(&w[pos * c * cout..(pos + 1) * c * cout]);
+        }
+    }
+    all
 }
 
 thread_local! {
@@ -235,11 +238,13 @@ impl PackedConv {
         if !self.direct_runs() {
             return false;
         }
-        match std::env::var("ONIONNET_CONV").ok().as_deref() {
-            Some("direct") => true,
-            Some("gemm") => false,
-            _ => self.all.len() * 4 <= 3 << 19,
-        }
+        static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+        let forced = FORCED.get_or_init(|| match std::env::var("ONIONNET_CONV").as_deref() {
+            Ok("direct") => Some(true),
+            Ok("gemm") => Some(false),
+            _ => None,
+        });
+        forced.unwrap_or(self.all.len() * 4 <= 3 << 19)
     }
 
     /// Whether the direct kernel can run this layer on this CPU (8-wide output vectors).
@@ -257,13 +262,23 @@ impl PackedConv {
     fn forward_via(&self, srcs: &[&Act], direct: bool, pool: Option<(usize, bool)>) -> Act {
         let x0 = srcs[0];
         let whole = self.kernel == (x0.h, x0.w) && self.padding == 0;
-        if !(direct && !whole && self.direct_runs()) || pool.is_some_and(|(side, _)| side > 2) {
-            let y = self.forward_unpooled(srcs, direct);
-            return match pool {
-                Some((side, ceil)) => maxpool(&y, side, side, ceil),
-                None => y,
-            };
+        let direct = direct && !whole && self.direct_runs();
+        // the direct kernel fuses pooling windows up to 2 x 2; others pool afterwards
+        let fused = pool.filter(|&(side, _)| direct && side <= 2);
+        let y = if direct {
+            self.direct_conv(srcs, fused)
+        } else {
+            self.gemm_conv(srcs)
+        };
+        match pool {
+            Some((side, ceil)) if fused.is_none() => maxpool(&y, side, side, ceil),
+            _ => y,
         }
+    }
+
+    /// The layer on the direct kernel, with the max pooling `pool` fused in.
+    fn direct_conv(&self, srcs: &[&Act], pool: Option<(usize, bool)>) -> Act {
+        let x0 = srcs[0];
         let (kh, kw) = self.kernel;
         let (p, s) = (self.padding, self.stride);
         let oh = (x0.h + 2 * p - kh) / s + 1;
@@ -316,12 +331,9 @@ impl PackedConv {
         }
     }
 
-    /// The layer alone on the GEMM path (or the direct kernel when `direct`).
-    fn forward_unpooled(&self, srcs: &[&Act], direct: bool) -> Act {
+    /// The layer on im2col + GEMM (an fc layer: GEMMs on the maps in place).
+    fn gemm_conv(&self, srcs: &[&Act]) -> Act {
         let x0 = srcs[0];
-        if direct && self.direct_runs() && (self.kernel != (x0.h, x0.w) || self.padding != 0) {
-            return self.forward_via(srcs, true, None);
-        }
         let (kh, kw) = self.kernel;
         let (p, s) = (self.padding, self.stride);
         let oh = (x0.h + 2 * p - kh) / s + 1;
@@ -799,23 +811,11 @@ mod tests {
         s: usize,
         p: usize,
     ) -> PackedConv {
-        let cin: usize = widths.iter().sum();
         let parts = widths
             .iter()
             .map(|&c| (c, random(rng, k * k * c * cout)))
             .collect::<Vec<_>>();
-        // `all` stacks the parts' rows per kernel position, channels of every source in order
-        let mut all = vec![0f32; k * k * cin * cout];
-        for pos in 0..k * k {
-            let mut off = 0;
-            for (c, w) in &parts {
-                for ci in 0..*c {
-                    let dst = (pos * cin + off + ci) * cout;
-                    all[dst..dst + cout].copy_from_slice(&w[(pos * c + ci) * cout..][..cout]);
-                }
-                off += c;
-            }
-        }
+        let all = stack(&parts, k * k, cout);
         PackedConv {
             parts,
             all,
