@@ -3,7 +3,7 @@
 //! (so compaction is exercised), forward time per example measured interleaved across the
 //! networks and set against the cost model's prediction.
 
-use crate::cascade::{Engine, Model, Timing, run_with};
+use crate::cascade::{Engine, Model, Timing, run_pooled};
 use crate::cost::time_at;
 pub use crate::infer::EngineKind;
 use crate::infer::{Act, FastModel};
@@ -27,6 +27,9 @@ pub struct BenchConfig {
     pub quiet: bool,
     /// Which inference path runs the networks.
     pub engine: EngineKind,
+    /// Input batches per measured run, survivors pooled across them (a later stage runs once
+    /// a batch's worth of rows waits, [`run_pooled`]); 1: every batch on its own.
+    pub pool: usize,
 }
 
 impl Default for BenchConfig {
@@ -39,6 +42,7 @@ impl Default for BenchConfig {
             seed: 1,
             quiet: false,
             engine: EngineKind::default(),
+            pool: 1,
         }
     }
 }
@@ -51,7 +55,7 @@ pub struct BenchRow {
     /// The fraction actually forced through each early stage: round(p · batch) / batch (the
     /// cost model is evaluated there, so theory and measurement describe the same run).
     pub p_forced: f64,
-    /// Median over repetitions of the batch time, per example.
+    /// Median over repetitions of the run's time (`pool` batches), per example.
     pub ms_per_example: f64,
     /// Cost model: T_network(p) / T_mono.
     pub theory_ratio: f64,
@@ -98,7 +102,8 @@ pub fn run_bench(spec: &Spec, cfg: &BenchConfig, device: &Device) -> Vec<BenchRo
     let models = random_models(spec, device, cfg.seed);
     debug_assert_eq!(models[0].kind, NetworkKind::Monolithic);
     let [c, h, w] = spec.input.dims();
-    let input = Tensor::<4>::random([cfg.batch, c, h, w], Distribution::Normal(0.0, 1.0), device);
+    let rows = cfg.batch * cfg.pool.max(1);
+    let input = Tensor::<4>::random([rows, c, h, w], Distribution::Normal(0.0, 1.0), device);
     match cfg.engine {
         EngineKind::Burn => measure(spec, cfg, &models, input),
         EngineKind::Own => {
@@ -137,7 +142,7 @@ where
         for (pi, &p) in cfg.ps.iter().enumerate() {
             for (mi, model) in models.iter().enumerate() {
                 // exactly round(p * rows) survivors at random positions, at every early stage
-                let out = run_with(model, input.clone(), |s, scores| {
+                let out = run_pooled(model, input.clone(), cfg.batch, |s, scores| {
                     let rows = scores.len() / model.stage(s).classes;
                     let k = (p * rows as f64).round() as usize;
                     let mut keep = vec![false; rows];
@@ -164,7 +169,7 @@ where
         for (mi, model) in models.iter().enumerate() {
             let mut b = breakdown[pi][mi].clone();
             // per-batch averages
-            let reps = cfg.reps.max(1) as u32;
+            let reps = (cfg.reps.max(1) * cfg.pool.max(1)) as u32;
             b.stage.iter_mut().for_each(|d| *d /= reps);
             for d in [
                 &mut b.threshold,
@@ -179,7 +184,7 @@ where
                 network: model.kind().name().into(),
                 p,
                 p_forced,
-                ms_per_example: med[mi] * 1000.0 / cfg.batch as f64,
+                ms_per_example: med[mi] * 1000.0 / (cfg.batch * cfg.pool.max(1)) as f64,
                 theory_ratio: time_at(spec, model.kind(), p_forced) / mono_t,
                 measured_ratio: med[mi] / mono_med,
                 breakdown: b,

@@ -12,7 +12,7 @@
 //! [`FastModel`] implements [`Engine`], so the same cascade runner (compaction, gathers,
 //! scatter) drives it; gathering rows of NHWC maps copies whole contiguous examples.
 
-use crate::cascade::{Engine, Model, prune_maps};
+use crate::cascade::{Block, Engine, Model, prune_maps, stack_maps};
 use crate::onion::{Arch, Net, NetworkKind};
 use crate::spec::{LayerKind, Loss, Spec, Stage, out_size};
 use burn::nn::conv::Conv2d;
@@ -53,6 +53,26 @@ impl Act {
             .try_to_vec::<f32>()
             .expect("f32 input");
         Act { n, h, w, c, data }
+    }
+
+    /// Maps of the same shape stacked row-wise.
+    pub fn cat(parts: Vec<Act>) -> Act {
+        let first = parts.first().expect("something to stack");
+        assert!(
+            parts
+                .iter()
+                .all(|a| (a.h, a.w, a.c) == (first.h, first.w, first.c)),
+            "stacked maps share a shape"
+        );
+        let mut data = Vec::with_capacity(parts.iter().map(|a| a.data.len()).sum());
+        for a in &parts {
+            data.extend_from_slice(&a.data);
+        }
+        Act {
+            n: parts.iter().map(|a| a.n).sum(),
+            data,
+            ..*first
+        }
     }
 
     fn example_len(&self) -> usize {
@@ -813,6 +833,18 @@ impl Engine for FastModel {
     }
     fn rows(&self, x: &Act) -> usize {
         x.n
+    }
+    fn slice(&self, x: &Act, range: std::ops::Range<usize>) -> Act {
+        let e = x.example_len();
+        Act {
+            n: range.len(),
+            data: x.data[range.start * e..range.end * e].to_vec(),
+            ..*x
+        }
+    }
+    fn concat(&self, blocks: Vec<Block<Self>>) -> Block<Self> {
+        let (inputs, maps): (Vec<_>, Vec<_>) = blocks.into_iter().unzip();
+        (Act::cat(inputs), stack_maps(maps, Act::cat))
     }
 }
 

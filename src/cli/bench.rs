@@ -37,6 +37,11 @@ pub struct BenchArgs {
     /// Inference path: the own GEMM path (default) or burn's modules.
     #[arg(long, value_enum, default_value_t = crate::bench::EngineKind::Own)]
     pub engine: crate::bench::EngineKind,
+    /// Input batches per measured run, the survivors of each stage pooled across them: a
+    /// later stage runs once a batch's worth of rows waits (or at the run's end), instead of
+    /// on a few rows per batch. 1: every batch on its own (the paper's setting).
+    #[arg(long, default_value_t = BenchConfig::default().pool)]
+    pub pool: usize,
     /// Print `{"rows": [...]}` on stdout instead of the tables.
     #[arg(long)]
     pub json: bool,
@@ -46,12 +51,14 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
     let spec = Spec::from_file(&args.spec)?;
     anyhow::ensure!(args.batch >= 1, "--batch {} must be at least 1", args.batch);
     anyhow::ensure!(args.reps >= 1, "--reps {} must be at least 1", args.reps);
+    anyhow::ensure!(args.pool >= 1, "--pool {} must be at least 1", args.pool);
     let mut cfg = BenchConfig {
         batch: args.batch,
         reps: args.reps,
         warmup: args.warmup,
         seed: args.seed,
         engine: args.engine,
+        pool: args.pool,
         ..BenchConfig::default()
     };
     if !args.p.is_empty() {
