@@ -852,11 +852,13 @@ impl Engine for FastModel {
         }
     }
     fn stage_scores(&self, s: usize, input: &Act, prev: &[ActMaps]) -> (ActMaps, Vec<f32>) {
-        let (own, logits) = match self.kind {
+        // on a pool thread: each layer's parallel loop then starts where it is called instead
+        // of being handed to a (possibly sleeping) worker while the caller waits
+        let (own, logits) = rayon::scope(|_| match self.kind {
             NetworkKind::Onion => self.nets[0].forward_branch(s, input, prev),
             NetworkKind::Monolithic => (Vec::new(), self.nets[0].forward_branch(0, input, &[]).1),
             NetworkKind::NonSharing => (Vec::new(), self.nets[s].forward_branch(0, input, &[]).1),
-        };
+        });
         let st = Engine::stage(self, s);
         (own, host_scores(st.loss, logits, st.outputs()))
     }
