@@ -28,7 +28,7 @@ pub struct BenchConfig {
     /// Which inference path runs the networks.
     pub engine: EngineKind,
     /// Input batches per measured run, survivors pooled across them (a later stage runs once
-    /// a batch's worth of rows waits, [`run_pooled`]); 1: every batch on its own.
+    /// half a batch of rows waits, [`run_pooled`]); 1: every batch on its own.
     pub pool: usize,
 }
 

@@ -6,7 +6,7 @@
 //! non-sharing cascade uses the same runner but its stages recompute from the input.
 //!
 //! Over a stream of batches ([`run_pooled`]) the survivors wait instead: a later stage runs once
-//! a batch's worth of rows (from several input batches) is waiting, or at the stream's end. A
+//! half a batch of rows (from several input batches) is waiting, or at the stream's end. A
 //! stage 2 that would otherwise run on 6 rows of 128 streams its late layers' weights for a
 //! handful of positions (measured: the 2ch-deep onion's stage 2 on 6 rows took 18% more per
 //! row than on a full batch, its fc layer 5x more); pooled, it runs at full-batch speed.
@@ -342,9 +342,11 @@ pub fn run_with<E: Engine>(
 }
 
 /// Runs `model` as a cascade over a stream: stage 1 on consecutive batches of `batch` rows of
-/// `input`; the survivors of each stage wait and the next stage runs once at least `batch` of
-/// them are waiting (or at the end). Scores and timings as [`run_with`] over all of `input`;
-/// with `batch` ≥ the rows of `input` it is [`run_with`].
+/// `input`; the survivors of each stage wait and the next stage runs once at least half a
+/// batch of them are waiting (or at the end): enough rows for the kernels to run at full-batch
+/// speed, and a block that large (p ≥ 0.5) runs at once instead of being copied again. Scores
+/// and timings as [`run_with`] over all of `input`; with `batch` ≥ the rows of `input` it is
+/// [`run_with`].
 pub fn run_pooled<E: Engine>(
     model: &E,
     input: E::Input,
@@ -386,7 +388,7 @@ pub fn run_pooled<E: Engine>(
         }
         for s in 1..stages {
             let ready: usize = waiting[s].iter().map(|(_, r)| r.len()).sum();
-            if ready > 0 && (ready >= batch || start >= n) {
+            if ready > 0 && (2 * ready >= batch || start >= n) {
                 let t = Instant::now();
                 let mut blocks = std::mem::take(&mut waiting[s]);
                 let block = if blocks.len() == 1 {

@@ -6,7 +6,7 @@
 
 use burn::tensor::{Distribution, Tensor, TensorData};
 use onionnet::bench::random_models;
-use onionnet::cascade::{CascadeOutput, Gate, Model, run, run_with};
+use onionnet::cascade::{CascadeOutput, Engine, Gate, Model, run, run_pooled, run_with};
 use onionnet::checkpoint::Checkpoint;
 use onionnet::data::Dataset;
 use onionnet::infer::{Act, FastModel};
@@ -67,6 +67,45 @@ fn check(model: &Model, x: &Tensor<4>, what: &str) {
         &run_with(&fast, Act::from_tensor(x), keep),
         "compacted",
     );
+    pooled_matches_per_batch(model, x.clone(), what);
+    pooled_matches_per_batch(&fast, Act::from_tensor(x), what);
+}
+
+/// A stream in batches of 3 with survivors pooled across batches (about one row in three
+/// survives each early stage, so later stages wait for rows of several batches and their
+/// blocks are stacked) scores every row as the whole input run at once does.
+fn pooled_matches_per_batch<E: Engine>(model: &E, x: E::Input, what: &str)
+where
+    E::Input: Clone,
+{
+    let classes: Vec<usize> = (0..model.num_stages())
+        .map(|s| model.stage(s).classes)
+        .collect();
+    // a row's fate depends on its own first score only (coarsely, so that rounding
+    // differences between batch compositions cannot flip it), not on its block
+    let keep = |s: usize, scores: &[f32]| {
+        scores
+            .chunks_exact(classes[s])
+            .map(|row| ((row[0] * 100.0).floor() as i64).rem_euclid(3) == 1)
+            .collect::<Vec<bool>>()
+    };
+    let whole = run_with(model, x.clone(), keep);
+    let pooled = run_pooled(model, x, 3, keep);
+    assert_eq!(
+        whole.reached,
+        pooled.reached,
+        "{what} {}: pooled stream",
+        model.kind()
+    );
+    for s in 0..whole.scores.len() {
+        let d = max_diff(&whole.scores[s], &pooled.scores[s]);
+        assert!(
+            d <= 1e-5,
+            "{what} {}: pooled stage {} differs by {d}",
+            model.kind(),
+            s + 1
+        );
+    }
 }
 
 #[test]

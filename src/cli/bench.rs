@@ -38,7 +38,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = crate::bench::EngineKind::Own)]
     pub engine: crate::bench::EngineKind,
     /// Input batches per measured run, the survivors of each stage pooled across them: a
-    /// later stage runs once a batch's worth of rows waits (or at the run's end), instead of
+    /// later stage runs once half a batch of rows waits (or at the run's end), instead of
     /// on a few rows per batch. 1: every batch on its own (the paper's setting).
     #[arg(long, default_value_t = BenchConfig::default().pool)]
     pub pool: usize,
