@@ -98,8 +98,8 @@ pub fn prune_maps<T>(spec: &Spec, own: &mut [Option<T>]) {
 /// What the cascade runner needs from an inference engine (burn's modules, [`Model`], or the
 /// project's own GEMM path, [`crate::infer::FastModel`]): run a stage on a block of rows and
 /// gather rows of its input and of the maps later stages read.
-pub trait Engine {
-    type Input;
+pub trait Engine: Sync {
+    type Input: Send;
     /// One branch's maps after each layer.
     type Maps;
     fn kind(&self) -> NetworkKind;
@@ -335,7 +335,7 @@ pub fn run<E: Engine>(model: &E, input: E::Input, gate: &Gate) -> CascadeOutput 
 pub fn run_with<E: Engine>(
     model: &E,
     input: E::Input,
-    decide: impl FnMut(usize, &[f32]) -> Vec<bool>,
+    decide: impl FnMut(usize, &[f32]) -> Vec<bool> + Send,
 ) -> CascadeOutput {
     let n = model.rows(&input);
     run_pooled(model, input, n.max(1), decide)
@@ -348,6 +348,17 @@ pub fn run_with<E: Engine>(
 /// and timings as [`run_with`] over all of `input`; with `batch` ≥ the rows of `input` it is
 /// [`run_with`].
 pub fn run_pooled<E: Engine>(
+    model: &E,
+    input: E::Input,
+    batch: usize,
+    decide: impl FnMut(usize, &[f32]) -> Vec<bool> + Send,
+) -> CascadeOutput {
+    // on a pool thread: the engine's parallel loops (layers, gathers) then start where they
+    // are called instead of waking a worker each while the caller waits
+    rayon::scope(|_| run_pooled_here(model, input, batch, decide))
+}
+
+fn run_pooled_here<E: Engine>(
     model: &E,
     input: E::Input,
     batch: usize,

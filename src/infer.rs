@@ -79,13 +79,21 @@ impl Act {
         self.h * self.w * self.c
     }
 
-    /// Examples `src`, in that order (each a contiguous block).
+    /// Examples `src`, in that order (each a contiguous block), copied on every thread: the
+    /// survivors' maps of a thin network are a large part of its work (2% of the retrieval
+    /// onion's stage 2 at p = 0.5 on one thread).
     pub fn rows(&self, src: &[usize]) -> Act {
         let e = self.example_len();
-        let mut data = Vec::with_capacity(src.len() * e);
-        for &i in src {
-            data.extend_from_slice(&self.data[i * e..(i + 1) * e]);
+        let mut data = uninit(src.len() * e);
+        if e > 0 {
+            data.par_chunks_mut(e).zip(src).for_each(|(dst, &i)| {
+                let from = &self.data[i * e..(i + 1) * e];
+                // SAFETY: same length; f32 and MaybeUninit<f32> share a layout
+                unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), dst.as_mut_ptr().cast(), e) }
+            });
         }
+        // SAFETY: every example block was written above
+        let data = unsafe { assume_init(data) };
         Act {
             n: src.len(),
             data,
