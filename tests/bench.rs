@@ -12,7 +12,8 @@ fn bench_rows_follow_the_cost_model_and_force_p() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml"),
     )
     .unwrap();
-    for engine in [EngineKind::Own, EngineKind::Burn] {
+    // every batch on its own on both engines, and survivors pooled over 3 batches
+    for (engine, pool) in [(EngineKind::Own, 1), (EngineKind::Burn, 1), (EngineKind::Own, 3)] {
         let cfg = BenchConfig {
             batch: 20,
             warmup: 0,
@@ -22,6 +23,7 @@ fn bench_rows_follow_the_cost_model_and_force_p() {
             seed: 3,
             quiet: true,
             engine,
+            pool,
         };
         let rows = run_bench(&spec, &cfg, &burn::tensor::Device::default());
         assert_eq!(rows.len(), 9);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the committed benchmark results (tables, CSVs, plots) under docs/bench/: each
-# description on the own GEMM inference path (the default engine) in docs/bench/NAME and on
+# description on the own inference path (the default engine) in docs/bench/NAME, the same with
+# survivors pooled across 4 input batches (`--pool 4`) in docs/bench/pooled/NAME, and on
 # burn's modules in docs/bench/burn/NAME, back to back. `bash docs/bench/run.sh x86-v4` also
 # reruns 2ch-deep on burn with burn-flex's AVX-512 kernels (a rebuild with that feature).
 set -euo pipefail
@@ -8,10 +9,12 @@ cd "$(dirname "$0")/../.."
 cargo build --release
 B=target/release/onionnet
 run() { # name batch reps
-  for e in own burn; do
-    o=docs/bench/$1; [ $e = burn ] && o=docs/bench/burn/$1
+  for e in own pooled burn; do
+    o=docs/bench/$1; args="--engine own"
+    [ $e = pooled ] && o=docs/bench/pooled/$1 && args="--engine own --pool 4"
+    [ $e = burn ] && o=docs/bench/burn/$1 && args="--engine burn"
     mkdir -p $o
-    $B bench specs/$1.toml --engine $e --batch $2 --reps $3 --out $o | tee $o/bench.txt
+    $B bench specs/$1.toml $args --batch $2 --reps $3 --out $o | tee $o/bench.txt
   done
 }
 run fashion-retrieval 128 7

@@ -107,13 +107,14 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{}: {} engine, batch {}, median of {} runs after {} warm-up, per example; ratios against the monolithic network; theory at the fraction forced, round(p x batch) / batch",
+        "{}: {} engine, batch {}{}, median of {} runs after {} warm-up, per example; ratios against the monolithic network; theory at the fraction forced, round(p x batch) / batch",
         spec.name,
         match cfg.engine {
-            crate::bench::EngineKind::Own => "own GEMM",
+            crate::bench::EngineKind::Own => "own",
             crate::bench::EngineKind::Burn => "burn",
         },
         cfg.batch,
+        pooled(&cfg),
         cfg.reps,
         cfg.warmup
     );
@@ -139,6 +140,15 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
         out.join("bench.png").display()
     );
     Ok(())
+}
+
+/// How a run treats survivors, for titles: nothing when every batch runs on its own.
+fn pooled(cfg: &BenchConfig) -> String {
+    if cfg.pool > 1 {
+        format!(", survivors pooled over {} batches", cfg.pool)
+    } else {
+        String::new()
+    }
 }
 
 fn csv(rows: &[BenchRow]) -> String {
@@ -256,8 +266,10 @@ fn plot(
     line_plot(
         path,
         &format!(
-            "{}: time vs fraction passing stage 1 (batch {})",
-            spec.name, cfg.batch
+            "{}: time vs fraction passing stage 1 (batch {}{})",
+            spec.name,
+            cfg.batch,
+            pooled(cfg)
         ),
         "p (fraction of examples passing stage 1)",
         "time / monolithic time",
