@@ -11,7 +11,7 @@
 //! handful of positions (measured: the 2ch-deep onion's stage 2 on 6 rows took 18% more per
 //! row than on a full batch, its fc layer 5x more); pooled, it runs at full-batch speed.
 
-use crate::compaction::compact;
+use crate::compaction::{Compaction, compact};
 use crate::onion::{Maps, Net, NetworkKind};
 use crate::spec::{Loss, Spec, Stage};
 use burn::tensor::activation::softmax;
@@ -114,8 +114,9 @@ pub trait Engine: Sync {
     ) -> (Self::Maps, Vec<f32>);
     /// Keeps only the maps later stages read.
     fn prune(&self, own: &mut Self::Maps);
-    /// Rows `src` (in that order) of `x` and of every map in `prev`.
-    fn gather(&self, x: Self::Input, prev: &mut [Self::Maps], src: &[usize]) -> Self::Input;
+    /// The survivors of `plan` made contiguous, in `plan.window_sources()` order, in `x` and
+    /// in every map in `prev`.
+    fn gather(&self, x: Self::Input, prev: &mut [Self::Maps], plan: &Compaction) -> Self::Input;
     fn rows(&self, x: &Self::Input) -> usize;
     /// Rows `range` of `x`.
     fn slice(&self, x: &Self::Input, range: Range<usize>) -> Self::Input;
@@ -145,8 +146,8 @@ impl Engine for Model {
     fn prune(&self, own: &mut Maps) {
         Model::prune(self, own)
     }
-    fn gather(&self, x: Tensor<4>, prev: &mut [Maps], src: &[usize]) -> Tensor<4> {
-        gather_rows(x, prev, src)
+    fn gather(&self, x: Tensor<4>, prev: &mut [Maps], plan: &Compaction) -> Tensor<4> {
+        gather_rows(x, prev, &plan.window_sources())
     }
     fn rows(&self, x: &Tensor<4>) -> usize {
         x.dims()[0]
@@ -458,8 +459,8 @@ fn advance<E: Engine>(
         prev.push(own);
     }
     let (x, rows) = if plan.len < rows.len() {
+        let x = model.gather(x, &mut prev, &plan);
         let src = plan.window_sources();
-        let x = model.gather(x, &mut prev, &src);
         (x, src.iter().map(|&i| rows[i]).collect())
     } else {
         (x, rows)

@@ -13,6 +13,7 @@
 //! scatter) drives it; gathering rows of NHWC maps copies whole contiguous examples.
 
 use crate::cascade::{Block, Engine, Model, prune_maps, stack_maps};
+use crate::compaction::Compaction;
 use crate::onion::{Arch, Net, NetworkKind};
 use crate::spec::{LayerKind, Loss, Spec, Stage, out_size};
 use burn::nn::conv::Conv2d;
@@ -32,17 +33,40 @@ pub enum EngineKind {
     Burn,
 }
 
-/// Activations `[n, h, w, c]`, channels last.
-#[derive(Debug, Clone, PartialEq)]
+/// Activations `[n, h, w, c]`, channels last: examples `first..first + n` of a buffer, so
+/// that compaction can move survivors within it ([`Act::compact`]) instead of copying them
+/// all out.
+#[derive(Debug, Clone)]
 pub struct Act {
     pub n: usize,
     pub h: usize,
     pub w: usize,
     pub c: usize,
-    pub data: Vec<f32>,
+    buf: Vec<f32>,
+    first: usize,
+}
+
+impl PartialEq for Act {
+    fn eq(&self, other: &Act) -> bool {
+        (self.n, self.h, self.w, self.c) == (other.n, other.h, other.w, other.c)
+            && self.values() == other.values()
+    }
 }
 
 impl Act {
+    /// `data` holds `[n, h, w, c]` values.
+    pub fn new(n: usize, h: usize, w: usize, c: usize, data: Vec<f32>) -> Act {
+        assert_eq!(data.len(), n * h * w * c, "values of an [n, h, w, c] map");
+        Act {
+            n,
+            h,
+            w,
+            c,
+            buf: data,
+            first: 0,
+        }
+    }
+
     /// From a burn `[n, c, h, w]` tensor.
     pub fn from_tensor(x: &Tensor<4>) -> Act {
         let [n, c, h, w] = x.dims();
@@ -52,7 +76,27 @@ impl Act {
             .into_data()
             .try_to_vec::<f32>()
             .expect("f32 input");
-        Act { n, h, w, c, data }
+        Act::new(n, h, w, c, data)
+    }
+
+    /// The `[n, h, w, c]` values.
+    pub fn values(&self) -> &[f32] {
+        let e = self.example_len();
+        &self.buf[self.first * e..(self.first + self.n) * e]
+    }
+
+    fn values_mut(&mut self) -> &mut [f32] {
+        let e = self.example_len();
+        &mut self.buf[self.first * e..(self.first + self.n) * e]
+    }
+
+    /// The values, owned (no copy when the map is its whole buffer).
+    pub fn into_values(self) -> Vec<f32> {
+        if self.first == 0 && self.buf.len() == self.n * self.example_len() {
+            self.buf
+        } else {
+            self.values().to_vec()
+        }
     }
 
     /// Maps of the same shape stacked row-wise.
@@ -64,41 +108,43 @@ impl Act {
                 .all(|a| (a.h, a.w, a.c) == (first.h, first.w, first.c)),
             "stacked maps share a shape"
         );
-        let mut data = Vec::with_capacity(parts.iter().map(|a| a.data.len()).sum());
+        let mut data = Vec::with_capacity(parts.iter().map(|a| a.values().len()).sum());
         for a in &parts {
-            data.extend_from_slice(&a.data);
+            data.extend_from_slice(a.values());
         }
-        Act {
-            n: parts.iter().map(|a| a.n).sum(),
+        Act::new(
+            parts.iter().map(|a| a.n).sum(),
+            first.h,
+            first.w,
+            first.c,
             data,
-            ..*first
-        }
+        )
     }
 
     fn example_len(&self) -> usize {
         self.h * self.w * self.c
     }
 
-    /// Examples `src`, in that order (each a contiguous block), copied on every thread: the
-    /// survivors' maps of a thin network are a large part of its work (2% of the retrieval
-    /// onion's stage 2 at p = 0.5 on one thread).
-    pub fn rows(&self, src: &[usize]) -> Act {
+    /// Examples `range`, copied.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Act {
         let e = self.example_len();
-        let mut data = uninit(src.len() * e);
-        if e > 0 {
-            data.par_chunks_mut(e).zip(src).for_each(|(dst, &i)| {
-                let from = &self.data[i * e..(i + 1) * e];
-                // SAFETY: same length; f32 and MaybeUninit<f32> share a layout
-                unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), dst.as_mut_ptr().cast(), e) }
-            });
+        let data = self.values()[range.start * e..range.end * e].to_vec();
+        Act::new(range.len(), self.h, self.w, self.c, data)
+    }
+
+    /// The survivors of `plan` made contiguous in place with its fewest moves: each survivor
+    /// outside the plan's window is copied onto a hole inside it, and the window becomes the
+    /// map. Rows already in the window do not move (a gather would copy every survivor: at
+    /// p = 0.5 about twice the rows, for the retrieval onion a few % of its stage 2).
+    pub fn compact(&mut self, plan: &Compaction) {
+        let e = self.example_len();
+        assert!(plan.start + plan.len <= self.n, "the plan fits the map");
+        for &(from, to) in &plan.moves {
+            let at = (self.first + from) * e;
+            self.buf.copy_within(at..at + e, (self.first + to) * e);
         }
-        // SAFETY: every example block was written above
-        let data = unsafe { assume_init(data) };
-        Act {
-            n: src.len(),
-            data,
-            ..*self
-        }
+        self.first += plan.start;
+        self.n = plan.len;
     }
 }
 
@@ -362,7 +408,7 @@ impl PackedConv {
             .iter()
             .zip(&self.parts)
             .map(|(x, (c, w))| direct::Source {
-                data: &x.data,
+                data: x.values(),
                 c: *c,
                 weights: w,
             })
@@ -378,14 +424,9 @@ impl PackedConv {
             pool: pool.map(|(side, _)| (side, stored)),
         };
         direct::conv(&sources, g, &self.bias, self.relu, &mut out);
-        Act {
-            n: x0.n,
-            h: stored.0,
-            w: stored.1,
-            c: self.cout,
-            // SAFETY: the direct kernel writes every value
-            data: unsafe { assume_init(out) },
-        }
+        // SAFETY: the direct kernel writes every value
+        let out = unsafe { assume_init(out) };
+        Act::new(x0.n, stored.0, stored.1, self.cout, out)
     }
 
     /// The layer on im2col + GEMM (an fc layer: GEMMs on the maps in place).
@@ -402,7 +443,7 @@ impl PackedConv {
             // a kernel over the whole unpadded map: each example's NHWC map is its row, so
             // every source is used in place and the GEMMs accumulate
             for (i, ((c, wp), x)) in self.parts.iter().zip(srcs).enumerate() {
-                gemm_rows(&mut out, &x.data, wp, kh * kw * c, i > 0, true);
+                gemm_rows(&mut out, x.values(), wp, kh * kw * c, i > 0, true);
             }
             out.par_chunks_mut(cout * 64)
                 .for_each(|block| self.finish(block));
@@ -428,13 +469,7 @@ impl PackedConv {
                     self.finish(out_tile);
                 });
         }
-        Act {
-            n: x0.n,
-            h: oh,
-            w: ow,
-            c: cout,
-            data: out,
-        }
+        Act::new(x0.n, oh, ow, cout, out)
     }
 }
 
@@ -466,20 +501,14 @@ fn pad(x: &Act, p: usize) -> Act {
     let mut data = vec![0f32; x.n * h * w * x.c];
     let row = x.w * x.c;
     data.par_chunks_mut(h * w * x.c)
-        .zip(x.data.par_chunks(x.h * row))
+        .zip(x.values().par_chunks(x.h * row))
         .for_each(|(dst, src)| {
             for (y, line) in src.chunks(row).enumerate() {
                 let at = ((y + p) * w + p) * x.c;
                 dst[at..at + row].copy_from_slice(line);
             }
         });
-    Act {
-        n: x.n,
-        h,
-        w,
-        c: x.c,
-        data,
-    }
+    Act::new(x.n, h, w, x.c, data)
 }
 
 /// Floats of one tile's im2col (256 KiB: within a core's L2 cache).
@@ -515,7 +544,7 @@ fn im2col(
             {
                 let src = ((b * h + y as usize) * w + x0 as usize) * c;
                 row[dy * kw * c..(dy + 1) * kw * c]
-                    .copy_from_slice(&srcs[0].data[src..src + kw * c]);
+                    .copy_from_slice(&srcs[0].values()[src..src + kw * c]);
                 continue;
             }
             for dx in 0..kw {
@@ -527,7 +556,7 @@ fn im2col(
                     let mut off = 0;
                     for x in srcs {
                         let src = ((b * h + y as usize) * w + xx as usize) * x.c;
-                        dst[off..off + x.c].copy_from_slice(&x.data[src..src + x.c]);
+                        dst[off..off + x.c].copy_from_slice(&x.values()[src..src + x.c]);
                         off += x.c;
                     }
                 }
@@ -546,7 +575,7 @@ fn maxpool(x: &Act, kernel: usize, stride: usize, ceil: bool) -> Act {
     let c = x.c;
     let mut data = vec![0f32; x.n * oh * ow * c];
     data.par_chunks_mut(oh * ow * c)
-        .zip(x.data.par_chunks(x.h * x.w * c))
+        .zip(x.values().par_chunks(x.h * x.w * c))
         .for_each(|(ex, src)| {
             for (oy, dst_row) in ex.chunks_mut(ow * c).enumerate() {
                 // the window's first input row initialises the output row, the others max in
@@ -569,13 +598,7 @@ fn maxpool(x: &Act, kernel: usize, stride: usize, ceil: bool) -> Act {
                 }
             }
         });
-    Act {
-        n: x.n,
-        h: oh,
-        w: ow,
-        c,
-        data,
-    }
+    Act::new(x.n, oh, ow, c, data)
 }
 
 /// One branch: an op per layer up to its depth (`None` where it has no map) and its head.
@@ -716,8 +739,8 @@ impl FastNet {
                 // the conv before applied it; its pre-ReLU maps are read by nobody else
                 Some(Op::Fused) => own[l - 1].take(),
                 Some(Op::Relu) => own[l - 1].as_ref().map(|x| {
-                    let mut y = x.clone();
-                    y.data.par_iter_mut().for_each(|v| *v = v.max(0.0));
+                    let mut y = x.slice(0..x.n);
+                    y.values_mut().par_iter_mut().for_each(|v| *v = v.max(0.0));
                     y
                 }),
                 Some(Op::Maxpool {
@@ -728,8 +751,8 @@ impl FastNet {
                     .as_ref()
                     .map(|x| maxpool(x, *kernel, *stride, *ceil)),
                 Some(Op::Affine { scale, shift }) => own[l - 1].as_ref().map(|x| {
-                    let mut y = x.clone();
-                    y.data.par_chunks_mut(x.c).for_each(|px| {
+                    let mut y = x.slice(0..x.n);
+                    y.values_mut().par_chunks_mut(x.c).for_each(|px| {
                         for ((v, s), t) in px.iter_mut().zip(scale).zip(shift) {
                             *v = *v * s + t;
                         }
@@ -745,10 +768,10 @@ impl FastNet {
         // the head's columns past its outputs are the zero padding of `widened`
         let outputs = br.head.outputs;
         let logits = if logits.c == outputs {
-            logits.data
+            logits.into_values()
         } else {
             logits
-                .data
+                .values()
                 .chunks_exact(logits.c)
                 .flat_map(|row| &row[..outputs])
                 .copied()
@@ -873,24 +896,18 @@ impl Engine for FastModel {
     fn prune(&self, own: &mut ActMaps) {
         prune_maps(&self.spec, own)
     }
-    fn gather(&self, x: Act, prev: &mut [ActMaps], src: &[usize]) -> Act {
-        for maps in prev.iter_mut() {
-            for m in maps.iter_mut() {
-                *m = m.take().map(|a| a.rows(src));
-            }
+    fn gather(&self, mut x: Act, prev: &mut [ActMaps], plan: &Compaction) -> Act {
+        for m in prev.iter_mut().flatten().flatten() {
+            m.compact(plan);
         }
-        x.rows(src)
+        x.compact(plan);
+        x
     }
     fn rows(&self, x: &Act) -> usize {
         x.n
     }
     fn slice(&self, x: &Act, range: std::ops::Range<usize>) -> Act {
-        let e = x.example_len();
-        Act {
-            n: range.len(),
-            data: x.data[range.start * e..range.end * e].to_vec(),
-            ..*x
-        }
+        x.slice(range)
     }
     fn concat(&self, blocks: Vec<Block<Self>>) -> Block<Self> {
         let (inputs, maps): (Vec<_>, Vec<_>) = blocks.into_iter().unzip();
@@ -958,13 +975,7 @@ mod tests {
             let conv = layer(&mut rng, &widths, cout, k, s, p);
             let xs: Vec<Act> = widths
                 .iter()
-                .map(|&c| Act {
-                    n,
-                    h: hw,
-                    w: hw,
-                    c,
-                    data: random(&mut rng, n * hw * hw * c),
-                })
+                .map(|&c| Act::new(n, hw, hw, c, random(&mut rng, n * hw * hw * c)))
                 .collect();
             let srcs: Vec<&Act> = xs.iter().collect();
             for narrow in [false, true] {
@@ -983,9 +994,9 @@ mod tests {
                     };
                     assert_eq!((a.n, a.h, a.w, a.c), (b.n, b.h, b.w, b.c));
                     let worst = a
-                        .data
+                        .values()
                         .iter()
-                        .zip(&b.data)
+                        .zip(b.values())
                         .map(|(x, y)| (x - y).abs())
                         .fold(0.0, f32::max);
                     assert!(
@@ -998,6 +1009,35 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// In-place compaction leaves the survivors in the order of the plan's window
+        /// sources (what a gather would copy), also on a map compacted before.
+        #[test]
+        fn compaction_in_place_is_the_gather(
+            keep in proptest::collection::vec(proptest::bool::ANY, 1..40),
+            again in proptest::collection::vec(proptest::bool::ANY, 40),
+        ) {
+            let n = keep.len();
+            let e = 3;
+            let values: Vec<f32> = (0..n * e).map(|v| v as f32).collect();
+            let mut x = Act::new(n, 1, 1, e, values.clone());
+            let plan = crate::compaction::compact(&keep);
+            x.compact(&plan);
+            let src = plan.window_sources();
+            let want: Vec<f32> = src.iter().flat_map(|&i| values[i * e..(i + 1) * e].to_vec()).collect();
+            proptest::prop_assert_eq!(x.values(), &want[..]);
+            // a second compaction of the compacted map
+            let plan2 = crate::compaction::compact(&again[..x.n]);
+            x.compact(&plan2);
+            let want2: Vec<f32> = plan2
+                .window_sources()
+                .iter()
+                .flat_map(|&i| want[i * e..(i + 1) * e].to_vec())
+                .collect();
+            proptest::prop_assert_eq!(x.values(), &want2[..]);
+        }
+    }
+
     /// A head widened to 8 outputs gives the narrow head's outputs in its first columns.
     #[test]
     fn widened_head_keeps_outputs() {
@@ -1006,13 +1046,7 @@ mod tests {
             let head = layer(&mut rng, &[12, 20], outputs, 3, 1, 0);
             let xs: Vec<Act> = [12, 20]
                 .iter()
-                .map(|&c| Act {
-                    n: 7,
-                    h: 3,
-                    w: 3,
-                    c,
-                    data: random(&mut rng, 7 * 9 * c),
-                })
+                .map(|&c| Act::new(7, 3, 3, c, random(&mut rng, 7 * 9 * c)))
                 .collect();
             let srcs: Vec<&Act> = xs.iter().collect();
             let narrow = head.forward_via(&srcs, false, None);
@@ -1023,9 +1057,9 @@ mod tests {
             );
             let y = wide.forward(&srcs, None);
             for (a, b) in y
-                .data
+                .values()
                 .chunks_exact(wide.cout)
-                .zip(narrow.data.chunks_exact(outputs))
+                .zip(narrow.values().chunks_exact(outputs))
             {
                 for (x, z) in a[..outputs].iter().zip(b) {
                     assert!((x - z).abs() <= 1e-4, "{outputs} outputs: {x} vs {z}");

@@ -13,7 +13,11 @@ fn bench_rows_follow_the_cost_model_and_force_p() {
     )
     .unwrap();
     // every batch on its own on both engines, and survivors pooled over 3 batches
-    for (engine, pool) in [(EngineKind::Own, 1), (EngineKind::Burn, 1), (EngineKind::Own, 3)] {
+    for (engine, pool) in [
+        (EngineKind::Own, 1),
+        (EngineKind::Burn, 1),
+        (EngineKind::Own, 3),
+    ] {
         let cfg = BenchConfig {
             batch: 20,
             warmup: 0,

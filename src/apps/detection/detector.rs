@@ -256,13 +256,7 @@ impl Detector {
                     self.layout().stride,
                     (i.height, i.width),
                 );
-                let x = Act {
-                    n: proposals.len(),
-                    h: i.height,
-                    w: i.width,
-                    c: i.channels,
-                    data,
-                };
+                let x = Act::new(proposals.len(), i.height, i.width, i.channels, data);
                 let t2 = Instant::now();
                 (run(&self.fast, x, gate), t2)
             }
