@@ -19,6 +19,7 @@ use crate::spec::{LayerKind, Loss, Spec, Stage, out_size};
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 mod direct;
@@ -35,7 +36,9 @@ pub enum EngineKind {
 
 /// Activations `[n, h, w, c]`, channels last: examples `first..first + n` of a buffer, so
 /// that compaction can move survivors within it ([`Act::compact`]) instead of copying them
-/// all out.
+/// all out. Each example may be stored with a zero border of `border` pixels: the padding of
+/// the conv that reads it, written by the conv that makes it, so that no pass copies the map
+/// into a padded one.
 #[derive(Debug, Clone)]
 pub struct Act {
     pub n: usize,
@@ -44,27 +47,65 @@ pub struct Act {
     pub c: usize,
     buf: Vec<f32>,
     first: usize,
+    border: usize,
 }
 
 impl PartialEq for Act {
     fn eq(&self, other: &Act) -> bool {
-        (self.n, self.h, self.w, self.c) == (other.n, other.h, other.w, other.c)
-            && self.values() == other.values()
+        let (a, b) = (self.unbordered(), other.unbordered());
+        (a.n, a.h, a.w, a.c) == (b.n, b.h, b.w, b.c) && a.values() == b.values()
     }
 }
 
 impl Act {
     /// `data` holds `[n, h, w, c]` values.
     pub fn new(n: usize, h: usize, w: usize, c: usize, data: Vec<f32>) -> Act {
-        assert_eq!(data.len(), n * h * w * c, "values of an [n, h, w, c] map");
-        Act {
+        Act::with_border(n, h, w, c, 0, data)
+    }
+
+    /// `data` holds `[n, h + 2 border, w + 2 border, c]` values, zero on the border.
+    fn with_border(n: usize, h: usize, w: usize, c: usize, border: usize, data: Vec<f32>) -> Act {
+        let x = Act {
             n,
             h,
             w,
             c,
             buf: data,
             first: 0,
+            border,
+        };
+        assert_eq!(
+            x.buf.len(),
+            n * x.example_len(),
+            "values of an [n, h, w, c] map"
+        );
+        x
+    }
+
+    /// The map with a zero border of `b` pixels (a map stored with it is borrowed).
+    fn bordered(&self, b: usize) -> Cow<'_, Act> {
+        if self.border == b {
+            return Cow::Borrowed(self);
         }
+        let (h, w, c) = (self.h + 2 * b, self.w + 2 * b, self.c);
+        let (sh, sw) = (self.h + 2 * self.border, self.w + 2 * self.border);
+        let mut data = vec![0f32; self.n * h * w * c];
+        let row = self.w * c;
+        data.par_chunks_mut(h * w * c)
+            .zip(self.values().par_chunks(sh * sw * c))
+            .for_each(|(dst, src)| {
+                for y in 0..self.h {
+                    let from = ((y + self.border) * sw + self.border) * c;
+                    let to = ((y + b) * w + b) * c;
+                    dst[to..to + row].copy_from_slice(&src[from..from + row]);
+                }
+            });
+        Cow::Owned(Act::with_border(self.n, self.h, self.w, c, b, data))
+    }
+
+    /// The map without a border.
+    fn unbordered(&self) -> Cow<'_, Act> {
+        self.bordered(0)
     }
 
     /// From a burn `[n, c, h, w]` tensor.
@@ -79,7 +120,8 @@ impl Act {
         Act::new(n, h, w, c, data)
     }
 
-    /// The `[n, h, w, c]` values.
+    /// The stored values: `[n, h, w, c]`, each example within its zero border (none for
+    /// maps that leave the own path: inputs, logits).
     pub fn values(&self) -> &[f32] {
         let e = self.example_len();
         &self.buf[self.first * e..(self.first + self.n) * e]
@@ -90,8 +132,11 @@ impl Act {
         &mut self.buf[self.first * e..(self.first + self.n) * e]
     }
 
-    /// The values, owned (no copy when the map is its whole buffer).
+    /// The `[n, h, w, c]` values, owned (no copy when the map is its whole buffer).
     pub fn into_values(self) -> Vec<f32> {
+        if self.border > 0 {
+            return self.unbordered().values().to_vec();
+        }
         if self.first == 0 && self.buf.len() == self.n * self.example_len() {
             self.buf
         } else {
@@ -105,31 +150,31 @@ impl Act {
         assert!(
             parts
                 .iter()
-                .all(|a| (a.h, a.w, a.c) == (first.h, first.w, first.c)),
+                .all(|a| (a.h, a.w, a.c, a.border) == (first.h, first.w, first.c, first.border)),
             "stacked maps share a shape"
         );
         let mut data = Vec::with_capacity(parts.iter().map(|a| a.values().len()).sum());
         for a in &parts {
             data.extend_from_slice(a.values());
         }
-        Act::new(
-            parts.iter().map(|a| a.n).sum(),
-            first.h,
-            first.w,
-            first.c,
-            data,
-        )
+        let n = parts.iter().map(|a| a.n).sum();
+        Act::with_border(n, first.h, first.w, first.c, first.border, data)
     }
 
+    /// Stored values per example (border included).
     fn example_len(&self) -> usize {
-        self.h * self.w * self.c
+        (self.h + 2 * self.border) * (self.w + 2 * self.border) * self.c
     }
 
     /// Examples `range`, copied.
     pub fn slice(&self, range: std::ops::Range<usize>) -> Act {
         let e = self.example_len();
-        let data = self.values()[range.start * e..range.end * e].to_vec();
-        Act::new(range.len(), self.h, self.w, self.c, data)
+        Act {
+            n: range.len(),
+            buf: self.values()[range.start * e..range.end * e].to_vec(),
+            first: 0,
+            ..*self
+        }
     }
 
     /// The survivors of `plan` made contiguous in place with its fewest moves: each survivor
@@ -357,18 +402,26 @@ impl PackedConv {
     }
 
     /// The layer on its sources (one [`Act`] per part, same n, h, w), then the max pooling
-    /// `pool` (side = stride, ceil) where one follows: fused into the direct kernel.
-    fn forward(&self, srcs: &[&Act], pool: Option<(usize, bool)>) -> Act {
-        self.forward_via(srcs, self.direct(), pool)
+    /// `pool` (side = stride, ceil) where one follows: fused into the direct kernel, which
+    /// also stores its output with a zero `border` (the reader's padding) where asked.
+    fn forward(&self, srcs: &[&Act], pool: Option<(usize, bool)>, border: usize) -> Act {
+        self.forward_via(srcs, self.direct(), pool, border)
     }
 
-    /// [`Self::forward`] with the kernel chosen: direct (where it applies) or im2col + GEMM.
-    fn forward_via(&self, srcs: &[&Act], direct: bool, pool: Option<(usize, bool)>) -> Act {
+    /// [`Self::forward`] with the kernel chosen: direct (where it applies) or im2col + GEMM
+    /// (no border: the reader pads).
+    fn forward_via(
+        &self,
+        srcs: &[&Act],
+        direct: bool,
+        pool: Option<(usize, bool)>,
+        border: usize,
+    ) -> Act {
         let direct = direct && self.direct_runs();
         // the direct kernel fuses pooling windows up to 2 x 2; others pool afterwards
         let fused = pool.filter(|&(side, _)| direct && side <= 2);
         let y = if direct {
-            self.direct_conv(srcs, fused)
+            self.direct_conv(srcs, fused, if pool == fused { border } else { 0 })
         } else {
             self.gemm_conv(srcs)
         };
@@ -378,8 +431,9 @@ impl PackedConv {
         }
     }
 
-    /// The layer on the direct kernel, with the max pooling `pool` fused in.
-    fn direct_conv(&self, srcs: &[&Act], pool: Option<(usize, bool)>) -> Act {
+    /// The layer on the direct kernel, with the max pooling `pool` fused in, each output
+    /// example stored within a zero border of `border` pixels.
+    fn direct_conv(&self, srcs: &[&Act], pool: Option<(usize, bool)>, border: usize) -> Act {
         let x0 = srcs[0];
         let (kh, kw) = self.kernel;
         let (p, s) = (self.padding, self.stride);
@@ -396,14 +450,11 @@ impl PackedConv {
             }
             None => (oh, ow),
         };
-        let mut out = uninit(x0.n * stored.0 * stored.1 * self.cout);
-        let padded: Vec<Act>;
-        let srcs: Vec<&Act> = if p == 0 {
-            srcs.to_vec()
-        } else {
-            padded = srcs.iter().map(|x| pad(x, p)).collect();
-            padded.iter().collect()
-        };
+        let e = (stored.0 + 2 * border) * (stored.1 + 2 * border) * self.cout;
+        let mut out = uninit(x0.n * e);
+        // the sources with the layer's padding as their border (no copy where the conv that
+        // made them stored it so)
+        let srcs: Vec<Cow<Act>> = srcs.iter().map(|x| x.bordered(p)).collect();
         let sources: Vec<direct::Source> = srcs
             .iter()
             .zip(&self.parts)
@@ -415,22 +466,26 @@ impl PackedConv {
             .collect();
         let g = direct::Geometry {
             n: x0.n,
-            h: srcs[0].h,
-            w: srcs[0].w,
+            h: x0.h + 2 * p,
+            w: x0.w + 2 * p,
             kernel: (kh, kw),
             stride: s,
             out: (oh, ow),
             cout: self.cout,
             pool: pool.map(|(side, _)| (side, stored)),
+            border,
         };
         direct::conv(&sources, g, &self.bias, self.relu, &mut out);
-        // SAFETY: the direct kernel writes every value
+        // SAFETY: the direct kernel writes every value, border included
         let out = unsafe { assume_init(out) };
-        Act::new(x0.n, stored.0, stored.1, self.cout, out)
+        Act::with_border(x0.n, stored.0, stored.1, self.cout, border, out)
     }
 
     /// The layer on im2col + GEMM (an fc layer: GEMMs on the maps in place).
     fn gemm_conv(&self, srcs: &[&Act]) -> Act {
+        // (the im2col pads as it copies)
+        let plain: Vec<Cow<Act>> = srcs.iter().map(|x| x.unbordered()).collect();
+        let srcs: Vec<&Act> = plain.iter().map(|x| x.as_ref()).collect();
         let x0 = srcs[0];
         let (kh, kw) = self.kernel;
         let (p, s) = (self.padding, self.stride);
@@ -462,7 +517,15 @@ impl PackedConv {
                     COLUMNS.with(|cols| {
                         let mut col = cols.borrow_mut();
                         col.resize(m * kk, 0.0);
-                        im2col(srcs, (kh, kw), s, p, (oh, ow), t * tile, &mut col[..m * kk]);
+                        im2col(
+                            &srcs,
+                            (kh, kw),
+                            s,
+                            p,
+                            (oh, ow),
+                            t * tile,
+                            &mut col[..m * kk],
+                        );
                         gemm_rows(out_tile, &col[..m * kk], &self.all, kk, false, false);
                     });
                     // bias and ReLU while the tile is still in cache
@@ -493,22 +556,6 @@ unsafe fn assume_init(v: Vec<std::mem::MaybeUninit<f32>>) -> Vec<f32> {
     // SAFETY: same allocation, layout and length; MaybeUninit<f32> has f32's layout, and the
     // caller guarantees the values are initialised
     unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast(), v.len(), v.capacity()) }
-}
-
-/// `x` with a zero border of `p` pixels.
-fn pad(x: &Act, p: usize) -> Act {
-    let (h, w) = (x.h + 2 * p, x.w + 2 * p);
-    let mut data = vec![0f32; x.n * h * w * x.c];
-    let row = x.w * x.c;
-    data.par_chunks_mut(h * w * x.c)
-        .zip(x.values().par_chunks(x.h * row))
-        .for_each(|(dst, src)| {
-            for (y, line) in src.chunks(row).enumerate() {
-                let at = ((y + p) * w + p) * x.c;
-                dst[at..at + row].copy_from_slice(line);
-            }
-        });
-    Act::new(x.n, h, w, x.c, data)
 }
 
 /// Floats of one tile's im2col (256 KiB: within a core's L2 cache).
@@ -566,6 +613,7 @@ fn im2col(
 }
 
 fn maxpool(x: &Act, kernel: usize, stride: usize, ceil: bool) -> Act {
+    let x = x.unbordered();
     let kind = LayerKind::Maxpool {
         kernel,
         stride,
@@ -702,6 +750,17 @@ impl FastNet {
         FastNet { arch, branches }
     }
 
+    /// The zero border to store around the maps after layer `l` of branch `b`: the padding
+    /// of the conv that reads them next, unless a head reads them too (or other ops come
+    /// between: ReLU keeps a zero border zero, the others are given maps without one).
+    fn border_after(&self, b: usize, l: usize) -> usize {
+        let read_by_head = self.arch.branches.iter().any(|br| br.depth == l + 1);
+        match self.branches[b].ops.get(l + 1) {
+            Some(Some(Op::Conv(next))) if !read_by_head => next.padding,
+            _ => 0,
+        }
+    }
+
     /// Branch `b` on `input`, reading the earlier branches' maps `prev`: its maps and its
     /// head's logits `[n, outputs]` row-major (as [`crate::onion::OnionModule::forward_branch`]).
     pub fn forward_branch(&self, b: usize, input: &Act, prev: &[ActMaps]) -> (ActMaps, Vec<f32>) {
@@ -729,10 +788,11 @@ impl FastNet {
                             stride,
                             ceil,
                         })) if kernel == stride => {
-                            pooled = Some(c.forward(&srcs, Some((*kernel, *ceil))));
+                            let border = self.border_after(b, pool_at);
+                            pooled = Some(c.forward(&srcs, Some((*kernel, *ceil)), border));
                             None
                         }
-                        _ => Some(c.forward(&srcs, None)),
+                        _ => Some(c.forward(&srcs, None, self.border_after(b, pool_at - 1))),
                     }
                 }
                 Some(Op::Maxpool { .. }) if pooled.is_some() => pooled.take(),
@@ -751,7 +811,8 @@ impl FastNet {
                     .as_ref()
                     .map(|x| maxpool(x, *kernel, *stride, *ceil)),
                 Some(Op::Affine { scale, shift }) => own[l - 1].as_ref().map(|x| {
-                    let mut y = x.slice(0..x.n);
+                    // (a border would not stay zero)
+                    let mut y = x.unbordered().into_owned();
                     y.values_mut().par_chunks_mut(x.c).for_each(|px| {
                         for ((v, s), t) in px.iter_mut().zip(scale).zip(shift) {
                             *v = *v * s + t;
@@ -764,7 +825,7 @@ impl FastNet {
             own.push(out);
         }
         let srcs = sources(arch, b, br.ops.len() - 1, &own, prev);
-        let logits = br.head.forward(&srcs, None);
+        let logits = br.head.forward(&srcs, None, 0);
         // the head's columns past its outputs are the zero padding of `widened`
         let outputs = br.head.outputs;
         let logits = if logits.c == outputs {
@@ -985,15 +1046,22 @@ mod tests {
                 } else {
                     vec![None, Some((2, false)), Some((2, true))]
                 };
-                for pool in pools {
-                    let a = conv.forward_via(&srcs, true, pool);
-                    let b = conv.forward_via(&srcs, false, None);
+                // inputs stored with the layer's padding as their border read the same
+                let bordered: Vec<Act> = xs.iter().map(|x| x.bordered(p).into_owned()).collect();
+                let bsrcs: Vec<&Act> = bordered.iter().collect();
+                for (pool, border, srcs) in pools
+                    .iter()
+                    .flat_map(|&pool| [(pool, 0, &srcs), (pool, 2, &bsrcs)])
+                {
+                    let a = conv.forward_via(srcs, true, pool, border);
+                    let b = conv.forward_via(srcs, false, None, 0);
                     let b = match pool {
                         Some((side, ceil)) => maxpool(&b, side, side, ceil),
                         None => b,
                     };
-                    assert_eq!((a.n, a.h, a.w, a.c), (b.n, b.h, b.w, b.c));
-                    let worst = a
+                    assert_eq!((a.n, a.h, a.w, a.c, a.border), (b.n, b.h, b.w, b.c, border));
+                    let plain = a.unbordered();
+                    let worst = plain
                         .values()
                         .iter()
                         .zip(b.values())
@@ -1001,8 +1069,11 @@ mod tests {
                         .fold(0.0, f32::max);
                     assert!(
                         worst <= 1e-4,
-                        "{widths:?} cout {cout} k {k} s {s} p {p} pool {pool:?} narrow {narrow}: differ by {worst}"
+                        "{widths:?} cout {cout} k {k} s {s} p {p} pool {pool:?} border {border} narrow {narrow}: differ by {worst}"
                     );
+                    // the border is zero: the stored values hold exactly the map's
+                    let sum = |v: &[f32]| v.iter().map(|x| x.abs() as f64).sum::<f64>();
+                    assert_eq!(sum(a.values()), sum(plain.values()), "border values");
                 }
             }
             direct::NARROW.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -1049,13 +1120,13 @@ mod tests {
                 .map(|&c| Act::new(7, 3, 3, c, random(&mut rng, 7 * 9 * c)))
                 .collect();
             let srcs: Vec<&Act> = xs.iter().collect();
-            let narrow = head.forward_via(&srcs, false, None);
+            let narrow = head.forward_via(&srcs, false, None, 0);
             let wide = head.clone().widened();
             assert_eq!(
                 (wide.cout, wide.outputs),
                 (outputs.next_multiple_of(8), outputs)
             );
-            let y = wide.forward(&srcs, None);
+            let y = wide.forward(&srcs, None, 0);
             for (a, b) in y
                 .values()
                 .chunks_exact(wide.cout)

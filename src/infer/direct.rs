@@ -40,12 +40,27 @@ pub(super) struct Geometry {
     /// A fused max pooling: window side (= its stride) and the pooled map's size (windows
     /// cut by the map's edge, `ceil` pooling, use the pixels they have).
     pub pool: Option<(usize, (usize, usize))>,
+    /// Zero pixels around each stored output example: the padding of the conv that reads it.
+    pub border: usize,
 }
 
 impl Geometry {
     /// The stored map's size: pooled, or the convolution's.
     fn stored(&self) -> (usize, usize) {
         self.pool.map_or(self.out, |(_, hw)| hw)
+    }
+
+    /// Stored output values per example, border included.
+    fn example_len(&self) -> usize {
+        let (qh, qw) = self.stored();
+        (qh + 2 * self.border) * (qw + 2 * self.border) * self.cout
+    }
+
+    /// Where stored position (b, y, x) starts in the output.
+    fn at(&self, b: usize, y: usize, x: usize) -> usize {
+        let (qh, qw) = self.stored();
+        let (bh, bw) = (qh + 2 * self.border, qw + 2 * self.border);
+        ((b * bh + y + self.border) * bw + x + self.border) * self.cout
     }
 
     /// Convolution positions per stored position.
@@ -103,7 +118,7 @@ fn conv_with(
 ) {
     use rayon::prelude::*;
     let (qh, qw) = g.stored();
-    assert!(available() && g.cout.is_multiple_of(8) && out.len() == g.n * qh * qw * g.cout);
+    assert!(available() && g.cout.is_multiple_of(8) && out.len() == g.n * g.example_len());
     assert!(g.window() <= 4, "fused pooling windows up to 2 x 2");
     for s in srcs {
         assert_eq!(s.data.len(), g.n * g.h * g.w * s.c, "source size");
@@ -116,31 +131,69 @@ fn conv_with(
     assert_eq!(bias.len(), g.cout);
     // tasks of about 4M multiply-adds (thin layers: many positions, so the scheduling cost
     // stays small), yet a few per thread on small batches (a stage 2 after compaction)
-    let positions = out.len() / g.cout;
+    let positions = g.n * qh * qw;
     let macs = g.kernel.0 * g.kernel.1 * srcs.iter().map(|s| s.c).sum::<usize>() * g.cout;
     let chunk = ((4 << 20) / (macs * g.window()))
         .clamp(12, 1024)
         .min(positions.div_ceil(4 * rayon::current_num_threads()))
         .next_multiple_of(12);
-    out.par_chunks_mut(chunk * g.cout)
-        .enumerate()
-        .for_each(|(t, part)| {
+    zero_border(g, out);
+    // tasks own disjoint stored positions; the border is written above
+    let base = Out(out.as_mut_ptr().cast());
+    (0..positions.div_ceil(chunk))
+        .into_par_iter()
+        .for_each(|t| {
+            let first = t * chunk;
+            let m = chunk.min(positions - first);
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2/FMA checked above (AVX-512VL by the caller of `wide`); sizes checked
             // above; every read stays inside its source because each window lies inside the
-            // unpadded map, and pooling windows are clamped to the convolution's output
+            // padded map, and pooling windows are clamped to the convolution's output; each
+            // task writes only its own positions `first..first + m`
             unsafe {
-                x86::chunk(srcs, g, bias, relu, t * chunk, part, wide)
+                x86::chunk(srcs, g, bias, relu, first, m, base.get(), wide)
             }
             #[cfg(not(target_arch = "x86_64"))]
-            let _ = (t, part, wide);
+            let _ = (first, m, &base, wide);
         });
+}
+
+/// The output pointer, shared by tasks that write disjoint positions.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: tasks write disjoint positions of one live buffer that outlives them
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Writes the zero border of every stored example (the kernel writes the rest).
+fn zero_border(g: Geometry, out: &mut [MaybeUninit<f32>]) {
+    if g.border == 0 {
+        return;
+    }
+    let (qh, qw) = g.stored();
+    let (b, c) = (g.border, g.cout);
+    let row = (qw + 2 * b) * c;
+    for ex in out.chunks_mut(g.example_len()) {
+        for (y, line) in ex.chunks_mut(row).enumerate() {
+            if y < b || y >= qh + b {
+                line.fill(MaybeUninit::new(0.0));
+            } else {
+                line[..b * c].fill(MaybeUninit::new(0.0));
+                line[(qw + b) * c..].fill(MaybeUninit::new(0.0));
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Geometry, Source};
-    use std::mem::MaybeUninit;
 
     /// Whether the CPU has AVX-512VL: 32 vector registers instead of 16, so larger register
     /// tiles (the same 8-wide arithmetic).
@@ -155,7 +208,8 @@ mod x86 {
         bias: &[f32],
         relu: bool,
         first: usize,
-        out: &mut [MaybeUninit<f32>],
+        m: usize,
+        out: *mut f32,
         wide: bool,
     ) {
         let nv = g.cout / 8;
@@ -164,27 +218,39 @@ mod x86 {
         // with pooling, P holds whole windows (a multiple of 4)
         unsafe {
             match (wide, nv.is_multiple_of(3), nv.is_multiple_of(2), pooled) {
-                (true, true, _, false) => avx512::tiles::<3, 6, 1>(srcs, g, bias, relu, first, out),
-                (true, true, _, true) => avx512::tiles::<3, 8, 4>(srcs, g, bias, relu, first, out),
+                (true, true, _, false) => {
+                    avx512::tiles::<3, 6, 1>(srcs, g, bias, relu, first, m, out)
+                }
+                (true, true, _, true) => {
+                    avx512::tiles::<3, 8, 4>(srcs, g, bias, relu, first, m, out)
+                }
                 (true, false, true, false) => {
-                    avx512::tiles::<2, 12, 1>(srcs, g, bias, relu, first, out)
+                    avx512::tiles::<2, 12, 1>(srcs, g, bias, relu, first, m, out)
                 }
                 (true, false, true, true) => {
-                    avx512::tiles::<2, 12, 4>(srcs, g, bias, relu, first, out)
+                    avx512::tiles::<2, 12, 4>(srcs, g, bias, relu, first, m, out)
                 }
                 (true, false, false, false) => {
-                    avx512::tiles::<1, 12, 1>(srcs, g, bias, relu, first, out)
+                    avx512::tiles::<1, 12, 1>(srcs, g, bias, relu, first, m, out)
                 }
                 (true, false, false, true) => {
-                    avx512::tiles::<1, 12, 4>(srcs, g, bias, relu, first, out)
+                    avx512::tiles::<1, 12, 4>(srcs, g, bias, relu, first, m, out)
                 }
-                (false, true, _, false) => avx2::tiles::<3, 3, 1>(srcs, g, bias, relu, first, out),
-                (false, _, true, false) => avx2::tiles::<2, 6, 1>(srcs, g, bias, relu, first, out),
-                (false, _, true, true) => avx2::tiles::<2, 4, 4>(srcs, g, bias, relu, first, out),
+                (false, true, _, false) => {
+                    avx2::tiles::<3, 3, 1>(srcs, g, bias, relu, first, m, out)
+                }
+                (false, _, true, false) => {
+                    avx2::tiles::<2, 6, 1>(srcs, g, bias, relu, first, m, out)
+                }
+                (false, _, true, true) => {
+                    avx2::tiles::<2, 4, 4>(srcs, g, bias, relu, first, m, out)
+                }
                 (false, _, false, false) => {
-                    avx2::tiles::<1, 12, 1>(srcs, g, bias, relu, first, out)
+                    avx2::tiles::<1, 12, 1>(srcs, g, bias, relu, first, m, out)
                 }
-                (false, _, false, true) => avx2::tiles::<1, 12, 4>(srcs, g, bias, relu, first, out),
+                (false, _, false, true) => {
+                    avx2::tiles::<1, 12, 4>(srcs, g, bias, relu, first, m, out)
+                }
             }
         }
     }
@@ -195,7 +261,6 @@ mod x86 {
             mod $name {
                 use super::super::{Geometry, Source};
                 use std::arch::x86_64::*;
-                use std::mem::MaybeUninit;
 
                 #[target_feature(enable = $features)]
                 pub(super) unsafe fn tiles<const V: usize, const P: usize, const W: usize>(
@@ -204,7 +269,8 @@ mod x86 {
                     bias: &[f32],
                     relu: bool,
                     first: usize,
-                    out: &mut [MaybeUninit<f32>],
+                    m: usize,
+                    out: *mut f32,
                 ) {
                     // SAFETY: see `conv`: pointers stay inside the checked slices
                     unsafe {
@@ -213,7 +279,6 @@ mod x86 {
                         let (side, wsz) = (g.pool.map_or(1, |p| p.0), W);
                         debug_assert_eq!(W, g.window());
                         let per = P / wsz; // stored positions per tile
-                        let m = out.len() / g.cout;
                         // stored positions beyond the end repeat the last window, land here
                         let mut spare = vec![0f32; g.cout];
                         // the position of `first`, then stepped (no division per position)
@@ -225,7 +290,7 @@ mod x86 {
                             let mut dst = [spare.as_mut_ptr(); P];
                             for k in 0..per {
                                 if i + k < m {
-                                    dst[k] = out.as_mut_ptr().add((i + k) * g.cout).cast();
+                                    dst[k] = out.add(g.at(b, qy, qx));
                                     // the window, cut by the edge: repeat its first pixels
                                     for dy in 0..side {
                                         for dx in 0..side {
