@@ -1030,6 +1030,10 @@ mod tests {
             (vec![16, 48], 64, 5, 1, 2, 1, 6),
             (vec![3], 16, 5, 2, 2, 2, 11),
             (vec![48], 48, 3, 2, 1, 5, 5),
+            // one input channel, even output >= 8 wide: the column-vectorised kernel when
+            // pooled (10 columns: the last block overlaps; 28 as the retrieval networks)
+            (vec![1], 16, 3, 1, 1, 2, 10),
+            (vec![1], 8, 5, 1, 2, 3, 28),
             // a kernel over the whole map (an fc layer)
             (vec![48, 16], 16, 4, 1, 0, 5, 4),
         ] {

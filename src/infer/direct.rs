@@ -140,6 +140,19 @@ fn conv_with(
     zero_border(g, out);
     // tasks own disjoint stored positions; the border is written above
     let base = Out(out.as_mut_ptr().cast());
+    #[cfg(target_arch = "x86_64")]
+    if wide && single_channel(srcs, g) {
+        // a few examples per task, about 1M multiply-adds
+        let per = (1 << 20) / (g.out.0 * g.out.1 * macs).max(1);
+        (0..g.n)
+            .into_par_iter()
+            .with_min_len(per.max(1))
+            .for_each(|b| {
+                // SAFETY: AVX-512VL (`wide`) and the shape checked; each task writes example b
+                unsafe { x86::single_channel_example(srcs[0], g, bias, relu, b, base.get()) }
+            });
+        return;
+    }
     (0..positions.div_ceil(chunk))
         .into_par_iter()
         .for_each(|t| {
@@ -156,6 +169,19 @@ fn conv_with(
             #[cfg(not(target_arch = "x86_64"))]
             let _ = (first, m, &base, wide);
         });
+}
+
+/// Whether [`x86::single_channel_example`] runs the layer: one input channel (a grey image),
+/// stride 1, a fused 2 x 2 pooling of an even-sized output at least 8 wide.
+fn single_channel(srcs: &[Source], g: Geometry) -> bool {
+    let (oh, ow) = g.out;
+    srcs.len() == 1
+        && srcs[0].c == 1
+        && g.stride == 1
+        && matches!(g.pool, Some((2, _)))
+        && oh.is_multiple_of(2)
+        && ow.is_multiple_of(2)
+        && ow >= 8
 }
 
 /// The output pointer, shared by tasks that write disjoint positions.
@@ -253,6 +279,109 @@ mod x86 {
                 }
             }
         }
+    }
+
+    /// Example `b` of a [`super::single_channel`] layer, vectorised over 8 output columns
+    /// instead of 8 output channels: with one input channel, a channel-vector tile spends a
+    /// load per multiply-add (each input value meets 8 filters once), here an input row
+    /// vector meets 8 filters' weights for two output rows. Two conv rows x 8 columns x 8
+    /// channels sit in 16 registers (AVX-512VL's 32 needed); the rows are max-pooled,
+    /// transposed to channels-last, the column pairs max-pooled and stored. The last column
+    /// block overlaps the one before (it recomputes a few positions) so that reads stay in
+    /// the row.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    pub(super) unsafe fn single_channel_example(
+        s: Source,
+        g: Geometry,
+        bias: &[f32],
+        relu: bool,
+        b: usize,
+        out: *mut f32,
+    ) {
+        use std::arch::x86_64::*;
+        // SAFETY: reads stay in example b's padded map (columns x0 + dx + 7 <= w - 1 since
+        // x0 <= ow - 8 and w = ow + kw - 1; rows y + 1 + dy <= h - 1); writes go to example
+        // b's stored positions
+        unsafe {
+            let (kh, kw) = g.kernel;
+            let (oh, ow) = g.out;
+            let src = s.data.as_ptr().add(b * g.h * g.w);
+            let zero = _mm256_setzero_ps();
+            for y in (0..oh).step_by(2) {
+                let mut x0 = 0;
+                loop {
+                    let x = x0.min(ow - 8);
+                    for cg in (0..g.cout).step_by(8) {
+                        let mut acc0 = [zero; 8];
+                        let mut acc1 = [zero; 8];
+                        for dy in 0..kh {
+                            for dx in 0..kw {
+                                let at = src.add((y + dy) * g.w + x + dx);
+                                let in0 = _mm256_loadu_ps(at);
+                                let in1 = _mm256_loadu_ps(at.add(g.w));
+                                let w = s.weights.as_ptr().add((dy * kw + dx) * g.cout + cg);
+                                for co in 0..8 {
+                                    let wv = _mm256_broadcast_ss(&*w.add(co));
+                                    acc0[co] = _mm256_fmadd_ps(in0, wv, acc0[co]);
+                                    acc1[co] = _mm256_fmadd_ps(in1, wv, acc1[co]);
+                                }
+                            }
+                        }
+                        // pool the row pair, then transpose: t[i] = column i's 8 channels
+                        let mut m = [zero; 8];
+                        for co in 0..8 {
+                            m[co] = _mm256_max_ps(acc0[co], acc1[co]);
+                        }
+                        let t = transpose8(m);
+                        let bv = _mm256_loadu_ps(bias.as_ptr().add(cg));
+                        for j in 0..4 {
+                            let mut v = _mm256_add_ps(_mm256_max_ps(t[2 * j], t[2 * j + 1]), bv);
+                            if relu {
+                                v = _mm256_max_ps(v, zero);
+                            }
+                            _mm256_storeu_ps(out.add(g.at(b, y / 2, x / 2 + j) + cg), v);
+                        }
+                    }
+                    if x + 8 >= ow {
+                        break;
+                    }
+                    x0 += 8;
+                }
+            }
+        }
+    }
+
+    /// The 8 x 8 transpose of rows `r` (lane i of result j = lane j of row i).
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    #[inline]
+    unsafe fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+        use std::arch::x86_64::*;
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
     }
 
     /// The register-tile loops, compiled for one set of CPU features.
