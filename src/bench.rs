@@ -6,7 +6,7 @@
 use crate::cascade::{Engine, Model, Timing, run_pooled};
 use crate::cost::time_at;
 pub use crate::infer::EngineKind;
-use crate::infer::{Act, FastModel};
+use crate::infer::FastModel;
 use crate::onion::{Net, NetworkKind, archs};
 use crate::spec::Spec;
 use burn::module::Module;
@@ -108,7 +108,8 @@ pub fn run_bench(spec: &Spec, cfg: &BenchConfig, device: &Device) -> Vec<BenchRo
         EngineKind::Burn => measure(spec, cfg, &models, input),
         EngineKind::Own => {
             let fast: Vec<FastModel> = models.iter().map(FastModel::from_model).collect();
-            measure(spec, cfg, &fast, Act::from_tensor(&input))
+            // (the batch converted once, outside the timing, as burn's tensor is made once)
+            measure(spec, cfg, &fast, fast[0].input(&input))
         }
     }
 }

@@ -64,7 +64,7 @@ fn check(model: &Model, x: &Tensor<4>, what: &str) {
     };
     assert_same(
         &run_with(model, x.clone(), keep),
-        &run_with(&fast, Act::from_tensor(x), keep),
+        &run_with(&fast, fast.input(x), keep),
         "compacted",
     );
     pooled_matches_per_batch(model, x.clone(), what);
