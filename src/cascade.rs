@@ -96,7 +96,7 @@ pub fn prune_maps<T>(spec: &Spec, own: &mut [Option<T>]) {
 }
 
 /// What the cascade runner needs from an inference engine (burn's modules, [`Model`], or the
-/// project's own GEMM path, [`crate::infer::FastModel`]): run a stage on a block of rows and
+/// project's own inference path, [`crate::infer::FastModel`]): run a stage on a block of rows and
 /// gather rows of its input and of the maps later stages read.
 pub trait Engine: Sync {
     type Input: Send;

@@ -1,16 +1,18 @@
 //! The project's own inference path for trained networks (training stays on burn). Why:
 //! burn-flex converts every conv's input to channels-last and back and im2cols it, per layer;
 //! at 2 threads that reached 40% of the GEMM peak. Here activations stay channels-last (NHWC)
-//! from layer to layer; a conv is an im2col built in cache-sized tiles of output rows, each
-//! consumed at once by one GEMM (the `gemm` crate burn-flex itself uses) with bias and the
-//! following ReLU applied while the tile is in cache, tiles running in parallel. The onion's
-//! source branches are written side by side inside that im2col copy, which is made anyway, so
-//! the channel concatenation never happens on its own. An fc layer over a whole NHWC map needs
-//! no im2col: each example's map already is its row, one accumulated GEMM per source branch.
-//! Weights are packed once from the trained burn modules.
+//! from layer to layer, and each example is stored within the zero border its next conv pads
+//! with (written by the conv that makes it), so no pass pads a map. Convs, fc layers and
+//! heads run on the direct kernels of `infer/direct.rs` (no im2col; the onion's source branches summed
+//! in the register tile; a following 2x2 max pooling fused in). Layers with large weights run
+//! as an im2col built in cache-sized tiles of output rows, each consumed at once by one GEMM
+//! (the `gemm` crate burn-flex itself uses) with bias and ReLU applied while the tile is in
+//! cache; the branches are written side by side inside that im2col copy. Weights are packed
+//! once from the trained burn modules.
 //!
-//! [`FastModel`] implements [`Engine`], so the same cascade runner (compaction, gathers,
-//! scatter) drives it; gathering rows of NHWC maps copies whole contiguous examples.
+//! [`FastModel`] implements [`Engine`], so the same cascade runner (compaction, scatter,
+//! pooling across batches) drives it; a map is a window of its buffer, so compaction moves
+//! only the survivors outside the plan's window, in place.
 
 use crate::cascade::{Block, Engine, Model, prune_maps, stack_maps};
 use crate::compaction::Compaction;
@@ -27,7 +29,8 @@ mod direct;
 /// Which inference path runs trained networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum EngineKind {
-    /// The project's own GEMM path (`infer.rs`), weights packed from the burn modules.
+    /// The project's own inference path (`infer.rs`: direct conv kernels, GEMM for large
+    /// layers), weights packed from the burn modules.
     #[default]
     Own,
     /// burn's modules (flex backend).

@@ -31,10 +31,10 @@ pub struct BenchArgs {
     /// Seed of the random weights, input and survivor positions.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Directory for bench.csv and bench.png [default: docs/bench/<description name>].
+    /// Directory for bench.csv and bench.png [default: docs/bench/NAME, NAME the description's name].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Inference path: the own GEMM path (default) or burn's modules.
+    /// Inference path: the own path (default) or burn's modules.
     #[arg(long, value_enum, default_value_t = crate::bench::EngineKind::Own)]
     pub engine: crate::bench::EngineKind,
     /// Input batches per measured run, the survivors of each stage pooled across them: a

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct DetectArgs {
-    /// Model description with a [detector] table (default: the shipped specs/detection.toml).
+    /// Model description with a `[detector]` table (default: the shipped specs/detection.toml).
     #[arg(long)]
     pub spec: Option<PathBuf>,
     /// Directory with the Fashion-MNIST IDX files the items come from (default: Debian's
@@ -64,7 +64,7 @@ pub struct DetectArgs {
     /// Which test scene `--show` draws.
     #[arg(long, default_value_t = 0)]
     pub show_scene: usize,
-    /// Inference path of the classifier head: the own GEMM path or burn's modules (the
+    /// Inference path of the classifier head: the own path or burn's modules (the
     /// backbone always runs on burn).
     #[arg(long, value_enum, default_value_t = crate::infer::EngineKind::Own)]
     pub engine: crate::infer::EngineKind,

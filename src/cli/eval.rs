@@ -22,7 +22,7 @@ pub struct EvalOpts {
     /// Print `{"rows": [...]}` on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Inference path: the own GEMM path or burn's modules.
+    /// Inference path: the own path or burn's modules.
     #[arg(long, value_enum, default_value_t = crate::infer::EngineKind::Own)]
     pub engine: crate::infer::EngineKind,
 }

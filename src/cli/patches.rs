@@ -48,7 +48,7 @@ pub struct PatchesArgs {
     /// Pairs per inference batch.
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
-    /// Inference path: the own GEMM path or burn's modules.
+    /// Inference path: the own path or burn's modules.
     #[arg(long, value_enum, default_value_t = crate::infer::EngineKind::Own)]
     pub engine: crate::infer::EngineKind,
     /// Print `{"rows": [...]}` on stdout instead of the tables.
