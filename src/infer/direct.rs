@@ -164,7 +164,7 @@ fn conv_with(
             // padded map, and pooling windows are clamped to the convolution's output; each
             // task writes only its own positions `first..first + m`
             unsafe {
-                x86::chunk(srcs, g, bias, relu, first, m, base.get(), wide)
+                x86::chunk(srcs, g, bias, relu, first..first + m, base.get(), wide)
             }
             #[cfg(not(target_arch = "x86_64"))]
             let _ = (first, m, &base, wide);
@@ -227,17 +227,17 @@ mod x86 {
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl")
     }
 
-    /// Stored positions `first..` (as many as `out` holds).
+    /// Stored positions `positions` (of the whole output `out`).
     pub(super) unsafe fn chunk(
         srcs: &[Source],
         g: Geometry,
         bias: &[f32],
         relu: bool,
-        first: usize,
-        m: usize,
+        positions: std::ops::Range<usize>,
         out: *mut f32,
         wide: bool,
     ) {
+        let (first, m) = (positions.start, positions.len());
         let nv = g.cout / 8;
         let pooled = g.window() > 1;
         // P x V accumulators + V weight vectors + 1 broadcast within the vector registers;
