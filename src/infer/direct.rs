@@ -82,10 +82,11 @@ pub(super) fn available() -> bool {
 }
 
 /// `out[(b, oy, ox)][co]` = bias + the sum over sources of the convolution, ReLU'd when asked,
-/// max-pooled when `g.pool` says so. Needs [`available`], `cout % 8 == 0` and a pooling window
-/// of at most 2 x 2; the caller pads the sources beforehand. Every value of `out` is written
-/// (it may come uninitialised: zeroing a map first costs as much memory traffic as writing it,
-/// a tenth of a thin stage 1's time).
+/// max-pooled when `g.pool` says so, each example stored within a zero border of `g.border`
+/// pixels. Needs [`available`], `cout % 8 == 0` and a pooling window of at most 2 x 2; the
+/// sources come padded (their border is the layer's padding). Every value of `out` is written,
+/// border included (it may come uninitialised: zeroing a map first costs as much memory
+/// traffic as writing it, a tenth of a thin stage 1's time).
 pub(super) fn conv(
     srcs: &[Source],
     g: Geometry,
@@ -391,6 +392,7 @@ mod x86 {
                 use super::super::{Geometry, Source};
                 use std::arch::x86_64::*;
 
+                /// Stored positions `first..first + m` of the whole output `out`.
                 #[target_feature(enable = $features)]
                 pub(super) unsafe fn tiles<const V: usize, const P: usize, const W: usize>(
                     srcs: &[Source],
