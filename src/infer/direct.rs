@@ -7,8 +7,10 @@
 //! of an onion layer are summed inside the tile, so nothing is concatenated. A following
 //! non-overlapping max pooling is fused in: the tile's positions are whole pooling windows and
 //! only their maximum is stored, so the full-size map is never written nor read back (it is
-//! read by nobody else: other branches read maps after the pooling). x86-64 with AVX2 and FMA
-//! only (checked at run time; AVX-512VL, where present, gives more registers and larger
+//! read by nobody else: other branches read maps after the pooling). Outputs are stored within
+//! the zero border their reader pads with. One-channel inputs with 2x2 pooling get their own
+//! kernel, vectorised over output columns (see `single_channel_example`). x86-64 with AVX2 and
+//! FMA only (checked at run time; AVX-512VL, where present, gives more registers and larger
 //! tiles); elsewhere the GEMM path runs.
 
 use std::mem::MaybeUninit;
