@@ -387,8 +387,7 @@ fn run_pooled_here<E: Engine>(
     };
     let mut start = 0;
     while start < n || waiting.iter().any(|w| !w.is_empty()) {
-        let ended = start >= n;
-        if !ended {
+        if start < n {
             let end = (start + batch).min(n);
             let x = match whole.take() {
                 Some(x) => x,
