@@ -188,9 +188,9 @@ impl Act {
         let e = self.example_len();
         assert!(plan.start + plan.len <= self.n, "the plan fits the map");
         if 4 * plan.len <= self.n {
-            // few survivors: copied into a buffer of their own, so that the batch's buffer is
-            // freed instead of waiting, whole, for the next stage (pooled over many batches,
-            // those buffers pushed stage 1 out of the cache: +25% on the retrieval stage 1)
+            // few survivors: copied into a buffer of their own (a few rows), so that the
+            // batch's buffer is freed instead of waiting, whole, for the next stage: pooled,
+            // at p = 0.05 a stage waits for the survivors of ~10 batches
             let mut rows = Vec::with_capacity(plan.len * e);
             for i in plan.window_sources() {
                 let at = (self.first + i) * e;
