@@ -57,6 +57,19 @@ impl Default for TrainConfig {
     }
 }
 
+/// An epoch's log row per trained stage: mean training loss and accuracy from running sums
+/// over `seen` examples, then the validation loss and accuracy.
+pub(crate) fn epoch_stages(
+    sums: &[(f64, usize)],
+    valid: &[(f64, f64)],
+    seen: usize,
+) -> Vec<[f64; 4]> {
+    sums.iter()
+        .zip(valid)
+        .map(|(&(l, c), &(vl, va))| [l / seen as f64, c as f64 / seen as f64, vl, va])
+        .collect()
+}
+
 /// `s1 loss 0.123 acc 45.6% | s2 ...` for a progress bar: per trained stage, mean loss and
 /// accuracy from running sums over `seen` examples.
 pub(crate) fn progress(
@@ -366,11 +379,7 @@ pub fn train(
                 256,
                 device,
             );
-            let stages: Vec<[f64; 4]> = sums
-                .iter()
-                .zip(&valid)
-                .map(|(&(l, c), &(vl, va))| [l / seen as f64, c as f64 / seen as f64, vl, va])
-                .collect();
+            let stages = epoch_stages(&sums, &valid, seen);
             pb.finish_with_message(
                 objective
                     .iter()

@@ -17,7 +17,9 @@ use crate::error::{DataError, TrainError};
 use crate::infer::{Act, EngineKind, FastModel};
 use crate::onion::{Arch, Net, NetworkKind, OnionModule, archs, he};
 use crate::spec::{Detector as Layout, LayerKind, Spec};
-use crate::train::{TrainConfig, bar, correct, objectives, progress, sgd, stage_loss};
+use crate::train::{
+    TrainConfig, bar, correct, epoch_stages, objectives, progress, sgd, stage_loss,
+};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
@@ -507,11 +509,7 @@ pub fn train(
             cfg,
             device,
         );
-        let stages: Vec<[f64; 4]> = sums
-            .iter()
-            .zip(&valid)
-            .map(|(&(l, c), &(vl, va))| [l / seen as f64, c as f64 / seen as f64, vl, va])
-            .collect();
+        let stages = epoch_stages(&sums, &valid, seen);
         let shown: Vec<(f64, usize)> = valid
             .iter()
             .map(|&(l, a)| (l, (a * 1e6) as usize))
