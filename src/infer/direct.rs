@@ -48,12 +48,12 @@ pub(super) struct Geometry {
 
 impl Geometry {
     /// The stored map's size: pooled, or the convolution's.
-    fn stored(&self) -> (usize, usize) {
+    pub fn stored(&self) -> (usize, usize) {
         self.pool.map_or(self.out, |(_, hw)| hw)
     }
 
     /// Stored output values per example, border included.
-    fn example_len(&self) -> usize {
+    pub fn example_len(&self) -> usize {
         let (qh, qw) = self.stored();
         (qh + 2 * self.border) * (qw + 2 * self.border) * self.cout
     }
@@ -88,25 +88,21 @@ pub(super) fn available() -> bool {
 /// pixels. Needs [`available`], `cout % 8 == 0` and a pooling window of at most 2 x 2; the
 /// sources come padded (their border is the layer's padding). Every value of `out` is written,
 /// border included (it may come uninitialised: zeroing a map first costs as much memory
-/// traffic as writing it, a tenth of a thin stage 1's time).
+/// traffic as writing it, a tenth of a thin stage 1's time). `parallel`: split the work over
+/// the rayon pool, or run it all on this thread (a caller that splits examples itself).
 pub(super) fn conv(
     srcs: &[Source],
     g: Geometry,
     bias: &[f32],
     relu: bool,
     out: &mut [MaybeUninit<f32>],
+    parallel: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
-    conv_with(
-        srcs,
-        g,
-        bias,
-        relu,
-        out,
-        x86::wide() && !NARROW.load(Ordering::Relaxed),
-    );
+    let wide = x86::wide() && !NARROW.load(Ordering::Relaxed);
     #[cfg(not(target_arch = "x86_64"))]
-    conv_with(srcs, g, bias, relu, out, false);
+    let wide = false;
+    conv_with(srcs, g, bias, relu, out, wide, parallel);
 }
 
 /// [`conv`] with the register file chosen: `wide` (AVX-512VL's 32 registers, where the CPU
@@ -118,6 +114,7 @@ fn conv_with(
     relu: bool,
     out: &mut [MaybeUninit<f32>],
     wide: bool,
+    parallel: bool,
 ) {
     use rayon::prelude::*;
     let (qh, qw) = g.stored();
@@ -143,6 +140,29 @@ fn conv_with(
     zero_border(g, out);
     // tasks own disjoint stored positions; the border is written above
     let base = Out(out.as_mut_ptr().cast());
+    if !parallel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in the tasks below, with one task writing every position
+        unsafe {
+            if wide && single_channel(srcs, g) {
+                for b in 0..g.n {
+                    x86::single_channel_example(srcs[0], g, bias, relu, b, base.get());
+                }
+            } else {
+                x86::chunk(
+                    srcs,
+                    g,
+                    bias,
+                    relu,
+                    0..positions,
+                    0..g.cout,
+                    base.get(),
+                    wide,
+                );
+            }
+        }
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if wide && single_channel(srcs, g) {
         // a few examples per task, about 1M multiply-adds
@@ -156,22 +176,55 @@ fn conv_with(
             });
         return;
     }
-    (0..positions.div_ceil(chunk))
-        .into_par_iter()
-        .for_each(|t| {
-            let first = t * chunk;
-            let m = chunk.min(positions - first);
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX2/FMA checked above (AVX-512VL by the caller of `wide`); sizes checked
-            // above; every read stays inside its source because each window lies inside the
-            // padded map, and pooling windows are clamped to the convolution's output; each
-            // task writes only its own positions `first..first + m`
-            unsafe {
-                x86::chunk(srcs, g, bias, relu, first..first + m, base.get(), wide)
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = (first, m, &base, wide);
-        });
+    // few positions (an fc layer on a compacted batch: one per example) leave threads idle
+    // while one streams all the weights from memory: split the output channels too
+    let tasks = positions.div_ceil(chunk);
+    let parts = if tasks < rayon::current_num_threads() && g.cout >= 48 {
+        rayon::current_num_threads().div_ceil(tasks)
+    } else {
+        1
+    };
+    // (whole register tiles of 8 x V channels)
+    let group = (g.cout / parts).next_multiple_of(8 * vectors(g.cout / 8, wide, g.window() > 1));
+    (0..tasks * parts).into_par_iter().for_each(|t| {
+        let (t, part) = (t / parts, t % parts);
+        let cos = (part * group).min(g.cout)..((part + 1) * group).min(g.cout);
+        let first = t * chunk;
+        let m = chunk.min(positions - first);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2/FMA checked above (AVX-512VL by the caller of `wide`); sizes checked
+        // above; every read stays inside its source because each window lies inside the
+        // padded map, and pooling windows are clamped to the convolution's output; each
+        // task writes only its own positions `first..first + m`
+        unsafe {
+            x86::chunk(
+                srcs,
+                g,
+                bias,
+                relu,
+                first..first + m,
+                cos.clone(),
+                base.get(),
+                wide,
+            )
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (first, m, &base, wide);
+    });
+}
+
+/// The register tile's width V (vectors of 8 output channels) for `nv` vectors of output
+/// channels: P x V accumulators + V weight vectors + 1 broadcast within the vector registers
+/// (AVX-512VL's 32 where `wide`, AVX2's 16); with pooling, P holds whole windows (a multiple
+/// of 4), so AVX2 keeps V <= 2 there.
+fn vectors(nv: usize, wide: bool, pooled: bool) -> usize {
+    if nv.is_multiple_of(3) && (wide || !pooled) {
+        3
+    } else if nv.is_multiple_of(2) {
+        2
+    } else {
+        1
+    }
 }
 
 /// Whether [`x86::single_channel_example`] runs the layer: one input channel (a grey image),
@@ -237,49 +290,32 @@ mod x86 {
         bias: &[f32],
         relu: bool,
         positions: std::ops::Range<usize>,
+        cos: std::ops::Range<usize>,
         out: *mut f32,
         wide: bool,
     ) {
         let (first, m) = (positions.start, positions.len());
         let nv = g.cout / 8;
         let pooled = g.window() > 1;
-        // P x V accumulators + V weight vectors + 1 broadcast within the vector registers;
-        // with pooling, P holds whole windows (a multiple of 4)
+        // the tile P x V: see `vectors`
         unsafe {
-            match (wide, nv.is_multiple_of(3), nv.is_multiple_of(2), pooled) {
-                (true, true, _, false) => {
-                    avx512::tiles::<3, 6, 1>(srcs, g, bias, relu, first, m, out)
+            let c = cos.clone();
+            match (wide, super::vectors(nv, wide, pooled), pooled) {
+                (true, 3, false) => avx512::tiles::<3, 6, 1>(srcs, g, bias, relu, first, m, c, out),
+                (true, 3, true) => avx512::tiles::<3, 8, 4>(srcs, g, bias, relu, first, m, c, out),
+                (true, 2, false) => {
+                    avx512::tiles::<2, 12, 1>(srcs, g, bias, relu, first, m, c, out)
                 }
-                (true, true, _, true) => {
-                    avx512::tiles::<3, 8, 4>(srcs, g, bias, relu, first, m, out)
+                (true, 2, true) => avx512::tiles::<2, 12, 4>(srcs, g, bias, relu, first, m, c, out),
+                (true, _, false) => {
+                    avx512::tiles::<1, 12, 1>(srcs, g, bias, relu, first, m, c, out)
                 }
-                (true, false, true, false) => {
-                    avx512::tiles::<2, 12, 1>(srcs, g, bias, relu, first, m, out)
-                }
-                (true, false, true, true) => {
-                    avx512::tiles::<2, 12, 4>(srcs, g, bias, relu, first, m, out)
-                }
-                (true, false, false, false) => {
-                    avx512::tiles::<1, 12, 1>(srcs, g, bias, relu, first, m, out)
-                }
-                (true, false, false, true) => {
-                    avx512::tiles::<1, 12, 4>(srcs, g, bias, relu, first, m, out)
-                }
-                (false, true, _, false) => {
-                    avx2::tiles::<3, 3, 1>(srcs, g, bias, relu, first, m, out)
-                }
-                (false, _, true, false) => {
-                    avx2::tiles::<2, 6, 1>(srcs, g, bias, relu, first, m, out)
-                }
-                (false, _, true, true) => {
-                    avx2::tiles::<2, 4, 4>(srcs, g, bias, relu, first, m, out)
-                }
-                (false, _, false, false) => {
-                    avx2::tiles::<1, 12, 1>(srcs, g, bias, relu, first, m, out)
-                }
-                (false, _, false, true) => {
-                    avx2::tiles::<1, 12, 4>(srcs, g, bias, relu, first, m, out)
-                }
+                (true, _, true) => avx512::tiles::<1, 12, 4>(srcs, g, bias, relu, first, m, c, out),
+                (false, 3, _) => avx2::tiles::<3, 3, 1>(srcs, g, bias, relu, first, m, c, out),
+                (false, 2, false) => avx2::tiles::<2, 6, 1>(srcs, g, bias, relu, first, m, c, out),
+                (false, 2, true) => avx2::tiles::<2, 4, 4>(srcs, g, bias, relu, first, m, c, out),
+                (false, _, false) => avx2::tiles::<1, 12, 1>(srcs, g, bias, relu, first, m, c, out),
+                (false, _, true) => avx2::tiles::<1, 12, 4>(srcs, g, bias, relu, first, m, c, out),
             }
         }
     }
@@ -403,6 +439,7 @@ mod x86 {
                     relu: bool,
                     first: usize,
                     m: usize,
+                    cos: std::ops::Range<usize>,
                     out: *mut f32,
                 ) {
                     // SAFETY: see `conv`: pointers stay inside the checked slices
@@ -448,8 +485,8 @@ mod x86 {
                                     }
                                 }
                             }
-                            let mut co = 0;
-                            while co < g.cout {
+                            let mut co = cos.start;
+                            while co < cos.end {
                                 tile::<V, P, W>(srcs, g, &pix, co, bias, relu, &dst);
                                 co += 8 * V;
                             }
