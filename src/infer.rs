@@ -881,24 +881,32 @@ impl FastNet {
         let per_example: usize =
             input.example_len() + steps.iter().map(|s| s.g.example_len()).sum::<usize>();
         let fit = (CHUNK_MAPS / (4 * per_example)).max(1);
-        let chunks = n.div_ceil(fit).max(threads).next_multiple_of(threads);
-        let e = n.div_ceil(chunks);
+        // (as many chunks per thread, sizes differing by one example at most: an uneven
+        // split measured 3% slower on a 64-example stage 2)
+        let chunks = n
+            .div_ceil(fit)
+            .max(threads)
+            .next_multiple_of(threads)
+            .min(n);
+        let rows = |i: usize| i * n / chunks..(i + 1) * n / chunks;
         let mut bufs: Vec<Vec<std::mem::MaybeUninit<f32>>> = steps
             .iter()
             .map(|s| uninit(n * s.g.example_len()))
             .collect();
         // each chunk's own pieces of every step's output
-        let mut pieces: Vec<Vec<&mut [std::mem::MaybeUninit<f32>]>> = Vec::new();
+        let mut pieces: Vec<Vec<&mut [std::mem::MaybeUninit<f32>]>> = (0..chunks)
+            .map(|_| Vec::with_capacity(steps.len()))
+            .collect();
         for (buf, s) in bufs.iter_mut().zip(steps) {
-            for (i, piece) in buf.chunks_mut(e * s.g.example_len()).enumerate() {
-                if pieces.len() <= i {
-                    pieces.push(Vec::with_capacity(steps.len()));
-                }
-                pieces[i].push(piece);
+            let mut rest = buf.as_mut_slice();
+            for (i, p) in pieces.iter_mut().enumerate() {
+                let (piece, tail) = rest.split_at_mut(rows(i).len() * s.g.example_len());
+                p.push(piece);
+                rest = tail;
             }
         }
         pieces.into_par_iter().enumerate().for_each(|(i, outs)| {
-            let rows = i * e..((i + 1) * e).min(n);
+            let rows = rows(i);
             let mut done: Vec<&[f32]> = Vec::with_capacity(steps.len());
             for (s, out) in steps.iter().zip(outs) {
                 let g = direct::Geometry {
