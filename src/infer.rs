@@ -795,6 +795,7 @@ impl FastNet {
         let mut steps: Vec<Step> = Vec::new();
         // the step whose output is this branch's map after each layer so far
         let mut made: Vec<Option<usize>> = Vec::new();
+        let mut weights = 0;
         let mut l = 0;
         while l < ops.len() {
             let c = match &ops[l] {
@@ -803,7 +804,9 @@ impl FastNet {
                     l += 1;
                     continue;
                 }
-                Some(Op::Conv(c)) if c.direct() && c.all.len() * 4 <= CHUNK_WEIGHTS => c,
+                // (every chunk reads the weights of every chunked layer: together they stay
+                // in the core's cache)
+                Some(Op::Conv(c)) if c.direct() && weights + c.all.len() * 4 <= CHUNK_WEIGHTS => c,
                 _ => break,
             };
             let pool_at = if c.relu { l + 2 } else { l + 1 };
@@ -849,6 +852,7 @@ impl FastNet {
                 // the register tiles (12 positions) poorly; the batch's fill them
                 break;
             }
+            weights += c.all.len() * 4;
             made.resize(dest, None);
             made.push(Some(steps.len()));
             steps.push(Step {
@@ -877,10 +881,7 @@ impl FastNet {
     ) -> ActMaps {
         let n = input.n;
         let threads = rayon::current_num_threads();
-        // examples per chunk: the chunk's maps within a budget, and a few chunks per thread
-        let per_example: usize =
-            input.example_len() + steps.iter().map(|s| s.g.example_len()).sum::<usize>();
-        let fit = (CHUNK_MAPS / (4 * per_example)).max(1);
+        let fit = chunk_fit(steps, input, prev).max(1);
         // (as many chunks per thread, sizes differing by one example at most: an uneven
         // split measured 3% slower on a 64-example stage 2)
         let chunks = n
@@ -953,8 +954,13 @@ impl FastNet {
     /// head's logits `[n, outputs]` row-major (as [`crate::onion::OnionModule::forward_branch`]).
     pub fn forward_branch(&self, b: usize, input: &Act, prev: &[ActMaps]) -> (ActMaps, Vec<f32>) {
         // the leading thin layers chunk by chunk where there are two chunks for every thread
-        // (fewer examples are split over positions, layer by layer)
-        let chunked = input.n >= 2 * rayon::current_num_threads();
+        // (fewer examples are split over positions, layer by layer) and two examples' maps
+        // fit in the cache budget (fewer gain nothing: measured on 2ch-deep, whose stage 1
+        // maps take 120 KB per example, 2–9% slower)
+        let (steps, _) = self.chunkable(b, input, prev);
+        let chunked = input.n >= 2 * rayon::current_num_threads()
+            && !steps.is_empty()
+            && chunk_fit(&steps, input, prev) >= 2;
         self.forward_branch_with(b, input, prev, chunked)
     }
 
@@ -1051,11 +1057,34 @@ impl FastNet {
     }
 }
 
-/// Weights up to this size (bytes) let a conv run chunk by chunk: every chunk reads them
-/// again, from the core's cache.
-const CHUNK_WEIGHTS: usize = 256 << 10;
-/// A chunk's maps (input and every chunked layer's output, bytes): within a core's L2.
-const CHUNK_MAPS: usize = 256 << 10;
+/// Weights of the layers run chunk by chunk, together (bytes): every chunk reads them again,
+/// from the core's cache.
+const CHUNK_WEIGHTS: usize = 128 << 10;
+/// A chunk's maps and the weights (bytes): a quarter of a core's L2 (1 MiB on the machine
+/// measured).
+const CHUNK_CACHE: usize = 256 << 10;
+
+/// Examples whose maps (inputs read and outputs written by the chunked `steps`) fit within
+/// [`CHUNK_CACHE`] beside the steps' weights.
+fn chunk_fit(steps: &[Step], input: &Act, prev: &[ActMaps]) -> usize {
+    let weights: usize = steps.iter().map(|s| s.conv.all.len()).sum();
+    let per_example: usize = steps
+        .iter()
+        .map(|s| {
+            let read: usize = s
+                .srcs
+                .iter()
+                .map(|src| match *src {
+                    Src::Input => input.example_len(),
+                    Src::Prev(t, l) => prev[t][l].as_ref().map_or(0, Act::example_len),
+                    Src::Own(_) => 0,
+                })
+                .sum();
+            read + s.g.example_len()
+        })
+        .sum();
+    (CHUNK_CACHE / 4).saturating_sub(weights) / per_example
+}
 
 /// Where a chunked conv reads a source: the branch input, a map of an earlier branch, or the
 /// output of an earlier chunked conv.
