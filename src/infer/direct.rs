@@ -177,10 +177,18 @@ fn conv_with(
         return;
     }
     // few positions (an fc layer on a compacted batch: one per example) leave threads idle
-    // while one streams all the weights from memory: split the output channels too
-    let tasks = positions.div_ceil(chunk);
-    let parts = if tasks < rayon::current_num_threads() && g.cout >= 48 {
-        rayon::current_num_threads().div_ceil(tasks)
+    // while one streams all the weights from memory: split the output channels too; and
+    // where an fc layer's weights outweigh its inputs, split only those, so that every
+    // weight is read from memory once (by one thread)
+    let threads = rayon::current_num_threads();
+    let weights: usize = srcs.iter().map(|s| s.weights.len()).sum();
+    let (chunk, tasks) = if g.out == (1, 1) && weights >= 4 * positions * (weights / g.cout) {
+        (positions, 1)
+    } else {
+        (chunk, positions.div_ceil(chunk))
+    };
+    let parts = if tasks < threads && g.cout >= 48 {
+        threads.div_ceil(tasks)
     } else {
         1
     };
@@ -454,6 +462,7 @@ mod x86 {
                         // the position of `first`, then stepped (no division per position)
                         let (mut b, mut qy, mut qx) =
                             (first / (qh * qw), (first / qw) % qh, first % qw);
+                        let mut tiles = Vec::with_capacity(m.div_ceil(per));
                         let mut i = 0;
                         while i < m {
                             let mut pix = [0usize; P];
@@ -485,12 +494,27 @@ mod x86 {
                                     }
                                 }
                             }
-                            let mut co = cos.start;
-                            while co < cos.end {
-                                tile::<V, P, W>(srcs, g, &pix, co, bias, relu, &dst);
-                                co += 8 * V;
-                            }
+                            tiles.push((pix, dst));
                             i += per;
+                        }
+                        let blocks = cos.step_by(8 * V);
+                        if g.out == (1, 1) {
+                            // a kernel over the whole map (fc layers, heads): large weights
+                            // and few positions, so each block of weights is read once from
+                            // memory and again from cache for the other tiles
+                            for co in blocks {
+                                for (pix, dst) in &tiles {
+                                    tile::<V, P, W>(srcs, g, pix, co, bias, relu, dst);
+                                }
+                            }
+                        } else {
+                            // a tile's inputs stay in L1 while it meets every block (the
+                            // weights of a conv are small)
+                            for (pix, dst) in &tiles {
+                                for co in blocks.clone() {
+                                    tile::<V, P, W>(srcs, g, pix, co, bias, relu, dst);
+                                }
+                            }
                         }
                     }
                 }
