@@ -1300,30 +1300,33 @@ mod tests {
             return;
         }
         let mut rng = StdRng::seed_from_u64(3);
-        for (widths, cout, k, s, p, n, hw) in [
-            (vec![1], 8, 3, 1, 1, 3, 7),
-            (vec![2], 24, 4, 3, 0, 2, 13),
-            (vec![24], 24, 3, 1, 0, 3, 9),
-            (vec![72, 24], 72, 3, 1, 0, 2, 8),
-            (vec![16, 48], 64, 5, 1, 2, 1, 6),
-            (vec![3], 16, 5, 2, 2, 2, 11),
-            (vec![48], 48, 3, 2, 1, 5, 5),
+        for (widths, cout, k, s, p, n, (h, w)) in [
+            (vec![1], 8, 3, 1, 1, 3, (7, 7)),
+            (vec![2], 24, 4, 3, 0, 2, (13, 13)),
+            (vec![24], 24, 3, 1, 0, 3, (9, 9)),
+            (vec![72, 24], 72, 3, 1, 0, 2, (8, 8)),
+            (vec![16, 48], 64, 5, 1, 2, 1, (6, 6)),
+            (vec![3], 16, 5, 2, 2, 2, (11, 11)),
+            (vec![48], 48, 3, 2, 1, 5, (5, 5)),
             // one input channel, even output >= 8 wide: the column-vectorised kernel when
-            // pooled (10 columns: the last block overlaps; 28 as the retrieval networks)
-            (vec![1], 16, 3, 1, 1, 2, 10),
-            (vec![1], 8, 5, 1, 2, 3, 28),
+            // pooled (10 columns: the last block overlaps; 28 as the retrieval networks: the
+            // last 4 columns of two row pairs at once; 10 x 12: as many, with an odd number
+            // of row pairs, so that the last pair's 4 columns overlap instead)
+            (vec![1], 16, 3, 1, 1, 2, (10, 10)),
+            (vec![1], 8, 5, 1, 2, 3, (28, 28)),
+            (vec![1], 8, 3, 1, 1, 2, (10, 12)),
             // a kernel over the whole map (an fc layer)
-            (vec![48, 16], 16, 4, 1, 0, 5, 4),
+            (vec![48, 16], 16, 4, 1, 0, 5, (4, 4)),
         ] {
             let conv = layer(&mut rng, &widths, cout, k, s, p);
             let xs: Vec<Act> = widths
                 .iter()
-                .map(|&c| Act::new(n, hw, hw, c, random(&mut rng, n * hw * hw * c)))
+                .map(|&c| Act::new(n, h, w, c, random(&mut rng, n * h * w * c)))
                 .collect();
             let srcs: Vec<&Act> = xs.iter().collect();
             for narrow in [false, true] {
                 direct::NARROW.store(narrow, std::sync::atomic::Ordering::Relaxed);
-                let pools = if k == hw && p == 0 {
+                let pools = if (k, k) == (h, w) && p == 0 {
                     vec![None]
                 } else {
                     vec![None, Some((2, false)), Some((2, true))]

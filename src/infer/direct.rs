@@ -340,9 +340,10 @@ mod x86 {
     /// load per multiply-add (each input value meets 8 filters once), here an input row
     /// vector meets 8 filters' weights for two output rows. Two conv rows x 8 columns x 8
     /// channels sit in 16 registers (AVX-512VL's 32 needed); the rows are max-pooled,
-    /// transposed to channels-last, the column pairs max-pooled and stored. The last column
-    /// block overlaps the one before (it recomputes a few positions) so that reads stay in
-    /// the row.
+    /// transposed to channels-last, the column pairs max-pooled and stored. A last block of 4
+    /// columns (a 28-wide map) is done for two row pairs at once (one in each 128-bit half);
+    /// other remainders overlap the block before (recomputing a few positions) so that reads
+    /// stay in the row.
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
     pub(super) unsafe fn single_channel_example(
         s: Source,
@@ -352,54 +353,91 @@ mod x86 {
         b: usize,
         out: *mut f32,
     ) {
+        let (oh, ow) = g.out;
+        let full = ow / 8 * 8;
+        // SAFETY: see `block`; the blocks' columns and rows lie in the output
+        unsafe {
+            for y in (0..oh).step_by(2) {
+                for x in (0..full).step_by(8) {
+                    block::<false>(s, g, bias, relu, b, y, x, out);
+                }
+                match ow - full {
+                    0 => {}
+                    // a row pair of odd index was done with the one before
+                    4 if (y / 2) % 2 == 1 => {}
+                    4 if y + 2 < oh => block::<true>(s, g, bias, relu, b, y, full, out),
+                    _ => block::<false>(s, g, bias, relu, b, y, ow - 8, out),
+                }
+            }
+        }
+    }
+
+    /// Conv rows `y, y + 1` x columns `x..x + 8`, pooled to (y / 2, x / 2..x / 2 + 4); or,
+    /// `PAIRED`, columns `x..x + 4` of rows `y..y + 4`, pooled to (y / 2, x / 2..x / 2 + 2)
+    /// and (y / 2 + 1, x / 2..x / 2 + 2).
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const PAIRED: bool>(
+        s: Source,
+        g: Geometry,
+        bias: &[f32],
+        relu: bool,
+        b: usize,
+        y: usize,
+        x: usize,
+        out: *mut f32,
+    ) {
         use std::arch::x86_64::*;
-        // SAFETY: reads stay in example b's padded map (columns x0 + dx + 7 <= w - 1 since
-        // x0 <= ow - 8 and w = ow + kw - 1; rows y + 1 + dy <= h - 1); writes go to example
-        // b's stored positions
+        // SAFETY: reads stay in example b's padded map (columns x + dx + 7 <= w - 1, or
+        // x + dx + 3 when PAIRED, since w = ow + kw - 1; rows y + 1 + dy (y + 3 + dy when
+        // PAIRED) <= h - 1); writes go to example b's stored positions
         unsafe {
             let (kh, kw) = g.kernel;
-            let (oh, ow) = g.out;
             let src = s.data.as_ptr().add(b * g.h * g.w);
             let zero = _mm256_setzero_ps();
-            for y in (0..oh).step_by(2) {
-                let mut x0 = 0;
-                loop {
-                    let x = x0.min(ow - 8);
-                    for cg in (0..g.cout).step_by(8) {
-                        let mut acc0 = [zero; 8];
-                        let mut acc1 = [zero; 8];
-                        for dy in 0..kh {
-                            for dx in 0..kw {
-                                let at = src.add((y + dy) * g.w + x + dx);
-                                let in0 = _mm256_loadu_ps(at);
-                                let in1 = _mm256_loadu_ps(at.add(g.w));
-                                let w = s.weights.as_ptr().add((dy * kw + dx) * g.cout + cg);
-                                for co in 0..8 {
-                                    let wv = _mm256_broadcast_ss(&*w.add(co));
-                                    acc0[co] = _mm256_fmadd_ps(in0, wv, acc0[co]);
-                                    acc1[co] = _mm256_fmadd_ps(in1, wv, acc1[co]);
-                                }
-                            }
-                        }
-                        // pool the row pair, then transpose: t[i] = column i's 8 channels
-                        let mut m = [zero; 8];
+            for cg in (0..g.cout).step_by(8) {
+                let mut acc0 = [zero; 8];
+                let mut acc1 = [zero; 8];
+                for dy in 0..kh {
+                    for dx in 0..kw {
+                        let at = src.add((y + dy) * g.w + x + dx);
+                        let (in0, in1) = if PAIRED {
+                            // rows y + dy | y + 2 + dy, and y + 1 + dy | y + 3 + dy
+                            (
+                                _mm256_loadu2_m128(at.add(2 * g.w), at),
+                                _mm256_loadu2_m128(at.add(3 * g.w), at.add(g.w)),
+                            )
+                        } else {
+                            (_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(g.w)))
+                        };
+                        let w = s.weights.as_ptr().add((dy * kw + dx) * g.cout + cg);
                         for co in 0..8 {
-                            m[co] = _mm256_max_ps(acc0[co], acc1[co]);
-                        }
-                        let t = transpose8(m);
-                        let bv = _mm256_loadu_ps(bias.as_ptr().add(cg));
-                        for j in 0..4 {
-                            let mut v = _mm256_add_ps(_mm256_max_ps(t[2 * j], t[2 * j + 1]), bv);
-                            if relu {
-                                v = _mm256_max_ps(v, zero);
-                            }
-                            _mm256_storeu_ps(out.add(g.at(b, y / 2, x / 2 + j) + cg), v);
+                            let wv = _mm256_broadcast_ss(&*w.add(co));
+                            acc0[co] = _mm256_fmadd_ps(in0, wv, acc0[co]);
+                            acc1[co] = _mm256_fmadd_ps(in1, wv, acc1[co]);
                         }
                     }
-                    if x + 8 >= ow {
-                        break;
+                }
+                // pool the row pair, then transpose: t[i] = lane i's 8 channels
+                let mut m = [zero; 8];
+                for co in 0..8 {
+                    m[co] = _mm256_max_ps(acc0[co], acc1[co]);
+                }
+                let t = transpose8(m);
+                let bv = _mm256_loadu_ps(bias.as_ptr().add(cg));
+                for j in 0..4 {
+                    let mut v = _mm256_add_ps(_mm256_max_ps(t[2 * j], t[2 * j + 1]), bv);
+                    if relu {
+                        v = _mm256_max_ps(v, zero);
                     }
-                    x0 += 8;
+                    // lanes 4..8 of a PAIRED block are the next row pair's
+                    let (qy, qx) = if PAIRED {
+                        (y / 2 + j / 2, x / 2 + j % 2)
+                    } else {
+                        (y / 2, x / 2 + j)
+                    };
+                    _mm256_storeu_ps(out.add(g.at(b, qy, qx) + cg), v);
                 }
             }
         }
