@@ -386,7 +386,7 @@ pub fn out_size(kind: &LayerKind, h: usize, w: usize) -> Option<(usize, usize)> 
                 let span = n - kernel;
                 let mut out = span / stride + 1;
                 // ceil mode: one more window when the last one starts inside the input
-                if *ceil && span % stride != 0 {
+                if *ceil && !span.is_multiple_of(*stride) {
                     out += 1;
                 }
                 Some(out)
@@ -540,7 +540,7 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
         };
         let Some((nh, nw)) = out_size(&kind, h, w) else {
             return Err(err(
-                &format!("{at}"),
+                &at.to_string(),
                 &name,
                 &format!("does not fit its {h}x{w} input (kernel larger than the padded map)"),
             ));
@@ -765,7 +765,7 @@ fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
                     ),
                 ));
             }
-            if s == 0 && c == 0 && li + 1 <= st.depth {
+            if s == 0 && c == 0 && li < st.depth {
                 return Err(err(
                     &format!("layer[{li}].split[0]"),
                     &c,

@@ -303,15 +303,16 @@ pub fn train(
             module = ckpt.load_module(i, module)?;
         }
         let mut optim = sgd(cfg).init();
-        if state.epochs_done[i] > 0 && state.epochs_done[i] < cfg.epochs {
-            if let Some(bytes) = ckpt.load_optim(i)? {
-                optim = optim
-                    .from_bytes(bytes)
-                    .map_err(|e| CheckpointError::Corrupt {
-                        path: ckpt.dir.join(format!("optim{i}.bpk")),
-                        reason: format!("{e:?}"),
-                    })?;
-            }
+        if state.epochs_done[i] > 0
+            && state.epochs_done[i] < cfg.epochs
+            && let Some(bytes) = ckpt.load_optim(i)?
+        {
+            optim = optim
+                .from_bytes(bytes)
+                .map_err(|e| CheckpointError::Corrupt {
+                    path: ckpt.dir.join(format!("optim{i}.bpk")),
+                    reason: format!("{e:?}"),
+                })?;
         }
         let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
         let total_steps = (steps_per_epoch * cfg.epochs).max(1);

@@ -92,8 +92,8 @@ fn open_gate_equals_the_last_stage_on_the_whole_batch() {
             out.reached.iter().all(|&r| r == 2),
             "{kind}: every row reaches stage 3"
         );
-        for s in 0..3 {
-            assert_close(&out.scores[s], &full[s], &format!("{kind} stage {}", s + 1));
+        for (s, (got, want)) in out.scores.iter().zip(&full).enumerate() {
+            assert_close(got, want, &format!("{kind} stage {}", s + 1));
         }
     }
 }

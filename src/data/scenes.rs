@@ -97,7 +97,7 @@ pub fn paste(scene: &mut Scene, item: &[f32], x: usize, y: usize, side: usize) -
             (x0, y0, x1, y1) = (x0.min(px), y0.min(py), x1.max(px + 1), y1.max(py + 1));
         }
     }
-    (x1 > 0).then(|| [x0 as f32, y0 as f32, x1 as f32, y1 as f32])
+    (x1 > 0).then_some([x0 as f32, y0 as f32, x1 as f32, y1 as f32])
 }
 
 /// A random `size x size` crop of a random photograph, flipped half the time, with a random

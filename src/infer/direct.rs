@@ -298,7 +298,8 @@ mod x86 {
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl")
     }
 
-    /// Stored positions `positions` (of the whole output `out`).
+    /// Stored positions `positions`, output channels `cos` (of the whole output `out`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn chunk(
         srcs: &[Source],
         g: Geometry,
@@ -483,8 +484,10 @@ mod x86 {
                 use super::super::{Geometry, Source};
                 use std::arch::x86_64::*;
 
-                /// Stored positions `first..first + m` of the whole output `out`.
+                /// Stored positions `first..first + m`, output channels `cos`, of the whole
+                /// output `out`.
                 #[target_feature(enable = $features)]
+                #[allow(clippy::too_many_arguments)]
                 pub(super) unsafe fn tiles<const V: usize, const P: usize, const W: usize>(
                     srcs: &[Source],
                     g: Geometry,
