@@ -1315,8 +1315,11 @@ mod tests {
             (vec![1], 16, 3, 1, 1, 2, (10, 10)),
             (vec![1], 8, 5, 1, 2, 3, (28, 28)),
             (vec![1], 8, 3, 1, 1, 2, (10, 12)),
-            // a kernel over the whole map (an fc layer)
+            // a kernel over the whole map (an fc layer); on a few rows, with its output
+            // channels shared between the threads (in equal blocks, and in blocks of 32 and 24)
             (vec![48, 16], 16, 4, 1, 0, 5, (4, 4)),
+            (vec![16, 48], 96, 3, 1, 0, 3, (3, 3)),
+            (vec![8], 56, 2, 1, 0, 2, (2, 2)),
         ] {
             let conv = layer(&mut rng, &widths, cout, k, s, p);
             let xs: Vec<Act> = widths

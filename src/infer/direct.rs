@@ -188,12 +188,13 @@ fn conv_with(
     // where an fc layer's weights outweigh its inputs, split only those, so that every
     // weight is read from memory once (by one thread)
     let threads = rayon::current_num_threads();
-    let weights: usize = srcs.iter().map(|s| s.weights.len()).sum();
-    let (chunk, tasks) = if g.out == (1, 1) && weights >= 4 * positions * (weights / g.cout) {
+    // (an fc layer's weights are K x cout values, its inputs positions x K)
+    let (chunk, tasks) = if g.out == (1, 1) && g.cout >= 4 * positions {
         (positions, 1)
     } else {
         (chunk, positions.div_ceil(chunk))
     };
+    // (narrower layers have too few blocks of channels to share)
     let parts = if tasks < threads && g.cout >= 48 {
         threads.div_ceil(tasks)
     } else {
