@@ -8,7 +8,9 @@
 //! as an im2col built in cache-sized tiles of output rows, each consumed at once by one GEMM
 //! (the `gemm` crate burn-flex itself uses) with bias and ReLU applied while the tile is in
 //! cache; the branches are written side by side inside that im2col copy. Weights are packed
-//! once from the trained burn modules.
+//! once from the trained burn modules. A stage's thin leading layers run chunk by chunk of
+//! examples, each chunk through all of them on one thread (`FastNet::forward_chunked`), the
+//! others layer by layer with each layer's positions split between the threads.
 //!
 //! [`FastModel`] implements [`Engine`], so the same cascade runner (compaction, scatter,
 //! pooling across batches) drives it; a map is a window of its buffer, so compaction moves
