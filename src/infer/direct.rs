@@ -189,10 +189,24 @@ fn conv_with(
     // weight is read from memory once (by one thread)
     let threads = rayon::current_num_threads();
     // (an fc layer's weights are K x cout values, its inputs positions x K)
-    let (chunk, tasks) = if g.out == (1, 1) && g.cout >= 4 * positions {
-        (positions, 1)
+    let tasks = if g.out == (1, 1) && g.cout >= 4 * positions {
+        1
     } else {
-        (chunk, positions.div_ceil(chunk))
+        // as many tasks per thread where there are enough tiles (a thread left with one task
+        // more than the other waits a task's time at the end of every layer)
+        let tasks = positions.div_ceil(chunk);
+        let even = tasks.next_multiple_of(threads);
+        if even <= positions.div_ceil(12) {
+            even
+        } else {
+            tasks
+        }
+    };
+    // task t's positions: whole blocks of 12 (the register tiles hold 1, 2, 3, 6 or 12
+    // stored positions), the blocks dealt out evenly
+    let blocks = positions.div_ceil(12);
+    let span = |t: usize| {
+        (t * blocks / tasks * 12).min(positions)..((t + 1) * blocks / tasks * 12).min(positions)
     };
     // (narrower layers have too few blocks of channels to share)
     let parts = if tasks < threads && g.cout >= 48 {
@@ -205,27 +219,17 @@ fn conv_with(
     (0..tasks * parts).into_par_iter().for_each(|t| {
         let (t, part) = (t / parts, t % parts);
         let cos = (part * group).min(g.cout)..((part + 1) * group).min(g.cout);
-        let first = t * chunk;
-        let m = chunk.min(positions - first);
+        let range = span(t);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2/FMA checked above (AVX-512VL by the caller of `wide`); sizes checked
         // above; every read stays inside its source because each window lies inside the
         // padded map, and pooling windows are clamped to the convolution's output; each
-        // task writes only its own positions `first..first + m`
+        // task writes only its own positions `range`
         unsafe {
-            x86::chunk(
-                srcs,
-                g,
-                bias,
-                relu,
-                first..first + m,
-                cos.clone(),
-                base.get(),
-                wide,
-            )
+            x86::chunk(srcs, g, bias, relu, range, cos.clone(), base.get(), wide)
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (first, m, &base, wide);
+        let _ = (range, &base, wide);
     });
 }
 
