@@ -8,19 +8,21 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release
 B=target/release/onionnet
-run() { # name batch reps
+run() { # name batch reps burn-reps
   for e in own pooled burn; do
-    o=docs/bench/$1; args="--engine own"
-    [ $e = pooled ] && o=docs/bench/pooled/$1 && args="--engine own --pool 4"
-    [ $e = burn ] && o=docs/bench/burn/$1 && args="--engine burn"
+    o=docs/bench/$1; args="--engine own --reps $3"
+    [ $e = pooled ] && o=docs/bench/pooled/$1 && args="--engine own --pool 4 --reps $3"
+    [ $e = burn ] && o=docs/bench/burn/$1 && args="--engine burn --reps $4"
     mkdir -p $o
-    $B bench specs/$1.toml $args --batch $2 --reps $3 --out $o | tee $o/bench.txt
+    $B bench specs/$1.toml $args --batch $2 --out $o | tee $o/bench.txt
   done
 }
-run fashion-retrieval 128 7
-run 2ch-deep 128 7
+# more repetitions on the own path: the machine's speed drifts by several % over minutes,
+# and a median over more runs spread over more time follows it less
+run fashion-retrieval 128 21 7
+run 2ch-deep 128 11 7
 # the large network: smaller batch and fewer repetitions to stay within minutes on 2 cores
-run alexnet-64 32 5
+run alexnet-64 32 9 5
 if [ "${1:-}" = x86-v4 ]; then
   cargo build --release --features x86-v4
   $B bench specs/2ch-deep.toml --engine burn --batch 128 --reps 7 --out docs/bench/2ch-deep-x86-v4 | tee docs/bench/2ch-deep-x86-v4/bench.txt
