@@ -218,6 +218,9 @@ impl Act {
 #[derive(Debug, Clone)]
 struct PackedConv {
     parts: Vec<(usize, Vec<f32>)>,
+    /// Each part's weights also in blocks of output channels (see `direct::Source::blocks`):
+    /// fc layers, which run on a few rows after compaction.
+    blocks: Vec<Option<(usize, Vec<f32>)>>,
     all: Vec<f32>,
     bias: Vec<f32>,
     cout: usize,
@@ -286,6 +289,7 @@ fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usize, relu: bo
         .as_ref()
         .map_or(vec![0.0; cout], |b| host(b.val()));
     PackedConv {
+        blocks: vec![None; parts.len()],
         parts,
         all,
         bias,
@@ -384,6 +388,20 @@ impl PackedConv {
         self
     }
 
+    /// The layer with its weights also cut into blocks of the direct kernel's tile width
+    /// (an fc layer: see `direct::Source::blocks`), where the direct kernel runs here.
+    fn with_blocks(mut self) -> PackedConv {
+        if self.direct_runs() {
+            let width = direct::fc_tile_width(self.cout);
+            self.blocks = self
+                .parts
+                .iter()
+                .map(|(_, w)| Some((width, direct::blocked(w, self.cout, width))))
+                .collect();
+        }
+        self
+    }
+
     /// Adds the bias to output rows and applies the fused ReLU.
     fn finish(&self, rows: &mut [f32]) {
         for row in rows.chunks_mut(self.cout) {
@@ -422,7 +440,13 @@ impl PackedConv {
     /// `pool` (side = stride, ceil) where one follows: fused into the direct kernel, which
     /// also stores its output with a zero `border` (the reader's padding) where asked.
     fn forward(&self, srcs: &[&Act], pool: Option<(usize, bool)>, border: usize) -> Act {
-        self.forward_via(srcs, self.direct(), pool, border)
+        // an fc layer on a few rows (a compacted batch) is bound by reading its weights: the
+        // direct kernel reads each once, in sequence, split between the threads, whatever
+        // their size
+        let x0 = srcs[0];
+        let few = self.kernel == (x0.h, x0.w) && self.padding == 0 && 4 * x0.n <= self.cout;
+        let few = few && self.blocks.iter().all(Option::is_some);
+        self.forward_via(srcs, self.direct() || few, pool, border)
     }
 
     /// [`Self::forward`] with the kernel chosen: direct (where it applies) or im2col + GEMM
@@ -460,10 +484,12 @@ impl PackedConv {
         let sources: Vec<direct::Source> = srcs
             .iter()
             .zip(&self.parts)
-            .map(|(x, (c, w))| direct::Source {
+            .zip(&self.blocks)
+            .map(|((x, (c, w)), b)| direct::Source {
                 data: x.values(),
                 c: *c,
                 weights: w,
+                blocks: b.as_ref().map(|(width, b)| (*width, b.as_slice())),
             })
             .collect();
         direct::conv(&sources, g, &self.bias, self.relu, &mut out, true);
@@ -724,9 +750,9 @@ impl FastNet {
                         } => m.conv(b, l).map(|c| {
                             Op::Conv(pack(c, &widths(b, l), *stride, *padding, next_relu))
                         }),
-                        LayerKind::Fc => m
-                            .conv(b, l)
-                            .map(|c| Op::Conv(pack(c, &widths(b, l), 1, 0, next_relu))),
+                        LayerKind::Fc => m.conv(b, l).map(|c| {
+                            Op::Conv(pack(c, &widths(b, l), 1, 0, next_relu).with_blocks())
+                        }),
                         LayerKind::Relu => ops[l - 1].as_ref().map(|prev| {
                             if matches!(prev, Op::Conv(c) if c.relu) {
                                 Op::Fused
@@ -934,6 +960,7 @@ impl FastNet {
                             data,
                             c: *c,
                             weights: w,
+                            blocks: None,
                         }
                     })
                     .collect();
@@ -1280,6 +1307,7 @@ mod tests {
             .collect::<Vec<_>>();
         let all = stack(&parts, k * k, cout);
         PackedConv {
+            blocks: vec![None; parts.len()],
             parts,
             all,
             bias: random(rng, cout),
@@ -1329,9 +1357,20 @@ mod tests {
                 .map(|&c| Act::new(n, h, w, c, random(&mut rng, n * h * w * c)))
                 .collect();
             let srcs: Vec<&Act> = xs.iter().collect();
-            for narrow in [false, true] {
+            for (narrow, blocked) in [(false, false), (true, false), (false, true), (true, true)] {
                 direct::NARROW.store(narrow, std::sync::atomic::Ordering::Relaxed);
-                let pools = if (k, k) == (h, w) && p == 0 {
+                // an fc layer's weights also in blocks of the tile's width (made after NARROW
+                // is set, as the tile width depends on it)
+                let whole = (k, k) == (h, w) && p == 0;
+                if blocked && !whole {
+                    continue;
+                }
+                let conv = if blocked {
+                    conv.clone().with_blocks()
+                } else {
+                    conv.clone()
+                };
+                let pools = if whole {
                     vec![None]
                 } else {
                     vec![None, Some((2, false)), Some((2, true))]
@@ -1359,7 +1398,7 @@ mod tests {
                         .fold(0.0, f32::max);
                     assert!(
                         worst <= 1e-4,
-                        "{widths:?} cout {cout} k {k} s {s} p {p} pool {pool:?} border {border} narrow {narrow}: differ by {worst}"
+                        "{widths:?} cout {cout} k {k} s {s} p {p} pool {pool:?} border {border} narrow {narrow} blocked {blocked}: differ by {worst}"
                     );
                     // the border is zero: the stored values hold exactly the map's
                     let sum = |v: &[f32]| v.iter().map(|x| x.abs() as f64).sum::<f64>();

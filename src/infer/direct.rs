@@ -27,6 +27,34 @@ pub(super) struct Source<'a> {
     pub c: usize,
     /// Weights `[(dy * kw + dx) * c + ci][cout]`.
     pub weights: &'a [f32],
+    /// The same weights cut into blocks of `width` output channels, each block's rows
+    /// contiguous (`[co / width][row][co % width]`), read instead where the register tile is
+    /// that wide: an fc layer on a few rows streams its weights from memory, and a block's
+    /// rows in sequence waste no cache line (rows of `cout` touch two lines per block row).
+    pub blocks: Option<(usize, &'a [f32])>,
+}
+
+/// `w` (`[rows][cout]`) cut into blocks of `width` columns, each block's rows contiguous (see
+/// [`Source::blocks`]); `cout` a multiple of `width`.
+pub(super) fn blocked(w: &[f32], cout: usize, width: usize) -> Vec<f32> {
+    assert!(cout.is_multiple_of(width) && w.len().is_multiple_of(cout));
+    let mut out = Vec::with_capacity(w.len());
+    for b in (0..cout).step_by(width) {
+        for row in w.chunks_exact(cout) {
+            out.extend_from_slice(&row[b..b + width]);
+        }
+    }
+    out
+}
+
+/// The width of the register tile an fc layer of `cout` outputs runs with on this CPU (its
+/// blocks, for [`Source::blocks`]).
+pub(super) fn fc_tile_width(cout: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    let wide = x86::wide() && !NARROW.load(Ordering::Relaxed);
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    8 * vectors(cout / 8, wide, false)
 }
 
 /// The layer's geometry: input `h x w` (shared by the sources), kernel, stride, output.
@@ -127,6 +155,12 @@ fn conv_with(
             g.kernel.0 * g.kernel.1 * s.c * g.cout,
             "weight size"
         );
+        if let Some((width, b)) = s.blocks {
+            assert!(
+                b.len() == s.weights.len() && g.cout.is_multiple_of(width),
+                "blocks"
+            );
+        }
     }
     assert_eq!(bias.len(), g.cout);
     // tasks of about 4M multiply-adds (thin layers: many positions, so the scheduling cost
@@ -591,14 +625,21 @@ mod x86 {
                         let mut acc = [[_mm256_setzero_ps(); V]; P];
                         for s in srcs {
                             let run = kw * s.c; // one kernel row of one position: contiguous
+                            // the weights' rows for channels co..co + 8V: in blocks, or not
+                            let (w0, stride) = match s.blocks {
+                                Some((width, b)) if width == 8 * V => {
+                                    (b.as_ptr().add(co * kh * run), 8 * V)
+                                }
+                                _ => (s.weights.as_ptr().add(co), g.cout),
+                            };
                             for dy in 0..kh {
-                                let wrow = s.weights.as_ptr().add(dy * run * g.cout + co);
+                                let wrow = w0.add(dy * run * stride);
                                 let mut at = [std::ptr::null::<f32>(); P];
                                 for j in 0..P {
                                     at[j] = s.data.as_ptr().add((pix[j] + dy * g.w) * s.c);
                                 }
                                 for t in 0..run {
-                                    let wt = wrow.add(t * g.cout);
+                                    let wt = wrow.add(t * stride);
                                     let mut wv = [_mm256_setzero_ps(); V];
                                     for v in 0..V {
                                         wv[v] = _mm256_loadu_ps(wt.add(8 * v));
