@@ -444,7 +444,9 @@ impl PackedConv {
         // direct kernel reads each once, in sequence, split between the threads, whatever
         // their size
         let x0 = srcs[0];
-        let few = self.kernel == (x0.h, x0.w) && self.padding == 0 && 4 * x0.n <= self.cout;
+        let few = self.kernel == (x0.h, x0.w)
+            && self.padding == 0
+            && direct::weight_bound(self.cout, x0.n);
         let few = few && self.blocks.iter().all(Option::is_some);
         self.forward_via(srcs, self.direct() || few, pool, border)
     }
@@ -982,32 +984,32 @@ impl FastNet {
     /// Branch `b` on `input`, reading the earlier branches' maps `prev`: its maps and its
     /// head's logits `[n, outputs]` row-major (as [`crate::onion::OnionModule::forward_branch`]).
     pub fn forward_branch(&self, b: usize, input: &Act, prev: &[ActMaps]) -> (ActMaps, Vec<f32>) {
-        // the leading thin layers chunk by chunk where the examples split evenly between the
-        // threads (within 5%: else layer by layer, splitting positions evenly; measured on
-        // the retrieval onion's stage 2, 13 examples: 8% slower chunked, 6 examples: 12%
-        // faster) and two examples' maps fit in the cache budget (fewer gain nothing:
-        // measured on 2ch-deep, whose stage 1 maps take 120 KB per example, 2–9% slower)
-        let (steps, _) = self.chunkable(b, input, prev);
-        let (n, threads) = (input.n, rayon::current_num_threads());
-        let chunked = n >= 2 * threads
-            && 20 * threads * n.div_ceil(threads) <= 21 * n
-            && !steps.is_empty()
-            && chunk_fit(&steps, input, prev) >= 2;
-        self.forward_branch_with(b, input, prev, chunked)
+        self.forward_branch_with(b, input, prev, None)
     }
 
-    /// [`Self::forward_branch`], with the leading layers run chunk by chunk where `chunked`
-    /// and they allow it, else layer by layer.
+    /// [`Self::forward_branch`], with the leading layers that allow it run chunk by chunk
+    /// where `chunked` says so (`None`: where it pays), else layer by layer.
     fn forward_branch_with(
         &self,
         b: usize,
         input: &Act,
         prev: &[ActMaps],
-        chunked: bool,
+        chunked: Option<bool>,
     ) -> (ActMaps, Vec<f32>) {
         let arch = &self.arch;
         let br = &self.branches[b];
         let (steps, covered) = self.chunkable(b, input, prev);
+        // where it pays: the examples split evenly between the threads (within 5%: else
+        // layer by layer, splitting positions evenly; measured on the retrieval onion's stage
+        // 2, 13 examples: 8% slower chunked, 6 examples: 12% faster) and two examples' maps
+        // fit in the cache budget (fewer gain nothing: measured on 2ch-deep, whose stage 1
+        // maps take 120 KB per example, 2–9% slower)
+        let chunked = chunked.unwrap_or_else(|| {
+            let (n, threads) = (input.n, rayon::current_num_threads());
+            n >= 2 * threads
+                && 20 * threads * n.div_ceil(threads) <= 21 * n
+                && chunk_fit(&steps, input, prev) >= 2
+        });
         let mut own: ActMaps = if chunked && !steps.is_empty() {
             self.forward_chunked(input, prev, &steps, covered)
         } else {
@@ -1470,8 +1472,8 @@ mod tests {
                     if b == 0 {
                         assert!(!steps.is_empty(), "{name}: stage 1 runs chunked");
                     }
-                    let (maps, logits) = net.forward_branch_with(b, &input, &prev, true);
-                    let (maps0, logits0) = net.forward_branch_with(b, &input, &prev, false);
+                    let (maps, logits) = net.forward_branch_with(b, &input, &prev, Some(true));
+                    let (maps0, logits0) = net.forward_branch_with(b, &input, &prev, Some(false));
                     // (no Debug dump of the maps: thousands of values)
                     assert!(
                         maps == maps0,

@@ -222,8 +222,7 @@ fn conv_with(
     // where an fc layer's weights outweigh its inputs, split only those, so that every
     // weight is read from memory once (by one thread)
     let threads = rayon::current_num_threads();
-    // (an fc layer's weights are K x cout values, its inputs positions x K)
-    let tasks = if g.out == (1, 1) && g.cout >= 4 * positions {
+    let tasks = if g.out == (1, 1) && weight_bound(g.cout, positions) {
         1
     } else {
         // as many tasks per thread where there are enough tiles (a thread left with one task
@@ -265,6 +264,12 @@ fn conv_with(
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (range, &base, wide);
     });
+}
+
+/// Whether an fc layer of `cout` outputs on `positions` rows (one per example) reads more
+/// weights (K x cout values) than inputs (positions x K), 4 to 1: bound by streaming them.
+pub(super) fn weight_bound(cout: usize, positions: usize) -> bool {
+    cout >= 4 * positions
 }
 
 /// The register tile's width V (vectors of 8 output channels) for `nv` vectors of output
