@@ -1008,6 +1008,7 @@ impl FastNet {
             let (n, threads) = (input.n, rayon::current_num_threads());
             n >= 2 * threads
                 && 20 * threads * n.div_ceil(threads) <= 21 * n
+                && !steps.is_empty()
                 && chunk_fit(&steps, input, prev) >= 2
         });
         let mut own: ActMaps = if chunked && !steps.is_empty() {
@@ -1117,7 +1118,7 @@ fn chunk_fit(steps: &[Step], input: &Act, prev: &[ActMaps]) -> usize {
             read + s.g.example_len()
         })
         .sum();
-    (CHUNK_CACHE / 4).saturating_sub(weights) / per_example
+    (CHUNK_CACHE / 4).saturating_sub(weights) / per_example.max(1)
 }
 
 /// Where a chunked conv reads a source: the branch input, a map of an earlier branch, or the
