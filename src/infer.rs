@@ -388,9 +388,13 @@ impl PackedConv {
         self
     }
 
-    /// The layer with its weights also cut into blocks of the direct kernel's tile width
-    /// (an fc layer: see `direct::Source::blocks`), where the direct kernel runs here.
-    fn with_blocks(mut self) -> PackedConv {
+    /// The layer as an fc layer: its kernel covers its whole input map, so the GEMM path reads
+    /// each part in place and the stacked matrix `all` (for an im2col) is not kept (34 MB on
+    /// the AlexNet-like network's first fc layer); the weights are also cut into blocks of the
+    /// direct kernel's tile width (see `direct::Source::blocks`), where the direct kernel runs
+    /// here.
+    fn for_fc(mut self) -> PackedConv {
+        self.all = Vec::new();
         if self.direct_runs() {
             let width = direct::fc_tile_width(self.cout);
             self.blocks = self
@@ -400,6 +404,11 @@ impl PackedConv {
                 .collect();
         }
         self
+    }
+
+    /// Weight values (all parts).
+    fn weights_len(&self) -> usize {
+        self.parts.iter().map(|(_, w)| w.len()).sum()
     }
 
     /// Adds the bias to output rows and applies the fused ReLU.
@@ -428,7 +437,7 @@ impl PackedConv {
             Ok("gemm") => Some(false),
             _ => None,
         });
-        forced.unwrap_or(self.all.len() * 4 <= 3 << 19)
+        forced.unwrap_or(self.weights_len() * 4 <= 3 << 19)
     }
 
     /// Whether the direct kernel can run this layer on this CPU (8-wide output vectors).
@@ -561,6 +570,11 @@ impl PackedConv {
             // tiles of output rows: each tile's im2col stays in cache while its GEMM reads it,
             // and tiles run in parallel (one GEMM thread each)
             let kk = kh * kw * self.parts.iter().map(|p| p.0).sum::<usize>();
+            assert_eq!(
+                self.all.len(),
+                kk * cout,
+                "fc layers (no `all`) cover their whole map"
+            );
             // (fewer rows per tile where the batch is small, so that every thread gets some)
             let tile = (TILE_FLOATS / kk)
                 .clamp(16, 1024)
@@ -752,9 +766,9 @@ impl FastNet {
                         } => m.conv(b, l).map(|c| {
                             Op::Conv(pack(c, &widths(b, l), *stride, *padding, next_relu))
                         }),
-                        LayerKind::Fc => m.conv(b, l).map(|c| {
-                            Op::Conv(pack(c, &widths(b, l), 1, 0, next_relu).with_blocks())
-                        }),
+                        LayerKind::Fc => m
+                            .conv(b, l)
+                            .map(|c| Op::Conv(pack(c, &widths(b, l), 1, 0, next_relu).for_fc())),
                         LayerKind::Relu => ops[l - 1].as_ref().map(|prev| {
                             if matches!(prev, Op::Conv(c) if c.relu) {
                                 Op::Fused
@@ -836,7 +850,11 @@ impl FastNet {
                 }
                 // (every chunk reads the weights of every chunked layer: together they stay
                 // in the core's cache)
-                Some(Op::Conv(c)) if c.direct() && weights + c.all.len() * 4 <= CHUNK_WEIGHTS => c,
+                Some(Op::Conv(c))
+                    if c.direct() && weights + c.weights_len() * 4 <= CHUNK_WEIGHTS =>
+                {
+                    c
+                }
                 _ => break,
             };
             let pool_at = if c.relu { l + 2 } else { l + 1 };
@@ -882,7 +900,7 @@ impl FastNet {
                 // the register tiles (12 positions) poorly; the batch's fill them
                 break;
             }
-            weights += c.all.len() * 4;
+            weights += c.weights_len() * 4;
             made.resize(dest, None);
             made.push(Some(steps.len()));
             steps.push(Step {
@@ -1102,7 +1120,7 @@ const CHUNK_CACHE: usize = 256 << 10;
 /// Examples whose maps (inputs read and outputs written by the chunked `steps`) fit within
 /// [`CHUNK_CACHE`] beside the steps' weights.
 fn chunk_fit(steps: &[Step], input: &Act, prev: &[ActMaps]) -> usize {
-    let weights: usize = steps.iter().map(|s| s.conv.all.len()).sum();
+    let weights: usize = steps.iter().map(|s| s.conv.weights_len()).sum();
     let per_example: usize = steps
         .iter()
         .map(|s| {
@@ -1369,7 +1387,7 @@ mod tests {
                     continue;
                 }
                 let conv = if blocked {
-                    conv.clone().with_blocks()
+                    conv.clone().for_fc()
                 } else {
                     conv.clone()
                 };
