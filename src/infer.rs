@@ -406,6 +406,20 @@ impl PackedConv {
         self
     }
 
+    /// The weights this layer streams from memory on `n` rows, for the layer before it to
+    /// prefetch ([`direct::Ahead`]): an fc layer (the only one with blocks) that runs
+    /// weight-bound there, whose weights fit half of each thread's L2 (larger ones, 34 MB on
+    /// the AlexNet-like network, would evict each other before they are read).
+    fn streamed(&self, n: usize) -> Option<Vec<&[f32]>> {
+        let blocks: Option<Vec<&[f32]>> = self
+            .blocks
+            .iter()
+            .map(|b| b.as_ref().map(|(_, w)| w.as_slice()))
+            .collect();
+        let fits = self.weights_len() * 4 <= rayon::current_num_threads() * PREFETCH_PER_THREAD;
+        blocks.filter(|b| prefetch() && !b.is_empty() && fits && direct::weight_bound(self.cout, n))
+    }
+
     /// Weight values (all parts).
     fn weights_len(&self) -> usize {
         self.parts.iter().map(|(_, w)| w.len()).sum()
@@ -449,6 +463,18 @@ impl PackedConv {
     /// `pool` (side = stride, ceil) where one follows: fused into the direct kernel, which
     /// also stores its output with a zero `border` (the reader's padding) where asked.
     fn forward(&self, srcs: &[&Act], pool: Option<(usize, bool)>, border: usize) -> Act {
+        self.forward_ahead(srcs, pool, border, direct::Ahead::default())
+    }
+
+    /// [`Self::forward`], prefetching `ahead` (the next layer's weights) meanwhile where the
+    /// direct kernel runs.
+    fn forward_ahead(
+        &self,
+        srcs: &[&Act],
+        pool: Option<(usize, bool)>,
+        border: usize,
+        ahead: direct::Ahead,
+    ) -> Act {
         // an fc layer on a few rows (a compacted batch) is bound by reading its weights: the
         // direct kernel reads each once, in sequence, split between the threads, whatever
         // their size
@@ -457,7 +483,7 @@ impl PackedConv {
             && self.padding == 0
             && direct::weight_bound(self.cout, x0.n);
         let few = few && self.blocks.iter().all(Option::is_some);
-        self.forward_via(srcs, self.direct() || few, pool, border)
+        self.forward_via(srcs, self.direct() || few, pool, border, ahead)
     }
 
     /// [`Self::forward`] with the kernel chosen: direct (where it applies) or im2col + GEMM
@@ -468,12 +494,13 @@ impl PackedConv {
         direct: bool,
         pool: Option<(usize, bool)>,
         border: usize,
+        ahead: direct::Ahead,
     ) -> Act {
         let direct = direct && self.direct_runs();
         // the direct kernel fuses pooling windows up to 2 x 2; others pool afterwards
         let fused = pool.filter(|&(side, _)| direct && side <= 2);
         let y = if direct {
-            self.direct_conv(srcs, fused, if pool == fused { border } else { 0 })
+            self.direct_conv(srcs, fused, if pool == fused { border } else { 0 }, ahead)
         } else {
             self.gemm_conv(srcs)
         };
@@ -485,7 +512,13 @@ impl PackedConv {
 
     /// The layer on the direct kernel, with the max pooling `pool` fused in, each output
     /// example stored within a zero border of `border` pixels.
-    fn direct_conv(&self, srcs: &[&Act], pool: Option<(usize, bool)>, border: usize) -> Act {
+    fn direct_conv(
+        &self,
+        srcs: &[&Act],
+        pool: Option<(usize, bool)>,
+        border: usize,
+        ahead: direct::Ahead,
+    ) -> Act {
         let x0 = srcs[0];
         let g = self.geometry(x0.n, (x0.h, x0.w), pool, border);
         let mut out = uninit(x0.n * g.example_len());
@@ -503,7 +536,7 @@ impl PackedConv {
                 blocks: b.as_ref().map(|(width, b)| (*width, b.as_slice())),
             })
             .collect();
-        direct::conv(&sources, g, &self.bias, self.relu, &mut out, true);
+        direct::conv(&sources, g, &self.bias, self.relu, &mut out, true, ahead);
         // SAFETY: the direct kernel writes every value, border included
         let out = unsafe { assume_init(out) };
         let (qh, qw) = g.stored();
@@ -830,6 +863,20 @@ impl FastNet {
         }
     }
 
+    /// The weights the first conv of branch `b` from op `l` on streams on `n` rows (see
+    /// [`PackedConv::streamed`]), for the conv before it to prefetch.
+    fn streamed_after(&self, b: usize, l: usize, n: usize) -> Option<Vec<&[f32]>> {
+        self.branches[b]
+            .ops
+            .get(l..)?
+            .iter()
+            .find_map(|op| match op {
+                Some(Op::Conv(c)) => Some(c.streamed(n)),
+                Some(_) => None,
+                None => Some(None),
+            })?
+    }
+
     /// The leading ops of branch `b` that run example-chunk by example-chunk (see
     /// [`Self::forward_chunked`]): direct convs with small weights, each with its fused ReLU and
     /// 2 x 2 pooling, whose sources are stored within the conv's padding. Their convs, with
@@ -926,6 +973,7 @@ impl FastNet {
         prev: &[ActMaps],
         steps: &[Step],
         covered: usize,
+        ahead: direct::Ahead,
     ) -> ActMaps {
         let n = input.n;
         let threads = rayon::current_num_threads();
@@ -957,7 +1005,13 @@ impl FastNet {
         pieces.into_par_iter().enumerate().for_each(|(i, outs)| {
             let rows = rows(i);
             let mut done: Vec<&[f32]> = Vec::with_capacity(steps.len());
-            for (s, out) in steps.iter().zip(outs) {
+            for (k, (s, out)) in steps.iter().zip(outs).enumerate() {
+                // (the next layer's weights prefetched during the last, largest step)
+                let ahead = if k + 1 == steps.len() {
+                    ahead.share(i, chunks)
+                } else {
+                    direct::Ahead::default()
+                };
                 let g = direct::Geometry {
                     n: rows.len(),
                     ..s.g
@@ -984,7 +1038,7 @@ impl FastNet {
                         }
                     })
                     .collect();
-                direct::conv(&sources, g, &s.conv.bias, s.conv.relu, out, false);
+                direct::conv(&sources, g, &s.conv.bias, s.conv.relu, out, false, ahead);
                 // SAFETY: the direct kernel wrote every value of the piece
                 done.push(unsafe { &*(out as *mut [std::mem::MaybeUninit<f32>] as *const [f32]) });
             }
@@ -1030,7 +1084,8 @@ impl FastNet {
                 && chunk_fit(&steps, input, prev) >= 2
         });
         let mut own: ActMaps = if chunked && !steps.is_empty() {
-            self.forward_chunked(input, prev, &steps, covered)
+            let streamed = self.streamed_after(b, covered, input.n).unwrap_or_default();
+            self.forward_chunked(input, prev, &steps, covered, direct::Ahead::new(&streamed))
         } else {
             Vec::new()
         };
@@ -1050,6 +1105,8 @@ impl FastNet {
                     // maps between are read by nobody else, since every branch has the
                     // pooling there and other branches read maps after it
                     let pool_at = if c.relu { l + 2 } else { l + 1 };
+                    let streamed = self.streamed_after(b, l + 1, input.n).unwrap_or_default();
+                    let ahead = direct::Ahead::new(&streamed);
                     match br.ops.get(pool_at) {
                         Some(Some(Op::Maxpool {
                             kernel,
@@ -1057,10 +1114,14 @@ impl FastNet {
                             ceil,
                         })) if kernel == stride => {
                             let border = self.border_after(b, pool_at);
-                            pooled = Some(c.forward(&srcs, Some((*kernel, *ceil)), border));
+                            let pool = Some((*kernel, *ceil));
+                            pooled = Some(c.forward_ahead(&srcs, pool, border, ahead));
                             None
                         }
-                        _ => Some(c.forward(&srcs, None, self.border_after(b, pool_at - 1))),
+                        _ => {
+                            let border = self.border_after(b, pool_at - 1);
+                            Some(c.forward_ahead(&srcs, None, border, ahead))
+                        }
                     }
                 }
                 Some(Op::Maxpool { .. }) if pooled.is_some() => pooled.take(),
@@ -1109,6 +1170,17 @@ impl FastNet {
         (own, logits)
     }
 }
+
+/// Whether layers prefetch the next one's weights ([`PackedConv::streamed`]);
+/// `ONIONNET_PREFETCH=0` turns it off, for A/B benchmarks.
+fn prefetch() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("ONIONNET_PREFETCH").as_deref() != Ok("0"))
+}
+
+/// Weights a layer prefetches for the next one, per thread (bytes): half a core's L2 (2 MiB on
+/// the machine measured), the other half left to the maps.
+const PREFETCH_PER_THREAD: usize = 1 << 20;
 
 /// Weights of the layers run chunk by chunk, together (bytes): every chunk reads them again,
 /// from the core's cache.
@@ -1403,8 +1475,8 @@ mod tests {
                     .iter()
                     .flat_map(|&pool| [(pool, 0, &srcs), (pool, 2, &bsrcs)])
                 {
-                    let a = conv.forward_via(srcs, true, pool, border);
-                    let b = conv.forward_via(srcs, false, None, 0);
+                    let a = conv.forward_via(srcs, true, pool, border, direct::Ahead::default());
+                    let b = conv.forward_via(srcs, false, None, 0, direct::Ahead::default());
                     let b = match pool {
                         Some((side, ceil)) => maxpool(&b, side, side, ceil),
                         None => b,
@@ -1506,6 +1578,64 @@ mod tests {
     }
 
     #[test]
+    fn prefetch_targets_weight_bound_fc_layers() {
+        // the retrieval onion: the conv before each fc layer prefetches the fc's weights (all
+        // its blocks, every source's) where the fc runs weight-bound on few rows, and nothing
+        // on a full batch or for the head
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml");
+        let spec = Spec::from_file(&path).unwrap();
+        let device = burn::tensor::Device::default();
+        let onion = crate::bench::random_models(&spec, &device, 3)
+            .into_iter()
+            .find(|m| m.kind == NetworkKind::Onion)
+            .unwrap();
+        let net = &FastModel::from_model(&onion).nets[0];
+        let at = |name: &str| spec.layers.iter().position(|l| l.name == name).unwrap();
+        let (conv2, fc) = (at("conv2"), at("fc1"));
+        for b in 0..2 {
+            let Some(Op::Conv(c)) = &net.branches[b].ops[fc] else {
+                panic!("fc1 is a conv op")
+            };
+            let few = net
+                .streamed_after(b, conv2 + 1, 6)
+                .expect("fc1 prefetched on 6 rows");
+            assert_eq!(few.len(), b + 1, "one weight array per source");
+            let len: usize = few.iter().map(|w| w.len()).sum();
+            assert_eq!(len, c.weights_len(), "branch {b}: all of fc1's weights");
+            assert!(
+                net.streamed_after(b, 1, 6).is_none(),
+                "conv2 is not an fc layer"
+            );
+            assert!(
+                net.streamed_after(b, conv2 + 1, 128).is_none(),
+                "full batch: compute-bound"
+            );
+            assert!(
+                net.streamed_after(b, fc + 1, 6).is_none(),
+                "no fc after fc1"
+            );
+        }
+    }
+
+    #[test]
+    fn ahead_shares_cover_every_line_once() {
+        let (a, b) = (vec![0f32; 100], vec![0f32; 33]);
+        let parts: [&[f32]; 2] = [&a, &b];
+        let all = direct::Ahead::new(&parts);
+        assert_eq!(all.lines, (0, 7 + 3));
+        for n in [1, 3, 4, 11, 40] {
+            let mut next = 0;
+            for i in 0..n {
+                let (from, to) = all.share(i, n).lines;
+                assert_eq!(from, next, "{n} shares: contiguous");
+                next = to;
+            }
+            assert_eq!(next, 10, "{n} shares: every line");
+        }
+    }
+
+    #[test]
     fn widened_head_keeps_outputs() {
         let mut rng = StdRng::seed_from_u64(5);
         for outputs in [1, 4, 10] {
@@ -1515,7 +1645,7 @@ mod tests {
                 .map(|&c| Act::new(7, 3, 3, c, random(&mut rng, 7 * 9 * c)))
                 .collect();
             let srcs: Vec<&Act> = xs.iter().collect();
-            let narrow = head.forward_via(&srcs, false, None, 0);
+            let narrow = head.forward_via(&srcs, false, None, 0, direct::Ahead::default());
             let wide = head.clone().widened();
             assert_eq!(
                 (wide.cout, wide.outputs),
