@@ -355,8 +355,9 @@ pub fn run_pooled<E: Engine>(
     decide: impl FnMut(usize, &[f32]) -> Vec<bool> + Send,
 ) -> CascadeOutput {
     // on a pool thread: the engine's parallel loops (layers, gathers) then start where they
-    // are called instead of waking a worker each while the caller waits
-    rayon::scope(|_| run_pooled_here(model, input, batch, decide))
+    // are called instead of waking a worker each while the caller waits; and the other
+    // workers kept awake meanwhile (see `workers`)
+    crate::workers::awake(|| run_pooled_here(model, input, batch, decide))
 }
 
 fn run_pooled_here<E: Engine>(

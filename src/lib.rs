@@ -23,3 +23,4 @@ pub mod onion;
 pub mod report;
 pub mod spec;
 pub mod train;
+pub mod workers;
