@@ -1438,6 +1438,11 @@ mod tests {
             (vec![1], 16, 3, 1, 1, 2, (10, 10)),
             (vec![1], 8, 5, 1, 2, 3, (28, 28)),
             (vec![1], 8, 3, 1, 1, 2, (10, 12)),
+            // 16 columns and more: 16-column blocks (28: the last overlapping by 4; 16; 20 x
+            // 18: overlapping by 12, an odd number of row pairs; 24 channels: three groups)
+            (vec![1], 24, 3, 1, 1, 2, (28, 28)),
+            (vec![1], 8, 3, 1, 1, 1, (16, 16)),
+            (vec![1], 16, 3, 1, 1, 2, (18, 20)),
             // a kernel over the whole map (an fc layer); on a few rows, with its output
             // channels shared between the threads (in equal blocks, and in blocks of 32 and 24)
             (vec![48, 16], 16, 4, 1, 0, 5, (4, 4)),
@@ -1471,10 +1476,23 @@ mod tests {
                 // inputs stored with the layer's padding as their border read the same
                 let bordered: Vec<Act> = xs.iter().map(|x| x.bordered(p).into_owned()).collect();
                 let bsrcs: Vec<&Act> = bordered.iter().collect();
-                for (pool, border, srcs) in pools
+                // (one-channel layers: 16-column blocks where they apply, and 8 only)
+                let single8 = if widths == [1] {
+                    vec![false, true]
+                } else {
+                    vec![false]
+                };
+                let (plain_srcs, bordered_srcs) = (&srcs, &bsrcs);
+                let cases: Vec<_> = pools
                     .iter()
-                    .flat_map(|&pool| [(pool, 0, &srcs), (pool, 2, &bsrcs)])
-                {
+                    .flat_map(|&pool| {
+                        single8.iter().flat_map(move |&s8| {
+                            [(pool, 0, plain_srcs, s8), (pool, 2, bordered_srcs, s8)]
+                        })
+                    })
+                    .collect();
+                for (pool, border, srcs, single8) in cases {
+                    direct::NARROW_SINGLE.store(single8, std::sync::atomic::Ordering::Relaxed);
                     let a = conv.forward_via(srcs, true, pool, border, direct::Ahead::default());
                     let b = conv.forward_via(srcs, false, None, 0, direct::Ahead::default());
                     let b = match pool {
@@ -1491,7 +1509,7 @@ mod tests {
                         .fold(0.0, f32::max);
                     assert!(
                         worst <= 1e-4,
-                        "{widths:?} cout {cout} k {k} s {s} p {p} pool {pool:?} border {border} narrow {narrow} blocked {blocked}: differ by {worst}"
+                        "{widths:?} cout {cout} k {k} s {s} p {p} pool {pool:?} border {border} narrow {narrow} blocked {blocked} 8-column {single8}: differ by {worst}"
                     );
                     // the border is zero: the stored values hold exactly the map's
                     let sum = |v: &[f32]| v.iter().map(|x| x.abs() as f64).sum::<f64>();
@@ -1499,6 +1517,7 @@ mod tests {
                 }
             }
             direct::NARROW.store(false, std::sync::atomic::Ordering::Relaxed);
+            direct::NARROW_SINGLE.store(false, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
