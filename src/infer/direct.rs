@@ -9,9 +9,10 @@
 //! only their maximum is stored, so the full-size map is never written nor read back (it is
 //! read by nobody else: other branches read maps after the pooling). Outputs are stored within
 //! the zero border their reader pads with. One-channel inputs with 2x2 pooling get their own
-//! kernel, vectorised over output columns (see `single_channel_example`). x86-64 with AVX2 and
-//! FMA only (checked at run time; AVX-512VL, where present, gives more registers and larger
-//! tiles); elsewhere the GEMM path runs.
+//! kernel, vectorised over output columns, 16 at a time on AVX-512 (see
+//! `single_channel_example`). A conv may prefetch the next layer's weights meanwhile
+//! ([`Ahead`]). x86-64 with AVX2 and FMA only (checked at run time; AVX-512VL, where present,
+//! gives more registers and larger tiles); elsewhere the GEMM path runs.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
