@@ -389,22 +389,29 @@ impl Out {
     }
 }
 
-/// Writes the zero border of every stored example (the kernel writes the rest).
+/// Writes the zero border of every stored example (the kernel writes the rest): a row's right
+/// border and the next row's left border are one run, written by vector-sized stores (a
+/// `memset` call per run of a few channels cost 2% of a thin stage's time).
 fn zero_border(g: Geometry, out: &mut [MaybeUninit<f32>]) {
     if g.border == 0 {
         return;
     }
     let (qh, qw) = g.stored();
     let (b, c) = (g.border, g.cout);
-    let row = (qw + 2 * b) * c;
+    let bw = qw + 2 * b;
+    let zero = |run: &mut [MaybeUninit<f32>]| {
+        // (c is a multiple of 8: so is every run)
+        for v in run.chunks_exact_mut(8) {
+            v.copy_from_slice(&[MaybeUninit::new(0.0); 8]);
+        }
+    };
     for ex in out.chunks_mut(g.example_len()) {
-        for (y, line) in ex.chunks_mut(row).enumerate() {
-            if y < b || y >= qh + b {
-                line.fill(MaybeUninit::new(0.0));
-            } else {
-                line[..b * c].fill(MaybeUninit::new(0.0));
-                line[(qw + b) * c..].fill(MaybeUninit::new(0.0));
-            }
+        // the top rows and the first row's left border; the last row's right border and the
+        // bottom rows
+        zero(&mut ex[..(b * bw + b) * c]);
+        zero(&mut ex[((b + qh - 1) * bw + b + qw) * c..]);
+        for y in b..b + qh - 1 {
+            zero(&mut ex[(y * bw + b + qw) * c..((y + 1) * bw + b) * c]);
         }
     }
 }
@@ -417,6 +424,112 @@ mod x86 {
     /// tiles (the same 8-wide arithmetic).
     pub(super) fn wide() -> bool {
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl")
+    }
+
+    /// Steps through the stored positions from one, giving each register tile its input
+    /// pixels and output pointers: the window origin and the output offset advance by
+    /// additions, and only windows cut by the map's edge clamp each pixel (measured: working
+    /// the positions out with clamps and multiplies for every pixel took a tenth of a thin
+    /// conv's time).
+    pub(super) struct Walk {
+        g: Geometry,
+        side: usize,
+        /// stored positions whose windows lie wholly inside the conv output
+        full: (usize, usize),
+        b: usize,
+        qy: usize,
+        qx: usize,
+        /// the input pixel of the window's top-left corner, and the output offset
+        origin: usize,
+        at: usize,
+    }
+
+    impl Walk {
+        pub(super) fn new(g: Geometry, first: usize) -> Walk {
+            let (qh, qw) = g.stored();
+            let side = g.pool.map_or(1, |p| p.0);
+            let (b, qy, qx) = (first / (qh * qw), (first / qw) % qh, first % qw);
+            let mut w = Walk {
+                g,
+                side,
+                full: (g.out.0 / side, g.out.1 / side),
+                b,
+                qy,
+                qx,
+                origin: 0,
+                at: 0,
+            };
+            w.row();
+            w
+        }
+
+        /// Origin and output offset at (b, qy, qx).
+        fn row(&mut self) {
+            let g = &self.g;
+            let s = self.side * g.stride;
+            self.origin = (self.b * g.h + self.qy * s) * g.w + self.qx * s;
+            self.at = g.at(self.b, self.qy, self.qx);
+        }
+
+        /// The next `P / W` positions (of which `left` remain; the others repeat the last
+        /// window and write to `spare`): their `W` pixels each, and output pointers.
+        #[inline(always)]
+        pub(super) unsafe fn fill<const P: usize, const W: usize>(
+            &mut self,
+            left: usize,
+            out: *mut f32,
+            spare: *mut f32,
+            pix: &mut [usize; P],
+            dst: &mut [*mut f32; P],
+        ) {
+            // (W is the window's size, side x side: 1 or 4)
+            let side = if W == 4 { 2 } else { 1 };
+            debug_assert_eq!(side, self.side);
+            let g = self.g;
+            let (qh, qw) = g.stored();
+            for k in 0..P / W {
+                if k < left {
+                    // SAFETY: the offset of a stored position inside `out`
+                    dst[k] = unsafe { out.add(self.at) };
+                    if self.qy < self.full.0 && self.qx < self.full.1 {
+                        for dy in 0..side {
+                            for dx in 0..side {
+                                pix[k * W + dy * side + dx] =
+                                    self.origin + (dy * g.w + dx) * g.stride;
+                            }
+                        }
+                    } else {
+                        // the window, cut by the edge: repeat its first pixels
+                        let (oh, ow) = g.out;
+                        for dy in 0..side {
+                            let y = (self.qy * side + dy).min(oh - 1);
+                            for dx in 0..side {
+                                let x = (self.qx * side + dx).min(ow - 1);
+                                pix[k * W + dy * side + dx] =
+                                    (self.b * g.h + y * g.stride) * g.w + x * g.stride;
+                            }
+                        }
+                    }
+                    self.qx += 1;
+                    self.origin += side * g.stride;
+                    self.at += g.cout;
+                    if self.qx == qw {
+                        self.qx = 0;
+                        self.qy += 1;
+                        if self.qy == qh {
+                            self.qy = 0;
+                            self.b += 1;
+                        }
+                        self.row();
+                    }
+                } else {
+                    dst[k] = spare;
+                    for t in 0..W {
+                        pix[k * W + t] = pix[(k - 1) * W + t];
+                    }
+                }
+            }
+        }
     }
 
     /// Stored positions `positions`, output channels `cos` (of the whole output `out`).
@@ -755,56 +868,31 @@ mod x86 {
                 ) {
                     // SAFETY: see `conv`: pointers stay inside the checked slices
                     unsafe {
-                        let (oh, ow) = g.out;
-                        let (qh, qw) = g.stored();
-                        let (side, wsz) = (g.pool.map_or(1, |p| p.0), W);
                         debug_assert_eq!(W, g.window());
-                        let per = P / wsz; // stored positions per tile
+                        let per = P / W; // stored positions per tile
                         // stored positions beyond the end repeat the last window, land here
                         let mut spare = vec![0f32; g.cout];
-                        // the position of `first`, then stepped (no division per position)
-                        let (mut b, mut qy, mut qx) =
-                            (first / (qh * qw), (first / qw) % qh, first % qw);
-                        let mut tiles = Vec::with_capacity(m.div_ceil(per));
-                        let mut i = 0;
-                        while i < m {
-                            let mut pix = [0usize; P];
-                            let mut dst = [spare.as_mut_ptr(); P];
-                            for k in 0..per {
-                                if i + k < m {
-                                    dst[k] = out.add(g.at(b, qy, qx));
-                                    // the window, cut by the edge: repeat its first pixels
-                                    for dy in 0..side {
-                                        for dx in 0..side {
-                                            let y = (qy * side + dy).min(oh - 1);
-                                            let x = (qx * side + dx).min(ow - 1);
-                                            pix[k * wsz + dy * side + dx] =
-                                                (b * g.h + y * g.stride) * g.w + x * g.stride;
-                                        }
-                                    }
-                                    qx += 1;
-                                    if qx == qw {
-                                        qx = 0;
-                                        qy += 1;
-                                        if qy == qh {
-                                            qy = 0;
-                                            b += 1;
-                                        }
-                                    }
-                                } else {
-                                    for t in 0..wsz {
-                                        pix[k * wsz + t] = pix[(k - 1) * wsz + t];
-                                    }
-                                }
-                            }
-                            tiles.push((pix, dst));
-                            i += per;
-                        }
+                        let mut walk = super::Walk::new(g, first);
+                        let spare = spare.as_mut_ptr();
+                        let mut next = |i: usize,
+                                        pix: &mut [usize; P],
+                                        dst: &mut [*mut f32; P]| {
+                            walk.fill::<P, W>(m - i, out, spare, pix, dst)
+                        };
                         let blocks = cos.step_by(8 * V);
                         if g.out == (1, 1) {
                             // a kernel over the whole map (fc layers, heads): large weights
                             // and few positions, so each block of weights is read once from
                             // memory and again from cache for the other tiles
+                            let mut tiles = Vec::with_capacity(m.div_ceil(per));
+                            let mut i = 0;
+                            while i < m {
+                                let mut pix = [0usize; P];
+                                let mut dst = [std::ptr::null_mut(); P];
+                                next(i, &mut pix, &mut dst);
+                                tiles.push((pix, dst));
+                                i += per;
+                            }
                             for co in blocks {
                                 for (pix, dst) in &tiles {
                                     tile::<V, P, W>(srcs, g, pix, co, bias, relu, dst);
@@ -812,16 +900,23 @@ mod x86 {
                             }
                         } else {
                             // a tile's inputs stay in L1 while it meets every block (the
-                            // weights of a conv are small)
+                            // weights of a conv are small); its positions are worked out as
+                            // it comes (no list of them kept: thin layers spend a tenth of
+                            // their time outside the multiply-adds)
                             // (the prefetches spread over the tiles: a few lines each, so
                             // that they never queue up behind each other)
                             let nb = blocks.clone().count();
-                            let k = tiles.len() * nb;
-                            for (i, (pix, dst)) in tiles.iter().enumerate() {
+                            let k = m.div_ceil(per) * nb;
+                            let mut pix = [0usize; P];
+                            let mut dst = [std::ptr::null_mut(); P];
+                            let mut i = 0;
+                            while i < m {
+                                next(i, &mut pix, &mut dst);
                                 for (j, co) in blocks.clone().enumerate() {
-                                    tile::<V, P, W>(srcs, g, pix, co, bias, relu, dst);
-                                    ahead.share(i * nb + j, k).fetch();
+                                    tile::<V, P, W>(srcs, g, &pix, co, bias, relu, &dst);
+                                    ahead.share(i / per * nb + j, k).fetch();
                                 }
+                                i += per;
                             }
                         }
                     }
@@ -853,11 +948,16 @@ mod x86 {
                                 }
                                 _ => (s.weights.as_ptr().add(co), g.cout),
                             };
+                            let mut at = [std::ptr::null::<f32>(); P];
+                            for j in 0..P {
+                                at[j] = s.data.as_ptr().add(pix[j] * s.c);
+                            }
                             for dy in 0..kh {
                                 let wrow = w0.add(dy * run * stride);
-                                let mut at = [std::ptr::null::<f32>(); P];
-                                for j in 0..P {
-                                    at[j] = s.data.as_ptr().add((pix[j] + dy * g.w) * s.c);
+                                if dy > 0 {
+                                    for a in at.iter_mut() {
+                                        *a = a.add(g.w * s.c);
+                                    }
                                 }
                                 for t in 0..run {
                                     let wt = wrow.add(t * stride);
