@@ -417,7 +417,7 @@ impl PackedConv {
             .map(|b| b.as_ref().map(|(_, w)| w.as_slice()))
             .collect();
         let fits = self.weights_len() * 4 <= rayon::current_num_threads() * PREFETCH_PER_THREAD;
-        blocks.filter(|b| prefetch() && !b.is_empty() && fits && direct::weight_bound(self.cout, n))
+        blocks.filter(|b| !b.is_empty() && fits && direct::weight_bound(self.cout, n))
     }
 
     /// Weight values (all parts).
@@ -863,9 +863,15 @@ impl FastNet {
         }
     }
 
-    /// The weights the first conv of branch `b` from op `l` on streams on `n` rows (see
-    /// [`PackedConv::streamed`]), for the conv before it to prefetch.
+    /// The weights the conv before op `l` of branch `b` prefetches on `n` rows: where
+    /// prefetching is on (see [`prefetch`]), [`Self::fc_streamed_after`].
     fn streamed_after(&self, b: usize, l: usize, n: usize) -> Option<Vec<&[f32]>> {
+        prefetch().then(|| self.fc_streamed_after(b, l, n)).flatten()
+    }
+
+    /// The weights the first conv of branch `b` from op `l` on streams on `n` rows (see
+    /// [`PackedConv::streamed`]).
+    fn fc_streamed_after(&self, b: usize, l: usize, n: usize) -> Option<Vec<&[f32]>> {
         self.branches[b]
             .ops
             .get(l..)?
@@ -1171,11 +1177,14 @@ impl FastNet {
     }
 }
 
-/// Whether layers prefetch the next one's weights ([`PackedConv::streamed`]);
-/// `ONIONNET_PREFETCH=0` turns it off, for A/B benchmarks.
+/// Whether layers prefetch the next one's weights ([`PackedConv::streamed`]): off unless
+/// `ONIONNET_PREFETCH=1`. Measured with both settings interleaved call by call in one process
+/// (each call after a 128-row stage 1, as in a cascade run), the retrieval networks' stage 2
+/// on 6 rows took 2–4% longer with it (the fc layer gains less than the conv whose tiles
+/// issue the loads loses), and 2ch-deep's the same within 1%.
 fn prefetch() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("ONIONNET_PREFETCH").as_deref() != Ok("0"))
+    *ON.get_or_init(|| std::env::var("ONIONNET_PREFETCH").as_deref() == Ok("1"))
 }
 
 /// Weights a layer prefetches for the next one, per thread (bytes): half a core's L2 (2 MiB on
@@ -1617,21 +1626,21 @@ mod tests {
                 panic!("fc1 is a conv op")
             };
             let few = net
-                .streamed_after(b, conv2 + 1, 6)
+                .fc_streamed_after(b, conv2 + 1, 6)
                 .expect("fc1 prefetched on 6 rows");
             assert_eq!(few.len(), b + 1, "one weight array per source");
             let len: usize = few.iter().map(|w| w.len()).sum();
             assert_eq!(len, c.weights_len(), "branch {b}: all of fc1's weights");
             assert!(
-                net.streamed_after(b, 1, 6).is_none(),
+                net.fc_streamed_after(b, 1, 6).is_none(),
                 "conv2 is not an fc layer"
             );
             assert!(
-                net.streamed_after(b, conv2 + 1, 128).is_none(),
+                net.fc_streamed_after(b, conv2 + 1, 128).is_none(),
                 "full batch: compute-bound"
             );
             assert!(
-                net.streamed_after(b, fc + 1, 6).is_none(),
+                net.fc_streamed_after(b, fc + 1, 6).is_none(),
                 "no fc after fc1"
             );
         }
