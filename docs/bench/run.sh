@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Regenerates the committed benchmark results (tables, CSVs, plots) under docs/bench/: each
 # description on the own inference path (the default engine) in docs/bench/NAME, the same with
-# survivors pooled across 4 input batches (`--pool 4`) in docs/bench/pooled/NAME, and on
-# burn's modules in docs/bench/burn/NAME, back to back. `bash docs/bench/run.sh x86-v4` also
+# survivors pooled across a stream of input batches (`--pool K`) in docs/bench/pooled/NAME, and
+# on burn's modules in docs/bench/burn/NAME, back to back. `bash docs/bench/run.sh x86-v4` also
 # reruns 2ch-deep on burn with burn-flex's AVX-512 kernels (a rebuild with that feature).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release
 B=target/release/onionnet
-run() { # name batch reps burn-reps
+run() { # name batch reps burn-reps pool
   for e in own pooled burn; do
     o=docs/bench/$1; args="--engine own --reps $3"
-    [ $e = pooled ] && o=docs/bench/pooled/$1 && args="--engine own --pool 4 --reps $3"
+    [ $e = pooled ] && o=docs/bench/pooled/$1 && args="--engine own --pool $5 --reps $3"
     [ $e = burn ] && o=docs/bench/burn/$1 && args="--engine burn --reps $4"
     mkdir -p $o
     $B bench specs/$1.toml $args --batch $2 --out $o | tee $o/bench.txt
@@ -19,10 +19,13 @@ run() { # name batch reps burn-reps
 }
 # more repetitions on the own path: the machine's speed drifts by several % over minutes,
 # and a median over more runs spread over more time follows it less
-run fashion-retrieval 128 21 7
-run 2ch-deep 128 11 7
+# the pooled stream: 16 batches for the retrieval network, so that even at p = 0.05 half a
+# batch of survivors gathers before stage 2 runs (4 batches left it 24 rows at the stream's
+# end); 4 for the others, whose runs take 20-100x longer per example
+run fashion-retrieval 128 21 7 16
+run 2ch-deep 128 11 7 4
 # the large network: smaller batch and fewer repetitions to stay within minutes on 2 cores
-run alexnet-64 32 9 5
+run alexnet-64 32 9 5 4
 if [ "${1:-}" = x86-v4 ]; then
   cargo build --release --features x86-v4
   $B bench specs/2ch-deep.toml --engine burn --batch 128 --reps 7 --out docs/bench/2ch-deep-x86-v4 | tee docs/bench/2ch-deep-x86-v4/bench.txt
