@@ -59,7 +59,10 @@ pub struct BenchRow {
     pub ms_per_example: f64,
     /// Cost model: T_network(p) / T_mono.
     pub theory_ratio: f64,
-    /// Measured: time / the monolithic network's median time (over all p).
+    /// Measured: the median over repetitions of time / the monolithic network's time in the
+    /// same repetition at the same p (the three run back to back, so the machine's drift over
+    /// minutes cancels); for the monolithic network itself, its median at p / its median over
+    /// all p (how much it varies: the run's noise).
     pub measured_ratio: f64,
     #[serde(skip)]
     pub breakdown: Timing,
@@ -95,6 +98,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// The median over repetitions of `times[r] / base[r]`: a network's time against the
+/// monolithic network's in the same repetition.
+pub fn paired_ratio(times: &[f64], base: &[f64]) -> f64 {
+    assert_eq!(times.len(), base.len(), "one base time per repetition");
+    median(times.iter().zip(base).map(|(t, m)| t / m).collect())
 }
 
 /// Runs the benchmark; rows in `ps` order, three per p (monolithic, non-sharing, onion).
@@ -167,8 +177,13 @@ where
     }
     pb.finish_and_clear();
     let mono_t = time_at(spec, NetworkKind::Monolithic, 1.0);
-    // the monolithic network does not depend on p: its median over every run is the baseline
+    // the monolithic network does not depend on p: its median over every run shows the noise
     let mono_med = median(times.iter().flat_map(|t| t[0].clone()).collect());
+    // each network against the monolithic run of the same repetition and p: paired, so that
+    // a machine whose speed drifts by 10% over minutes moves both alike (measured: medians of
+    // times at batch 32 and 9 repetitions put the monolithic network itself 7% off its own
+    // median at some p)
+    let paired = |pi: usize, mi: usize| paired_ratio(&times[pi][mi], &times[pi][0]);
     let mut rows = Vec::new();
     for (pi, &p) in cfg.ps.iter().enumerate() {
         let med: Vec<f64> = times[pi].iter().map(|t| median(t.clone())).collect();
@@ -192,7 +207,11 @@ where
                 p_forced,
                 ms_per_example: med[mi] * 1000.0 / (cfg.batch * cfg.pool.max(1)) as f64,
                 theory_ratio: time_at(spec, model.kind(), p_forced) / mono_t,
-                measured_ratio: med[mi] / mono_med,
+                measured_ratio: if mi == 0 {
+                    med[0] / mono_med
+                } else {
+                    paired(pi, mi)
+                },
                 breakdown: b,
             });
         }
@@ -226,4 +245,26 @@ pub fn gemm_gflops(n: usize, reps: usize, device: &Device) -> f64 {
         }
     }
     2.0 * (n as f64).powi(3) / median(t) / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paired_ratio_cancels_drift() {
+        // a network at 0.3 of the monolithic time, on a machine whose speed drifts between
+        // repetitions (both runs of a repetition alike): the paired ratio is exact, the ratio
+        // of medians is not
+        let speed = [1.0, 1.3, 0.8, 1.25, 1.2];
+        let mono: Vec<f64> = speed.iter().map(|s| 10.0 * s).collect();
+        let net: Vec<f64> = speed.iter().map(|s| 3.0 * s).collect();
+        assert!((paired_ratio(&net, &mono) - 0.3).abs() < 1e-12);
+        // (the monolithic medians come from other repetitions, as over all p)
+        let other: Vec<f64> = [0.8, 0.9, 0.8, 1.0, 0.85]
+            .iter()
+            .map(|s| 10.0 * s)
+            .collect();
+        assert!((median(net.clone()) / median(other) - 0.3).abs() > 0.05);
+    }
 }

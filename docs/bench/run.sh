@@ -9,6 +9,8 @@ cd "$(dirname "$0")/../.."
 cargo build --release
 B=target/release/onionnet
 run() { # name batch reps burn-reps pool
+  # (ONLY=NAME reruns one description)
+  if [ -n "${ONLY:-}" ] && [ "$ONLY" != "$1" ]; then return; fi
   for e in own pooled burn; do
     o=docs/bench/$1; args="--engine own --reps $3"
     [ $e = pooled ] && o=docs/bench/pooled/$1 && args="--engine own --pool $5 --reps $3"
