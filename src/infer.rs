@@ -866,7 +866,9 @@ impl FastNet {
     /// The weights the conv before op `l` of branch `b` prefetches on `n` rows: where
     /// prefetching is on (see [`prefetch`]), [`Self::fc_streamed_after`].
     fn streamed_after(&self, b: usize, l: usize, n: usize) -> Option<Vec<&[f32]>> {
-        prefetch().then(|| self.fc_streamed_after(b, l, n)).flatten()
+        prefetch()
+            .then(|| self.fc_streamed_after(b, l, n))
+            .flatten()
     }
 
     /// The weights the first conv of branch `b` from op `l` on streams on `n` rows (see
@@ -1457,6 +1459,9 @@ mod tests {
             (vec![48, 16], 16, 4, 1, 0, 5, (4, 4)),
             (vec![16, 48], 96, 3, 1, 0, 3, (3, 3)),
             (vec![8], 56, 2, 1, 0, 2, (2, 2)),
+            // weights beyond a quarter of L2 (590 KB): tiles in groups, pooled: two groups a
+            // task, the second partial
+            (vec![64, 64], 128, 3, 1, 1, 8, (14, 14)),
         ] {
             let conv = layer(&mut rng, &widths, cout, k, s, p);
             let xs: Vec<Act> = widths

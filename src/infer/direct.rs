@@ -241,6 +241,15 @@ fn conv_with(
             .min(positions.div_ceil(4 * rayon::current_num_threads()))
             .next_multiple_of(12)
     };
+    // (grouped tiles: tasks of whole groups where there are enough positions)
+    let chunk = if grouped(srcs, g, g.cout) {
+        chunk
+            .max(GROUP * 12)
+            .min(positions.div_ceil(2 * rayon::current_num_threads()))
+            .next_multiple_of(12)
+    } else {
+        chunk
+    };
     zero_border(g, out);
     // tasks own disjoint stored positions; the border is written above
     let base = Out(out.as_mut_ptr().cast());
@@ -341,6 +350,17 @@ fn conv_with(
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (range, &base, wide, ahead);
     });
+}
+
+/// Register tiles per group where a conv's weights are large ([`grouped`]).
+const GROUP: usize = 32;
+
+/// Whether a conv computing output channels `cos` (a count) has weights too large to be read
+/// again for every register tile: more than a quarter of a core's L2 (512 KiB on the machine
+/// measured), so its tiles run in groups of [`GROUP`].
+fn grouped(srcs: &[Source], g: Geometry, cos: usize) -> bool {
+    let k: usize = g.kernel.0 * g.kernel.1 * srcs.iter().map(|s| s.c).sum::<usize>();
+    g.out != (1, 1) && k * cos * 4 > 512 << 10
 }
 
 /// Whether an fc layer of `cout` outputs on `positions` rows (one per example) reads more
@@ -848,7 +868,7 @@ mod x86 {
     macro_rules! kernels {
         ($name:ident, $features:literal) => {
             mod $name {
-                use super::super::{Ahead, Geometry, Source};
+                use super::super::{Ahead, GROUP, Geometry, Source};
                 use std::arch::x86_64::*;
 
                 /// Stored positions `first..first + m`, output channels `cos`, of the whole
@@ -874,11 +894,10 @@ mod x86 {
                         let mut spare = vec![0f32; g.cout];
                         let mut walk = super::Walk::new(g, first);
                         let spare = spare.as_mut_ptr();
-                        let mut next = |i: usize,
-                                        pix: &mut [usize; P],
-                                        dst: &mut [*mut f32; P]| {
+                        let mut next = |i: usize, pix: &mut [usize; P], dst: &mut [*mut f32; P]| {
                             walk.fill::<P, W>(m - i, out, spare, pix, dst)
                         };
+                        let ncos = cos.len();
                         let blocks = cos.step_by(8 * V);
                         if g.out == (1, 1) {
                             // a kernel over the whole map (fc layers, heads): large weights
@@ -896,6 +915,28 @@ mod x86 {
                             for co in blocks {
                                 for (pix, dst) in &tiles {
                                     tile::<V, P, W>(srcs, g, pix, co, bias, relu, dst);
+                                }
+                            }
+                        } else if super::super::grouped(srcs, g, ncos) {
+                            // large weights (a conv's, beyond what L2 holds beside its
+                            // inputs): tiles in groups, each block of weights read once per
+                            // group from memory and again from cache for the group's other
+                            // tiles, whose inputs stay in L2 meanwhile
+                            let mut group = Vec::with_capacity(GROUP);
+                            let mut i = 0;
+                            while i < m {
+                                group.clear();
+                                while group.len() < GROUP && i < m {
+                                    let mut pix = [0usize; P];
+                                    let mut dst = [std::ptr::null_mut(); P];
+                                    next(i, &mut pix, &mut dst);
+                                    group.push((pix, dst));
+                                    i += per;
+                                }
+                                for co in blocks.clone() {
+                                    for (pix, dst) in &group {
+                                        tile::<V, P, W>(srcs, g, pix, co, bias, relu, dst);
+                                    }
                                 }
                             }
                         } else {
