@@ -2,8 +2,7 @@
 # Regenerates the committed benchmark results (tables, CSVs, plots) under docs/bench/: each
 # description on the own inference path (the default engine) in docs/bench/NAME, the same with
 # survivors pooled across a stream of input batches (`--pool K`) in docs/bench/pooled/NAME, and
-# on burn's modules in docs/bench/burn/NAME, back to back. `bash docs/bench/run.sh x86-v4` also
-# reruns 2ch-deep on burn with burn-flex's AVX-512 kernels (a rebuild with that feature).
+# on burn's modules in docs/bench/burn/NAME, back to back.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release
@@ -28,8 +27,3 @@ run fashion-retrieval 128 21 7 16
 run 2ch-deep 128 11 7 4
 # the large network: smaller batch and fewer repetitions to stay within minutes on 2 cores
 run alexnet-64 32 9 5 4
-if [ "${1:-}" = x86-v4 ]; then
-  cargo build --release --features x86-v4
-  $B bench specs/2ch-deep.toml --engine burn --batch 128 --reps 7 --out docs/bench/2ch-deep-x86-v4 | tee docs/bench/2ch-deep-x86-v4/bench.txt
-  cargo build --release
-fi
