@@ -899,42 +899,32 @@ mod x86 {
                         };
                         let ncos = cos.len();
                         let blocks = cos.step_by(8 * V);
-                        if g.out == (1, 1) {
-                            // a kernel over the whole map (fc layers, heads): large weights
-                            // and few positions, so each block of weights is read once from
-                            // memory and again from cache for the other tiles
-                            let mut tiles = Vec::with_capacity(m.div_ceil(per));
-                            let mut i = 0;
-                            while i < m {
-                                let mut pix = [0usize; P];
-                                let mut dst = [std::ptr::null_mut(); P];
-                                next(i, &mut pix, &mut dst);
-                                tiles.push((pix, dst));
-                                i += per;
-                            }
-                            for co in blocks {
-                                for (pix, dst) in &tiles {
-                                    tile::<V, P, W>(srcs, g, pix, co, bias, relu, dst);
-                                }
-                            }
+                        // large weights: tiles in groups, each block of weights read once
+                        // per group from memory and again from cache for the group's other
+                        // tiles, whose inputs stay in cache meanwhile — a kernel over the whole
+                        // map (fc layers, heads: few positions) in one group, a conv whose
+                        // weights exceed what L2 holds beside its inputs in groups of `GROUP`
+                        let group = if g.out == (1, 1) {
+                            m.div_ceil(per)
                         } else if super::super::grouped(srcs, g, ncos) {
-                            // large weights (a conv's, beyond what L2 holds beside its
-                            // inputs): tiles in groups, each block of weights read once per
-                            // group from memory and again from cache for the group's other
-                            // tiles, whose inputs stay in L2 meanwhile
-                            let mut group = Vec::with_capacity(GROUP);
+                            GROUP
+                        } else {
+                            1
+                        };
+                        if group > 1 {
+                            let mut tiles = Vec::with_capacity(group);
                             let mut i = 0;
                             while i < m {
-                                group.clear();
-                                while group.len() < GROUP && i < m {
+                                tiles.clear();
+                                while tiles.len() < group && i < m {
                                     let mut pix = [0usize; P];
                                     let mut dst = [std::ptr::null_mut(); P];
                                     next(i, &mut pix, &mut dst);
-                                    group.push((pix, dst));
+                                    tiles.push((pix, dst));
                                     i += per;
                                 }
                                 for co in blocks.clone() {
-                                    for (pix, dst) in &group {
+                                    for (pix, dst) in &tiles {
                                         tile::<V, P, W>(srcs, g, pix, co, bias, relu, dst);
                                     }
                                 }
