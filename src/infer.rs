@@ -28,6 +28,13 @@ use std::cell::RefCell;
 
 mod direct;
 
+/// Runs the direct kernels' 8-lane tiles where 16-lane ones would run (`true`), for
+/// benchmarks that compare the two in one process (`examples/ab_lanes.rs`).
+#[doc(hidden)]
+pub fn force_8_lanes(on: bool) {
+    direct::UNPAIRED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Which inference path runs trained networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum EngineKind {
@@ -221,6 +228,9 @@ struct PackedConv {
     /// Each part's weights also in blocks of output channels (see `direct::Source::blocks`):
     /// fc layers, which run on a few rows after compaction.
     blocks: Vec<Option<(usize, Vec<f32>)>>,
+    /// Each part's weights with rows paired (see `direct::Source::pairs`): convs whose kernel
+    /// rows' runs `kw * c` are even, for the 16-lane tiles.
+    pairs: Vec<Option<Vec<f32>>>,
     all: Vec<f32>,
     bias: Vec<f32>,
     cout: usize,
@@ -290,6 +300,7 @@ fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usize, relu: bo
         .map_or(vec![0.0; cout], |b| host(b.val()));
     PackedConv {
         blocks: vec![None; parts.len()],
+        pairs: pairs_of(&parts, kw, cout),
         parts,
         all,
         bias,
@@ -304,6 +315,17 @@ fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usize, relu: bo
 
 /// The parts' weights as one matrix over all sources' channels: per kernel position, the rows
 /// of every source in order (the layout of an im2col that writes the sources side by side).
+/// Each part's weights with rows paired ([`direct::paired`]) where a kernel row's run of
+/// input values (`kw * c`) is even, so that no pair straddles two runs.
+fn pairs_of(parts: &[(usize, Vec<f32>)], kw: usize, cout: usize) -> Vec<Option<Vec<f32>>> {
+    parts
+        .iter()
+        .map(|(c, w)| {
+            ((kw * c).is_multiple_of(2) && cout.is_multiple_of(8)).then(|| direct::paired(w, cout))
+        })
+        .collect()
+}
+
 fn stack(parts: &[(usize, Vec<f32>)], positions: usize, cout: usize) -> Vec<f32> {
     let cin: usize = parts.iter().map(|p| p.0).sum();
     let mut all = Vec::with_capacity(positions * cin * cout);
@@ -385,6 +407,9 @@ impl PackedConv {
         self.all = widen(&self.all);
         self.bias.resize(wide, 0.0);
         self.cout = wide;
+        if self.pairs.iter().any(Option::is_some) {
+            self.pairs = pairs_of(&self.parts, self.kernel.1, wide);
+        }
         self
     }
 
@@ -395,6 +420,8 @@ impl PackedConv {
     /// here.
     fn for_fc(mut self) -> PackedConv {
         self.all = Vec::new();
+        // (fc layers stay on the 8-lane tiles, whose weight blocks they stream on few rows)
+        self.pairs = vec![None; self.parts.len()];
         if self.direct_runs() {
             let width = direct::fc_tile_width(self.cout);
             self.blocks = self
@@ -529,11 +556,13 @@ impl PackedConv {
             .iter()
             .zip(&self.parts)
             .zip(&self.blocks)
-            .map(|((x, (c, w)), b)| direct::Source {
+            .zip(&self.pairs)
+            .map(|(((x, (c, w)), b), pw)| direct::Source {
                 data: x.values(),
                 c: *c,
                 weights: w,
                 blocks: b.as_ref().map(|(width, b)| (*width, b.as_slice())),
+                pairs: pw.as_deref(),
             })
             .collect();
         direct::conv(&sources, g, &self.bias, self.relu, &mut out, true, ahead);
@@ -1028,7 +1057,8 @@ impl FastNet {
                     .srcs
                     .iter()
                     .zip(&s.conv.parts)
-                    .map(|(src, (c, w))| {
+                    .zip(&s.conv.pairs)
+                    .map(|((src, (c, w)), pw)| {
                         let len = g.h * g.w * c;
                         let data = match *src {
                             Src::Input => &input.values()[rows.start * len..rows.end * len],
@@ -1043,6 +1073,7 @@ impl FastNet {
                             c: *c,
                             weights: w,
                             blocks: None,
+                            pairs: pw.as_deref(),
                         }
                     })
                     .collect();
@@ -1412,6 +1443,7 @@ mod tests {
         let all = stack(&parts, k * k, cout);
         PackedConv {
             blocks: vec![None; parts.len()],
+            pairs: pairs_of(&parts, k, cout),
             parts,
             all,
             bias: random(rng, cout),
@@ -1424,7 +1456,7 @@ mod tests {
         }
     }
 
-    /// The direct kernel (both register files) and im2col + GEMM agree: thin and wide layers,
+    /// The direct kernel (16-lane tiles, 8-lane with either register file) and im2col + GEMM agree: thin and wide layers,
     /// stride, padding, two sources, a position count that no register tile divides, fused
     /// 2 x 2 max pooling on odd maps (floor and ceil: windows cut by the edge).
     #[test]
@@ -1469,8 +1501,11 @@ mod tests {
                 .map(|&c| Act::new(n, h, w, c, random(&mut rng, n * h * w * c)))
                 .collect();
             let srcs: Vec<&Act> = xs.iter().collect();
-            for (narrow, blocked) in [(false, false), (true, false), (false, true), (true, true)] {
-                direct::NARROW.store(narrow, std::sync::atomic::Ordering::Relaxed);
+            // the kernels: 16-lane tiles (where the CPU has AVX-512), 8-lane tiles with 32
+            // registers, AVX2's
+            for (narrow, blocked) in [(0, false), (1, false), (2, false), (0, true), (2, true)] {
+                direct::UNPAIRED_HERE.set(narrow >= 1);
+                direct::NARROW.set(narrow == 2);
                 // an fc layer's weights also in blocks of the tile's width (made after NARROW
                 // is set, as the tile width depends on it)
                 let whole = (k, k) == (h, w) && p == 0;
@@ -1506,7 +1541,7 @@ mod tests {
                     })
                     .collect();
                 for (pool, border, srcs, single8) in cases {
-                    direct::NARROW_SINGLE.store(single8, std::sync::atomic::Ordering::Relaxed);
+                    direct::NARROW_SINGLE.set(single8);
                     let a = conv.forward_via(srcs, true, pool, border, direct::Ahead::default());
                     let b = conv.forward_via(srcs, false, None, 0, direct::Ahead::default());
                     let b = match pool {
@@ -1530,8 +1565,9 @@ mod tests {
                     assert_eq!(sum(a.values()), sum(plain.values()), "border values");
                 }
             }
-            direct::NARROW.store(false, std::sync::atomic::Ordering::Relaxed);
-            direct::NARROW_SINGLE.store(false, std::sync::atomic::Ordering::Relaxed);
+            direct::NARROW.set(false);
+            direct::UNPAIRED_HERE.set(false);
+            direct::NARROW_SINGLE.set(false);
         }
     }
 

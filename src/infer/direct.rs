@@ -12,15 +12,59 @@
 //! kernel, vectorised over output columns, 16 at a time on AVX-512 (see
 //! `single_channel_example`). A conv may prefetch the next layer's weights meanwhile
 //! ([`Ahead`]). x86-64 with AVX2 and FMA only (checked at run time; AVX-512VL, where present,
-//! gives more registers and larger tiles); elsewhere the GEMM path runs.
+//! gives more registers and larger tiles, and 16-lane arithmetic: each 512-bit vector holds 8
+//! output channels for two input values, see [`paired`]); elsewhere the GEMM path runs.
 
+use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Forces the AVX2 tiles where AVX-512VL is present (tests cover both).
-pub(super) static NARROW: AtomicBool = AtomicBool::new(false);
-/// Forces the one-channel kernel's 8-column blocks where 16 would run (tests cover both).
-pub(super) static NARROW_SINGLE: AtomicBool = AtomicBool::new(false);
+/// Forces the 8-lane tiles where the 16-lane ones would run, in every thread (for in-process
+/// A/B benchmarks).
+pub(super) static UNPAIRED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Tests' choices of the kernels for the layers this thread starts (the tests cover every
+    /// kernel, and run concurrently): the AVX2 tiles where AVX-512VL is present, the 8-lane
+    /// tiles where the 16-lane ones would run, the one-channel kernel's 8-column blocks where
+    /// 16 would run.
+    pub(super) static NARROW: Cell<bool> = const { Cell::new(false) };
+    pub(super) static UNPAIRED_HERE: Cell<bool> = const { Cell::new(false) };
+    pub(super) static NARROW_SINGLE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The kernels a layer runs on, chosen on the thread that starts it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Kernels {
+    /// AVX-512VL's 32 registers (where the CPU has them) or AVX2's 16.
+    pub wide: bool,
+    /// The 16-lane tiles (AVX-512, with [`Source::pairs`]).
+    pub pairs: bool,
+    /// The one-channel kernel's 16-column blocks.
+    pub sixteen: bool,
+}
+
+impl Kernels {
+    pub(super) fn here() -> Kernels {
+        #[cfg(target_arch = "x86_64")]
+        let wide = x86::wide() && !NARROW.get();
+        #[cfg(not(target_arch = "x86_64"))]
+        let wide = false;
+        let env = |name: &str| std::env::var(name).as_deref() != Ok("0");
+        static PAIRS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        static SIXTEEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        Kernels {
+            wide,
+            pairs: wide
+                && *PAIRS.get_or_init(|| env("ONIONNET_PAIRS"))
+                && !UNPAIRED.load(Ordering::Relaxed)
+                && !UNPAIRED_HERE.get(),
+            sixteen: wide
+                && *SIXTEEN.get_or_init(|| env("ONIONNET_SIXTEEN"))
+                && !NARROW_SINGLE.get(),
+        }
+    }
+}
 
 /// One input source of a layer: an unpadded NHWC map and its weights.
 #[derive(Clone, Copy)]
@@ -35,6 +79,25 @@ pub(super) struct Source<'a> {
     /// that wide: an fc layer on a few rows streams its weights from memory, and a block's
     /// rows in sequence waste no cache line (rows of `cout` touch two lines per block row).
     pub blocks: Option<(usize, &'a [f32])>,
+    /// The same weights with rows paired ([`paired`]), for the 16-lane tiles: where a kernel
+    /// row's run of input values (`kw * c`) is even.
+    pub pairs: Option<&'a [f32]>,
+}
+
+/// `w` (`[rows][cout]`, an even number of rows) with each two consecutive rows interleaved:
+/// `[row / 2][co][row % 2]`, so that 16 lanes hold 8 output channels' weights for the two
+/// input values that a 64-bit broadcast puts in alternate lanes (see the 16-lane tiles).
+pub(super) fn paired(w: &[f32], cout: usize) -> Vec<f32> {
+    assert!(cout.is_multiple_of(8) && w.len().is_multiple_of(2 * cout));
+    let mut out = Vec::with_capacity(w.len());
+    for two in w.chunks_exact(2 * cout) {
+        let (even, odd) = two.split_at(cout);
+        for (e, o) in even.iter().zip(odd) {
+            out.push(*e);
+            out.push(*o);
+        }
+    }
+    out
 }
 
 /// `w` (`[rows][cout]`) cut into blocks of `width` columns, each block's rows contiguous (see
@@ -109,11 +172,7 @@ impl<'a> Ahead<'a> {
 /// The width of the register tile an fc layer of `cout` outputs runs with on this CPU (its
 /// blocks, for [`Source::blocks`]).
 pub(super) fn fc_tile_width(cout: usize) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    let wide = x86::wide() && !NARROW.load(Ordering::Relaxed);
-    #[cfg(not(target_arch = "x86_64"))]
-    let wide = false;
-    8 * vectors(cout / 8, wide, false)
+    8 * vectors(cout / 8, Kernels::here().wide, false)
 }
 
 /// The layer's geometry: input `h x w` (shared by the sources), kernel, stride, output.
@@ -187,15 +246,10 @@ pub(super) fn conv(
     parallel: bool,
     ahead: Ahead,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    let wide = x86::wide() && !NARROW.load(Ordering::Relaxed);
-    #[cfg(not(target_arch = "x86_64"))]
-    let wide = false;
-    conv_with(srcs, g, bias, relu, out, wide, parallel, ahead);
+    conv_with(srcs, g, bias, relu, out, Kernels::here(), parallel, ahead);
 }
 
-/// [`conv`] with the register file chosen: `wide` (AVX-512VL's 32 registers, where the CPU
-/// has them) or AVX2's 16.
+/// [`conv`] with the kernels chosen.
 #[allow(clippy::too_many_arguments)]
 fn conv_with(
     srcs: &[Source],
@@ -203,11 +257,12 @@ fn conv_with(
     bias: &[f32],
     relu: bool,
     out: &mut [MaybeUninit<f32>],
-    wide: bool,
+    k: Kernels,
     parallel: bool,
     ahead: Ahead,
 ) {
     use rayon::prelude::*;
+    let wide = k.wide;
     let (qh, qw) = g.stored();
     assert!(available() && g.cout.is_multiple_of(8) && out.len() == g.n * g.example_len());
     assert!(g.window() <= 4, "fused pooling windows up to 2 x 2");
@@ -259,7 +314,7 @@ fn conv_with(
         unsafe {
             if wide && single_channel(srcs, g) {
                 for b in 0..g.n {
-                    x86::single_channel_example(srcs[0], g, bias, relu, b, base.get());
+                    x86::single_channel_example(srcs[0], g, bias, relu, b, base.get(), k.sixteen);
                     ahead.share(b, g.n).fetch();
                 }
             } else {
@@ -271,7 +326,7 @@ fn conv_with(
                     0..positions,
                     0..g.cout,
                     base.get(),
-                    wide,
+                    k,
                     ahead,
                 );
             }
@@ -286,8 +341,10 @@ fn conv_with(
             .into_par_iter()
             .with_min_len(per.max(1))
             .for_each(|b| {
-                // SAFETY: AVX-512VL (`wide`) and the shape checked; each task writes example b
-                unsafe { x86::single_channel_example(srcs[0], g, bias, relu, b, base.get()) };
+                // SAFETY: AVX-512VL (`k.wide`) and the shape checked; each task writes example b
+                unsafe {
+                    x86::single_channel_example(srcs[0], g, bias, relu, b, base.get(), k.sixteen)
+                };
                 ahead.share(b, g.n).fetch();
             });
         return;
@@ -343,7 +400,7 @@ fn conv_with(
                 range,
                 cos.clone(),
                 base.get(),
-                wide,
+                k,
                 ahead,
             )
         }
@@ -562,16 +619,36 @@ mod x86 {
         positions: std::ops::Range<usize>,
         cos: std::ops::Range<usize>,
         out: *mut f32,
-        wide: bool,
+        k: super::Kernels,
         ahead: Ahead,
     ) {
+        let wide = k.wide;
         let (first, m) = (positions.start, positions.len());
         let nv = g.cout / 8;
         let pooled = g.window() > 1;
         // the tile P x V: see `vectors`
         unsafe {
             let c = cos.clone();
+            let pairs = k.pairs && srcs.iter().all(|s| s.pairs.is_some());
             match (wide, super::vectors(nv, wide, pooled), pooled) {
+                (true, 3, false) if pairs => {
+                    zmm::tiles::<3, 6, 1>(srcs, g, bias, relu, first, m, c, out, ahead)
+                }
+                (true, 3, true) if pairs => {
+                    zmm::tiles::<3, 8, 4>(srcs, g, bias, relu, first, m, c, out, ahead)
+                }
+                (true, 2, false) if pairs => {
+                    zmm::tiles::<2, 12, 1>(srcs, g, bias, relu, first, m, c, out, ahead)
+                }
+                (true, 2, true) if pairs => {
+                    zmm::tiles::<2, 12, 4>(srcs, g, bias, relu, first, m, c, out, ahead)
+                }
+                (true, _, false) if pairs => {
+                    zmm::tiles::<1, 12, 1>(srcs, g, bias, relu, first, m, c, out, ahead)
+                }
+                (true, _, true) if pairs => {
+                    zmm::tiles::<1, 12, 4>(srcs, g, bias, relu, first, m, c, out, ahead)
+                }
                 (true, 3, false) => {
                     avx512::tiles::<3, 6, 1>(srcs, g, bias, relu, first, m, c, out, ahead)
                 }
@@ -626,9 +703,10 @@ mod x86 {
         relu: bool,
         b: usize,
         out: *mut f32,
+        sixteen: bool,
     ) {
         let (oh, ow) = g.out;
-        if ow >= 16 && sixteen() {
+        if ow >= 16 && sixteen {
             // SAFETY: see `block16`; the blocks' columns (the last one overlapping the one
             // before where 16 does not divide the width: an even start, so whole pooling
             // windows) and rows lie in the output
@@ -731,14 +809,6 @@ mod x86 {
                 }
             }
         }
-    }
-
-    /// Whether maps at least 16 wide run on [`block16`] (`ONIONNET_SIXTEEN=0`: on [`block`], for
-    /// A/B runs and the tests of both).
-    fn sixteen() -> bool {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *ON.get_or_init(|| std::env::var("ONIONNET_SIXTEEN").as_deref() != Ok("0"))
-            && !super::NARROW_SINGLE.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// [`block`] 16 columns wide, on AVX-512's 16-lane vectors: conv rows `y, y + 1` x columns
@@ -866,7 +936,7 @@ mod x86 {
 
     /// The register-tile loops, compiled for one set of CPU features.
     macro_rules! kernels {
-        ($name:ident, $features:literal) => {
+        ($name:ident, $features:literal, $tile:ident) => {
             mod $name {
                 use super::super::{Ahead, GROUP, Geometry, Source};
                 use std::arch::x86_64::*;
@@ -925,7 +995,7 @@ mod x86 {
                                 }
                                 for co in blocks.clone() {
                                     for (pix, dst) in &tiles {
-                                        tile::<V, P, W>(srcs, g, pix, co, bias, relu, dst);
+                                        $tile::<V, P, W>(srcs, g, pix, co, bias, relu, dst);
                                     }
                                 }
                             }
@@ -944,7 +1014,7 @@ mod x86 {
                             while i < m {
                                 next(i, &mut pix, &mut dst);
                                 for (j, co) in blocks.clone().enumerate() {
-                                    tile::<V, P, W>(srcs, g, &pix, co, bias, relu, &dst);
+                                    $tile::<V, P, W>(srcs, g, &pix, co, bias, relu, &dst);
                                     ahead.share(i / per * nb + j, k).fetch();
                                 }
                                 i += per;
@@ -957,6 +1027,7 @@ mod x86 {
                 /// the maximum of each `W` consecutive ones stored at `dst`.
                 #[target_feature(enable = $features)]
                 #[inline]
+                #[allow(dead_code)]
                 unsafe fn tile<const V: usize, const P: usize, const W: usize>(
                     srcs: &[Source],
                     g: Geometry,
@@ -1024,9 +1095,94 @@ mod x86 {
                         }
                     }
                 }
+
+                /// [`tile`] with 16-lane arithmetic: each 512-bit accumulator holds the 8
+                /// channels' sums over the even and over the odd input values of each run
+                /// (alternate lanes), so that one 64-bit broadcast carries two input values to
+                /// 16 weights ([`super::super::paired`]): half the multiply-add instructions
+                /// and broadcasts of the 8-lane tile, for any `cout` a multiple of 8 (a 16-lane
+                /// tile over 16 output channels would leave a 24-channel layer on 8 lanes and
+                /// a 16-channel one with a broadcast per multiply-add). The lane pairs are
+                /// summed once at the end. Needs every source's [`Source::pairs`].
+                #[target_feature(enable = $features)]
+                #[inline]
+                #[allow(dead_code)]
+                unsafe fn paired<const V: usize, const P: usize, const W: usize>(
+                    srcs: &[Source],
+                    g: Geometry,
+                    pix: &[usize; P],
+                    co: usize,
+                    bias: &[f32],
+                    relu: bool,
+                    dst: &[*mut f32; P],
+                ) {
+                    // SAFETY: see `conv`: pointers stay inside the checked slices
+                    unsafe {
+                        let (kh, kw) = g.kernel;
+                        let mut acc = [[_mm512_setzero_ps(); V]; P];
+                        for s in srcs {
+                            let pairs = kw * s.c / 2; // pairs in one kernel row's run
+                            let stride = 2 * g.cout; // values per pair of weight rows
+                            let w0 = s.pairs.unwrap_unchecked().as_ptr().add(2 * co);
+                            let mut at = [std::ptr::null::<f32>(); P];
+                            for j in 0..P {
+                                at[j] = s.data.as_ptr().add(pix[j] * s.c);
+                            }
+                            for dy in 0..kh {
+                                let wrow = w0.add(dy * pairs * stride);
+                                if dy > 0 {
+                                    for a in at.iter_mut() {
+                                        *a = a.add(g.w * s.c);
+                                    }
+                                }
+                                for q in 0..pairs {
+                                    let wq = wrow.add(q * stride);
+                                    let mut wv = [_mm512_setzero_ps(); V];
+                                    for v in 0..V {
+                                        wv[v] = _mm512_loadu_ps(wq.add(16 * v));
+                                    }
+                                    for j in 0..P {
+                                        let two = at[j].add(2 * q).cast::<f64>().read_unaligned();
+                                        let a = _mm512_castpd_ps(_mm512_set1_pd(two));
+                                        for v in 0..V {
+                                            acc[j][v] = _mm512_fmadd_ps(a, wv[v], acc[j][v]);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        let zero = _mm256_setzero_ps();
+                        // each lane pair's two sums added (into both lanes), then the 8
+                        // channels' totals gathered into the low half
+                        let evens =
+                            _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+                        for j in 0..P {
+                            for v in 0..V {
+                                let a = acc[j][v];
+                                let t = _mm512_add_ps(a, _mm512_permute_ps::<0b10_11_00_01>(a));
+                                acc[j][v] = _mm512_permutexvar_ps(evens, t);
+                            }
+                        }
+                        for v in 0..V {
+                            let bv = _mm256_loadu_ps(bias.as_ptr().add(co + 8 * v));
+                            for k in 0..P / W {
+                                let mut x = _mm512_castps512_ps256(acc[k * W][v]);
+                                for t in 1..W {
+                                    x = _mm256_max_ps(x, _mm512_castps512_ps256(acc[k * W + t][v]));
+                                }
+                                x = _mm256_add_ps(x, bv);
+                                if relu {
+                                    x = _mm256_max_ps(x, zero);
+                                }
+                                _mm256_storeu_ps(dst[k].add(co + 8 * v), x);
+                            }
+                        }
+                    }
+                }
             }
         };
     }
-    kernels!(avx2, "avx2,fma");
-    kernels!(avx512, "avx2,fma,avx512f,avx512vl");
+    kernels!(avx2, "avx2,fma", tile);
+    kernels!(avx512, "avx2,fma,avx512f,avx512vl", tile);
+    kernels!(zmm, "avx2,fma,avx512f,avx512vl", paired);
 }

@@ -1,0 +1,68 @@
+//! The direct kernels' 16-lane (AVX-512) tiles against the 8-lane ones, interleaved call by
+//! call in one process (this machine's speed drifts too much between runs to compare two):
+//! `ab_lanes SPEC NETWORK STAGE ROWS ROUNDS` times the monolithic network and the stage on
+//! ROWS rows under both, and prints each one's median and the stage / monolithic ratio.
+use burn::tensor::{Distribution, Tensor};
+use onionnet::bench::random_models;
+use onionnet::cascade::Engine;
+use onionnet::infer::{FastModel, force_8_lanes};
+use onionnet::spec::Spec;
+use std::time::Instant;
+
+fn main() -> anyhow::Result<()> {
+    onionnet::alloc::keep_freed_memory();
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    let spec = Spec::from_file(std::path::Path::new(&a[0]))?;
+    let (net, stage, rows, rounds): (usize, usize, usize, usize) =
+        (a[1].parse()?, a[2].parse()?, a[3].parse()?, a[4].parse()?);
+    let device = burn::tensor::Device::default();
+    let models = random_models(&spec, &device, 1);
+    let [c, h, w] = spec.input.dims();
+    let x = Tensor::<4>::random([rows, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+    // per variant: the packed networks, the input, the earlier stages' maps
+    let variants: Vec<_> = [true, false]
+        .into_iter()
+        .map(|eight| {
+            force_8_lanes(eight);
+            let fast = FastModel::from_model(&models[net]);
+            let mono = FastModel::from_model(&models[0]);
+            let x = fast.input(&x);
+            let mut prev = Vec::new();
+            for s in 0..stage {
+                prev.push(fast.stage_scores(s, &x, &prev).0);
+            }
+            (eight, fast, mono, x, prev)
+        })
+        .collect();
+    let time = |f: &dyn Fn()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64() * 1e6
+    };
+    let inner = 10;
+    let mut t = vec![(Vec::new(), Vec::new()); variants.len()];
+    onionnet::workers::awake(|| {
+        for _ in 0..rounds {
+            for ((eight, fast, mono, x, prev), (m, s)) in variants.iter().zip(t.iter_mut()) {
+                force_8_lanes(*eight);
+                m.push(time(&|| drop(mono.stage_scores(0, x, &[]))));
+                for _ in 0..inner {
+                    s.push(time(&|| drop(fast.stage_scores(stage, x, prev))));
+                }
+            }
+        }
+    });
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for ((eight, ..), (m, s)) in variants.iter().zip(t.iter_mut()) {
+        let (m, s) = (med(m), med(s));
+        let lanes = if *eight { 8 } else { 16 };
+        println!(
+            "{lanes:2} lanes: monolithic {m:9.1} us, stage {s:9.1} us, stage / monolithic {:.4}",
+            s / m
+        );
+    }
+    Ok(())
+}
