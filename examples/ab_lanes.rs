@@ -42,8 +42,13 @@ fn main() -> anyhow::Result<()> {
     let inner = 10;
     let mut t = vec![(Vec::new(), Vec::new()); variants.len()];
     onionnet::workers::awake(|| {
-        for _ in 0..rounds {
-            for ((eight, fast, mono, x, prev), (m, s)) in variants.iter().zip(t.iter_mut()) {
+        for r in 0..rounds {
+            // (the order alternates: the first of a round measured faster, both variants)
+            let mut both: Vec<_> = variants.iter().zip(t.iter_mut()).collect();
+            if r % 2 == 1 {
+                both.reverse();
+            }
+            for ((eight, fast, mono, x, prev), (m, s)) in both {
                 force_8_lanes(*eight);
                 m.push(time(&|| drop(mono.stage_scores(0, x, &[]))));
                 for _ in 0..inner {

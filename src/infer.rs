@@ -227,10 +227,10 @@ struct PackedConv {
     parts: Vec<(usize, Vec<f32>)>,
     /// Each part's weights also in blocks of output channels (see `direct::Source::blocks`):
     /// fc layers, which run on a few rows after compaction.
-    blocks: Vec<Option<(usize, Vec<f32>)>>,
+    blocks: Vec<Option<(usize, direct::Lines)>>,
     /// Each part's weights with rows paired (see `direct::Source::pairs`): convs whose kernel
     /// rows' runs `kw * c` are even, for the 16-lane tiles.
-    pairs: Vec<Option<Vec<f32>>>,
+    pairs: Vec<Option<direct::Lines>>,
     all: Vec<f32>,
     bias: Vec<f32>,
     cout: usize,
@@ -317,7 +317,7 @@ fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usize, relu: bo
 /// of every source in order (the layout of an im2col that writes the sources side by side).
 /// Each part's weights with rows paired ([`direct::paired`]) where a kernel row's run of
 /// input values (`kw * c`) is even, so that no pair straddles two runs.
-fn pairs_of(parts: &[(usize, Vec<f32>)], kw: usize, cout: usize) -> Vec<Option<Vec<f32>>> {
+fn pairs_of(parts: &[(usize, Vec<f32>)], kw: usize, cout: usize) -> Vec<Option<direct::Lines>> {
     parts
         .iter()
         .map(|(c, w)| {
@@ -420,14 +420,17 @@ impl PackedConv {
     /// here.
     fn for_fc(mut self) -> PackedConv {
         self.all = Vec::new();
-        // (fc layers stay on the 8-lane tiles, whose weight blocks they stream on few rows)
-        self.pairs = vec![None; self.parts.len()];
         if self.direct_runs() {
             let width = direct::fc_tile_width(self.cout);
             self.blocks = self
                 .parts
                 .iter()
-                .map(|(_, w)| Some((width, direct::blocked(w, self.cout, width))))
+                .map(|(_, w)| {
+                    Some((
+                        width,
+                        direct::Lines::new(&direct::blocked(w, self.cout, width)),
+                    ))
+                })
                 .collect();
         }
         self
@@ -441,7 +444,7 @@ impl PackedConv {
         let blocks: Option<Vec<&[f32]>> = self
             .blocks
             .iter()
-            .map(|b| b.as_ref().map(|(_, w)| w.as_slice()))
+            .map(|b| b.as_ref().map(|(_, w)| w.values()))
             .collect();
         let fits = self.weights_len() * 4 <= rayon::current_num_threads() * PREFETCH_PER_THREAD;
         blocks.filter(|b| !b.is_empty() && fits && direct::weight_bound(self.cout, n))
@@ -561,8 +564,8 @@ impl PackedConv {
                 data: x.values(),
                 c: *c,
                 weights: w,
-                blocks: b.as_ref().map(|(width, b)| (*width, b.as_slice())),
-                pairs: pw.as_deref(),
+                blocks: b.as_ref().map(|(width, b)| (*width, b.values())),
+                pairs: pw.as_ref().map(direct::Lines::values),
             })
             .collect();
         direct::conv(&sources, g, &self.bias, self.relu, &mut out, true, ahead);
@@ -1073,7 +1076,7 @@ impl FastNet {
                             c: *c,
                             weights: w,
                             blocks: None,
-                            pairs: pw.as_deref(),
+                            pairs: pw.as_ref().map(direct::Lines::values),
                         }
                     })
                     .collect();

@@ -87,7 +87,7 @@ pub(super) struct Source<'a> {
 /// `w` (`[rows][cout]`, an even number of rows) with each two consecutive rows interleaved:
 /// `[row / 2][co][row % 2]`, so that 16 lanes hold 8 output channels' weights for the two
 /// input values that a 64-bit broadcast puts in alternate lanes (see the 16-lane tiles).
-pub(super) fn paired(w: &[f32], cout: usize) -> Vec<f32> {
+pub(super) fn paired(w: &[f32], cout: usize) -> Lines {
     assert!(cout.is_multiple_of(8) && w.len().is_multiple_of(2 * cout));
     let mut out = Vec::with_capacity(w.len());
     for two in w.chunks_exact(2 * cout) {
@@ -97,7 +97,42 @@ pub(super) fn paired(w: &[f32], cout: usize) -> Vec<f32> {
             out.push(*o);
         }
     }
-    out
+    Lines::new(&out)
+}
+
+/// Values in whole 64-byte cache lines, the first one aligned: a 16-lane load of weights
+/// that straddles two lines costs two (measured: the same network 5–15% slower or faster from
+/// one packing to the next, as the allocator placed its weights).
+#[derive(Debug, Clone)]
+pub(super) struct Lines {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+impl Lines {
+    pub(super) fn new(values: &[f32]) -> Lines {
+        let lines = values
+            .chunks(16)
+            .map(|c| {
+                let mut l = [0.0; 16];
+                l[..c.len()].copy_from_slice(c);
+                Line(l)
+            })
+            .collect();
+        Lines {
+            lines,
+            len: values.len(),
+        }
+    }
+
+    pub(super) fn values(&self) -> &[f32] {
+        // SAFETY: `Line` is 16 f32 with no padding (repr(C), size 64), `len` <= 16 x lines
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f32>(), self.len) }
+    }
 }
 
 /// `w` (`[rows][cout]`) cut into blocks of `width` columns, each block's rows contiguous (see
@@ -262,7 +297,6 @@ fn conv_with(
     ahead: Ahead,
 ) {
     use rayon::prelude::*;
-    let wide = k.wide;
     let (qh, qw) = g.stored();
     assert!(available() && g.cout.is_multiple_of(8) && out.len() == g.n * g.example_len());
     assert!(g.window() <= 4, "fused pooling windows up to 2 x 2");
@@ -281,9 +315,15 @@ fn conv_with(
         }
     }
     assert_eq!(bias.len(), g.cout);
+    let positions = g.n * qh * qw;
+    // an fc layer on a few rows streams its weights: in the blocks of the 8-lane tiles
+    let k = Kernels {
+        pairs: k.pairs && !(g.out == (1, 1) && weight_bound(g.cout, positions)),
+        ..k
+    };
+    let wide = k.wide;
     // tasks of about 4M multiply-adds (thin layers: many positions, so the scheduling cost
     // stays small), yet a few per thread on small batches (a stage 2 after compaction)
-    let positions = g.n * qh * qw;
     let macs = g.kernel.0 * g.kernel.1 * srcs.iter().map(|s| s.c).sum::<usize>() * g.cout;
     let chunk = if positions * macs * g.window() < 1 << 18 {
         // a few µs of work (a head): one task, no other thread woken and waited for
