@@ -1191,51 +1191,30 @@ mod x86 {
                                 }
                             }
                         }
-                        // each lane pair's two sums added: two accumulators (channel blocks v
-                        // and v + 1, 16 channels) at once, by two two-source permutes and an
-                        // add; a last odd block by a lane swap, an add and a permute
-                        let evens = _mm512_setr_epi32(
-                            0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30,
-                        );
-                        let odds = _mm512_setr_epi32(
-                            1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31,
-                        );
-                        for v in (0..V).step_by(2) {
-                            if v + 1 < V {
-                                let bv = _mm512_loadu_ps(bias.as_ptr().add(co + 8 * v));
-                                for k in 0..P / W {
-                                    let mut x = _mm512_setzero_ps();
-                                    for t in 0..W {
-                                        let (a, b) = (acc[k * W + t][v], acc[k * W + t][v + 1]);
-                                        let sum = _mm512_add_ps(
-                                            _mm512_permutex2var_ps(a, evens, b),
-                                            _mm512_permutex2var_ps(a, odds, b),
-                                        );
-                                        x = if t == 0 { sum } else { _mm512_max_ps(x, sum) };
-                                    }
-                                    x = _mm512_add_ps(x, bv);
-                                    if relu {
-                                        x = _mm512_max_ps(x, _mm512_setzero_ps());
-                                    }
-                                    _mm512_storeu_ps(dst[k].add(co + 8 * v), x);
+                        let zero = _mm256_setzero_ps();
+                        // each lane pair's two sums added (into both lanes), then the 8
+                        // channels' totals gathered into the low half
+                        let evens =
+                            _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+                        for j in 0..P {
+                            for v in 0..V {
+                                let a = acc[j][v];
+                                let t = _mm512_add_ps(a, _mm512_permute_ps::<0b10_11_00_01>(a));
+                                acc[j][v] = _mm512_permutexvar_ps(evens, t);
+                            }
+                        }
+                        for v in 0..V {
+                            let bv = _mm256_loadu_ps(bias.as_ptr().add(co + 8 * v));
+                            for k in 0..P / W {
+                                let mut x = _mm512_castps512_ps256(acc[k * W][v]);
+                                for t in 1..W {
+                                    x = _mm256_max_ps(x, _mm512_castps512_ps256(acc[k * W + t][v]));
                                 }
-                            } else {
-                                let total = |a: __m512| {
-                                    let t = _mm512_add_ps(a, _mm512_permute_ps::<0b10_11_00_01>(a));
-                                    _mm512_castps512_ps256(_mm512_permutexvar_ps(evens, t))
-                                };
-                                let bv = _mm256_loadu_ps(bias.as_ptr().add(co + 8 * v));
-                                for k in 0..P / W {
-                                    let mut x = total(acc[k * W][v]);
-                                    for t in 1..W {
-                                        x = _mm256_max_ps(x, total(acc[k * W + t][v]));
-                                    }
-                                    x = _mm256_add_ps(x, bv);
-                                    if relu {
-                                        x = _mm256_max_ps(x, _mm256_setzero_ps());
-                                    }
-                                    _mm256_storeu_ps(dst[k].add(co + 8 * v), x);
+                                x = _mm256_add_ps(x, bv);
+                                if relu {
+                                    x = _mm256_max_ps(x, zero);
                                 }
+                                _mm256_storeu_ps(dst[k].add(co + 8 * v), x);
                             }
                         }
                     }
