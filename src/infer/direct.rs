@@ -1193,9 +1193,37 @@ mod x86 {
                         }
                         let zero = _mm256_setzero_ps();
                         // each lane pair's two sums added (into both lanes), then the 8
-                        // channels' totals gathered into the low half
-                        let evens =
-                            _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+                        // channels' totals gathered into the low half; two-block tiles (V =
+                        // 2) sum both blocks' lane pairs at once, by two two-source permutes
+                        // and an add
+                        let evens = _mm512_setr_epi32(
+                            0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30,
+                        );
+                        // (only there: with three blocks, the second index vector made the
+                        // compiler spill accumulators in two-source tiles)
+                        if V == 2 {
+                            let odds = _mm512_setr_epi32(
+                                1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31,
+                            );
+                            let bv = _mm512_loadu_ps(bias.as_ptr().add(co));
+                            for k in 0..P / W {
+                                let mut x = _mm512_setzero_ps();
+                                for t in 0..W {
+                                    let (a, b) = (acc[k * W + t][0], acc[k * W + t][V - 1]);
+                                    let sum = _mm512_add_ps(
+                                        _mm512_permutex2var_ps(a, evens, b),
+                                        _mm512_permutex2var_ps(a, odds, b),
+                                    );
+                                    x = if t == 0 { sum } else { _mm512_max_ps(x, sum) };
+                                }
+                                x = _mm512_add_ps(x, bv);
+                                if relu {
+                                    x = _mm512_max_ps(x, _mm512_setzero_ps());
+                                }
+                                _mm512_storeu_ps(dst[k].add(co), x);
+                            }
+                            return;
+                        }
                         for j in 0..P {
                             for v in 0..V {
                                 let a = acc[j][v];
