@@ -313,8 +313,6 @@ fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usize, relu: bo
     }
 }
 
-/// The parts' weights as one matrix over all sources' channels: per kernel position, the rows
-/// of every source in order (the layout of an im2col that writes the sources side by side).
 /// Each part's weights with rows paired ([`direct::paired`]) where a kernel row's run of
 /// input values (`kw * c`) is even, so that no pair straddles two runs.
 fn pairs_of(parts: &[(usize, Vec<f32>)], kw: usize, cout: usize) -> Vec<Option<direct::Lines>> {
@@ -326,6 +324,8 @@ fn pairs_of(parts: &[(usize, Vec<f32>)], kw: usize, cout: usize) -> Vec<Option<d
         .collect()
 }
 
+/// The parts' weights as one matrix over all sources' channels: per kernel position, the rows
+/// of every source in order (the layout of an im2col that writes the sources side by side).
 fn stack(parts: &[(usize, Vec<f32>)], positions: usize, cout: usize) -> Vec<f32> {
     let cin: usize = parts.iter().map(|p| p.0).sum();
     let mut all = Vec::with_capacity(positions * cin * cout);
@@ -407,6 +407,7 @@ impl PackedConv {
         self.all = widen(&self.all);
         self.bias.resize(wide, 0.0);
         self.cout = wide;
+        // (a head narrower than 8 had no pairs and keeps the 8-lane tiles, as measured)
         if self.pairs.iter().any(Option::is_some) {
             self.pairs = pairs_of(&self.parts, self.kernel.1, wide);
         }
@@ -1459,9 +1460,10 @@ mod tests {
         }
     }
 
-    /// The direct kernel (16-lane tiles, 8-lane with either register file) and im2col + GEMM agree: thin and wide layers,
-    /// stride, padding, two sources, a position count that no register tile divides, fused
-    /// 2 x 2 max pooling on odd maps (floor and ceil: windows cut by the edge).
+    /// The direct kernel (16-lane tiles, 8-lane ones with either register file) and im2col +
+    /// GEMM agree: thin and wide layers, stride, padding, two sources, a position count that
+    /// no register tile divides, fused 2 x 2 max pooling on odd maps (floor and ceil: windows
+    /// cut by the edge).
     #[test]
     fn direct_matches_gemm() {
         if !direct::available() {
