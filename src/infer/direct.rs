@@ -101,7 +101,7 @@ pub(super) fn paired(w: &[f32], cout: usize) -> Lines {
 }
 
 /// Values in whole 64-byte cache lines, the first one aligned: a 16-lane load of weights
-/// that straddles two lines costs two (measured: the same network 5–15% slower or faster from
+/// that straddles two lines costs two (measured: the same network 10–16% slower or faster from
 /// one packing to the next, as the allocator placed its weights).
 #[derive(Debug, Clone)]
 pub(super) struct Lines {
