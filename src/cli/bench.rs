@@ -42,6 +42,11 @@ pub struct BenchArgs {
     /// on a few rows per batch. 1: every batch on its own (the paper's setting).
     #[arg(long, default_value_t = BenchConfig::default().pool)]
     pub pool: usize,
+    /// Time each run right after the other networks' runs, with its own weights and maps
+    /// evicted from the caches, instead of after an unmeasured run of the same network (a
+    /// stream of batches, the default).
+    #[arg(long)]
+    pub cold: bool,
     /// Print `{"rows": [...]}` on stdout instead of the tables.
     #[arg(long)]
     pub json: bool,
@@ -59,6 +64,7 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
         seed: args.seed,
         engine: args.engine,
         pool: args.pool,
+        cold: args.cold,
         ..BenchConfig::default()
     };
     if !args.p.is_empty() {
@@ -107,7 +113,7 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{}: {} engine, batch {}{}, median of {} runs after {} warm-up, per example; measured ratio: median over runs of time / the monolithic run of the same repetition and p; theory at the fraction forced, round(p x batch) / batch",
+        "{}: {} engine, batch {}{}, median of {} runs after {} warm-up, {}, per example; measured ratio: median over runs of time / the monolithic run of the same repetition and p; theory at the fraction forced, round(p x batch) / batch",
         spec.name,
         match cfg.engine {
             crate::bench::EngineKind::Own => "own",
@@ -116,7 +122,12 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
         cfg.batch,
         pooled(&cfg),
         cfg.reps,
-        cfg.warmup
+        cfg.warmup,
+        if cfg.cold {
+            "each run cold (right after the other networks)"
+        } else {
+            "each run right after an unmeasured run of the same network"
+        }
     );
     print!("{}", table(&rows));
     println!("\nlargest |measured/theory - 1| over p >= 0.05:");
