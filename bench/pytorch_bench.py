@@ -3,7 +3,8 @@ fractions, on the CPU with the same thread count. Reads onionnet's model descrip
 builds the monolithic network, the non-sharing cascade and the onion with random weights, and
 times one batch per p: stage 1 on the whole batch, `index_select` of the survivors (input rows,
 and for the onion the stage-1 maps stage 2 reads), stage 2 on them. Warm-up, then the median of
-repeated runs, the three networks interleaved, as `onionnet bench` does.
+repeated runs, the three networks interleaved, each timed run right after an untimed run of the
+same network (--cold: right after the others), as `onionnet bench` does.
 
 Usage (see bench/run_pytorch.sh, which makes the virtual environment):
     python bench/pytorch_bench.py specs/2ch-deep.toml --batch 128 --threads 2 [--onionnet docs/bench/2ch-deep/bench.csv]
@@ -170,6 +171,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--cold", action="store_true", help="time each run right after the other networks' (no untimed run of its own first)")
     ap.add_argument("--p", type=float, nargs="*", default=[0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
     ap.add_argument("--onionnet", help="bench.csv written by `onionnet bench` for the same spec and batch")
     a = ap.parse_args()
@@ -196,6 +198,8 @@ def main():
             times = {n: [] for n, _, _ in runs}
             for rep in range(a.warmup + a.reps):
                 for n, f, net in runs:
+                    if not a.cold:
+                        f(net, x, keep)
                     t = time.perf_counter()
                     f(net, x, keep)
                     if rep >= a.warmup:

@@ -72,12 +72,13 @@ fn overhead_vs_stage2(c: &mut Criterion) {
     let block = fast.gather(xa.clone(), &mut prev, &compact(&keep));
     let (_, scores) = fast.stage_scores(1, &block, &prev);
     let mut g = c.benchmark_group("p=0.5, batch 256, retrieval onion, own path");
-    // the runner does this work on a pool worker, inside its run: timed there, each
+    // the runner does this work on a pool worker, inside its run, with the other workers kept
+    // awake (`workers::awake`; the gather shares its copies among them): timed there, each
     // iteration's copy of the maps (moved into the gather) made outside the timing, and the
     // hand-over to the pool (a thread woken, tens of µs here) outside it too
     g.bench_function("compaction + gather + scatter", |b| {
         b.iter_custom(|iters| {
-            rayon::scope(|_| {
+            onionnet::workers::awake(|| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let (mut prev, xa) = (vec![own.clone()], xa.clone());
@@ -98,7 +99,7 @@ fn overhead_vs_stage2(c: &mut Criterion) {
     });
     g.bench_function("stage 2 forward on the block", |b| {
         b.iter_custom(|iters| {
-            rayon::scope(|_| {
+            onionnet::workers::awake(|| {
                 let t = Instant::now();
                 for _ in 0..iters {
                     black_box(fast.stage_scores(1, &block, &prev));
