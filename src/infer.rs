@@ -224,8 +224,8 @@ impl Act {
             // distinct, and no other copy reads or writes row `to` or writes row `from`
             unsafe { std::ptr::copy_nonoverlapping(base.0.add(from), base.0.add(to), len) }
         };
-        // (a few KB: not worth waking the other thread)
-        if bytes < 64 << 10 {
+        // (a few KB: not worth handing to the other thread)
+        if bytes < 64 << 10 || !parallel_copies() {
             copies.iter().for_each(copy);
         } else {
             copies.par_iter().with_min_len(4).for_each(copy);
@@ -245,6 +245,13 @@ impl Act {
         }
         (self.buf, self.first, self.n) = (rows, 0, plan.len);
     }
+}
+
+/// Whether [`Act::compact_all`] shares its copies among the threads: on unless
+/// `ONIONNET_PARALLEL_COPIES=0`, for A/B runs.
+fn parallel_copies() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("ONIONNET_PARALLEL_COPIES").as_deref() != Ok("0"))
 }
 
 /// A buffer's start, shared by copies between disjoint rows of it.
