@@ -198,10 +198,11 @@ impl Act {
     }
 
     /// [`Act::compact`] on every map of a block (the input and the earlier stages' maps) with
-    /// one plan, the in-place moves of all of them shared among the pool's threads: one thread
-    /// copied 15 KB per moved row of the retrieval onion at 14 GB/s, 2.2% of its stage 2 at p
-    /// = 0.5 (a copy never overlaps another: each goes from a survivor outside the window to
-    /// a hole inside it).
+    /// one plan, the in-place moves of all of them shared among the pool's threads (no two
+    /// copies touch one row: each goes from a survivor outside the window to a hole inside
+    /// it). Measured (`cargo bench --bench compaction`, retrieval onion, 15 KB per moved row,
+    /// p = 0.5): 76–83 µs on one thread, 58–63 µs shared, against 2.9–3.6 ms for the stage 2
+    /// they feed.
     pub fn compact_all(maps: &mut [&mut Act], plan: &Compaction) {
         let mut copies: Vec<(Out, usize, usize, usize)> = Vec::new();
         for m in maps.iter_mut() {
