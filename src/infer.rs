@@ -204,6 +204,7 @@ impl Act {
     /// p = 0.5): 76–83 µs on one thread, 58–63 µs shared, against 2.9–3.6 ms for the stage 2
     /// they feed.
     pub fn compact_all(maps: &mut [&mut Act], plan: &Compaction) {
+        use direct::Out;
         let mut copies: Vec<(Out, usize, usize, usize)> = Vec::new();
         for m in maps.iter_mut() {
             assert!(plan.start + plan.len <= m.n, "the plan fits the map");
@@ -223,7 +224,7 @@ impl Act {
         let copy = |&(base, from, to, len): &(Out, usize, usize, usize)| {
             // SAFETY: rows `from` and `to` lie in one map's buffer (the plan fits it), are
             // distinct, and no other copy reads or writes row `to` or writes row `from`
-            unsafe { std::ptr::copy_nonoverlapping(base.0.add(from), base.0.add(to), len) }
+            unsafe { std::ptr::copy_nonoverlapping(base.get().add(from), base.get().add(to), len) }
         };
         // (a few KB: not worth handing to the other thread)
         if bytes < 64 << 10 || !parallel_copies() {
@@ -254,13 +255,6 @@ fn parallel_copies() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("ONIONNET_PARALLEL_COPIES").as_deref() != Ok("0"))
 }
-
-/// A buffer's start, shared by copies between disjoint rows of it.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: the copies sharing it touch disjoint rows of one live buffer that outlives them
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
 
 /// A conv/fc layer or a head, its weights packed with rows `(dy * kw + dx) * c + ci` and the
 /// output channels as columns: per source (`parts`, for a kernel over the whole map, where each

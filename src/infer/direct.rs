@@ -493,15 +493,16 @@ fn single_channel(srcs: &[Source], g: Geometry) -> bool {
         && ow >= 8
 }
 
-/// The output pointer, shared by tasks that write disjoint positions.
+/// The output pointer, shared by tasks that write disjoint positions (or, compacting a
+/// block, copy between disjoint rows).
 #[derive(Clone, Copy)]
-struct Out(*mut f32);
+pub(super) struct Out(pub(super) *mut f32);
 // SAFETY: tasks write disjoint positions of one live buffer that outlives them
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
 impl Out {
-    fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut f32 {
         self.0
     }
 }
