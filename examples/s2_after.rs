@@ -54,7 +54,10 @@ fn main() -> anyhow::Result<()> {
     let m = med(&mut t[3]);
     for (i, name) in ["hot", "after stage 1", "after sweep"].iter().enumerate() {
         let s = med(&mut t[i]);
-        println!("stage 2 on {rows} rows {name:>14}: {s:8.1} us ({:.4} of monolithic {m:.1} us on {batch})", s / m);
+        println!(
+            "stage 2 on {rows} rows {name:>14}: {s:8.1} us ({:.4} of monolithic {m:.1} us on {batch})",
+            s / m
+        );
     }
     Ok(())
 }

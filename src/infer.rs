@@ -1534,6 +1534,9 @@ mod tests {
             (vec![48, 16], 16, 4, 1, 0, 5, (4, 4)),
             (vec![16, 48], 96, 3, 1, 0, 3, (3, 3)),
             (vec![8], 56, 2, 1, 0, 2, (2, 2)),
+            // (weight-bound on 1 and 4 rows: tiles of exactly those rows)
+            (vec![32], 64, 2, 1, 0, 1, (2, 2)),
+            (vec![24, 8], 48, 3, 1, 0, 4, (3, 3)),
             // weights beyond a quarter of L2 (590 KB): tiles in groups, pooled: two groups a
             // task, the second partial
             (vec![64, 64], 128, 3, 1, 1, 8, (14, 14)),
