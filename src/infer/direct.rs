@@ -82,6 +82,18 @@ pub(super) struct Source<'a> {
     /// The same weights with rows paired ([`paired`]), for the 16-lane tiles: where a kernel
     /// row's run of input values (`kw * c`) is even.
     pub pairs: Option<&'a [f32]>,
+    /// `Some(width)` where `pairs` are also cut into blocks of `width` output channels (see
+    /// [`paired_blocks`]): fc layers, as `blocks` for the 8-lane tiles.
+    pub pair_width: Option<usize>,
+}
+
+/// Paired weights ([`paired`]) of `cout` output channels cut into blocks of `width` channels,
+/// each block's pairs of rows contiguous (`[co / width][row / 2][co % width][row % 2]`): an fc
+/// layer's 16-lane tiles on a few rows then stream their weights in sequence (with rows of
+/// `2 * cout` values, a tile read 64 bytes of every 1 KB: measured 20–25% slower than the
+/// 8-lane tiles on blocks, which do half the work per instruction).
+pub(super) fn paired_blocks(w: &[f32], cout: usize, width: usize) -> Lines {
+    Lines::new(&blocked(paired(w, cout).values(), 2 * cout, 2 * width))
 }
 
 /// `w` (`[rows][cout]`, an even number of rows) with each two consecutive rows interleaved:
@@ -210,6 +222,12 @@ pub(super) fn fc_tile_width(cout: usize) -> usize {
     8 * vectors(cout / 8, Kernels::here().wide, false)
 }
 
+/// The width of the 16-lane register tile an fc layer of `cout` outputs runs with (which runs
+/// on AVX-512VL only): its blocks, for [`Source::pair_width`].
+pub(super) fn fc_pair_width(cout: usize) -> usize {
+    8 * vectors(cout / 8, true, false)
+}
+
 /// The layer's geometry: input `h x w` (shared by the sources), kernel, stride, output.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Geometry {
@@ -250,6 +268,11 @@ impl Geometry {
     fn window(&self) -> usize {
         self.pool.map_or(1, |(k, _)| k * k)
     }
+}
+
+/// Whether layers started on this thread run the AVX-512VL kernels (16-lane tiles among them).
+pub(super) fn wide() -> bool {
+    Kernels::here().wide
 }
 
 /// Whether this CPU runs the direct kernels.
@@ -316,9 +339,11 @@ fn conv_with(
     }
     assert_eq!(bias.len(), g.cout);
     let positions = g.n * qh * qw;
-    // an fc layer on a few rows streams its weights: in the blocks of the 8-lane tiles
+    // an fc layer on a few rows streams its weights: in blocks of the tiles' width (16-lane
+    // where its paired weights are blocked, else 8-lane)
+    let blocked_pairs = srcs.iter().all(|s| s.pair_width.is_some());
     let k = Kernels {
-        pairs: k.pairs && !(g.out == (1, 1) && weight_bound(g.cout, positions)),
+        pairs: k.pairs && (blocked_pairs || !(g.out == (1, 1) && weight_bound(g.cout, positions))),
         ..k
     };
     let wide = k.wide;
@@ -671,45 +696,6 @@ mod x86 {
         unsafe {
             let c = cos.clone();
             let pairs = k.pairs && srcs.iter().all(|s| s.pairs.is_some());
-            // an fc layer on fewer rows than a tile's positions (a compacted batch): tiles of
-            // exactly those rows. A tile's spare positions cost multiply-adds like the others,
-            // and an fc layer on 2 rows in 12-position tiles spent 6x its multiply-adds and
-            // ran compute-bound instead of at the speed of reading its weights (measured:
-            // the AlexNet-like network's fc1, 33 MB, on 2 rows: 2.2 ms, 15 GB/s, against
-            // 38 GB/s for a plain read on both threads)
-            if g.out == (1, 1) && !pooled && !pairs && m <= if wide { 6 } else { 4 } {
-                let v = super::vectors(nv, wide, false);
-                macro_rules! exact {
-                    ($module:ident, $v:literal) => {
-                        match m {
-                            1 => $module::tiles::<$v, 1, 1>(
-                                srcs, g, bias, relu, first, m, c, out, ahead,
-                            ),
-                            2 => $module::tiles::<$v, 2, 1>(
-                                srcs, g, bias, relu, first, m, c, out, ahead,
-                            ),
-                            3 => $module::tiles::<$v, 3, 1>(
-                                srcs, g, bias, relu, first, m, c, out, ahead,
-                            ),
-                            4 => $module::tiles::<$v, 4, 1>(
-                                srcs, g, bias, relu, first, m, c, out, ahead,
-                            ),
-                            _ => $module::tiles::<$v, 6, 1>(
-                                srcs, g, bias, relu, first, m, c, out, ahead,
-                            ),
-                        }
-                    };
-                }
-                match (wide, v) {
-                    (true, 3) => exact!(avx512, 3),
-                    (true, 2) => exact!(avx512, 2),
-                    (true, _) => exact!(avx512, 1),
-                    (false, 3) => exact!(avx2, 3),
-                    (false, 2) => exact!(avx2, 2),
-                    (false, _) => exact!(avx2, 1),
-                }
-                return;
-            }
             match (wide, super::vectors(nv, wide, pooled), pooled) {
                 (true, 3, false) if pairs => {
                     zmm::tiles::<3, 6, 1>(srcs, g, bias, relu, first, m, c, out, ahead)
@@ -1049,6 +1035,60 @@ mod x86 {
                         };
                         let ncos = cos.len();
                         let blocks = cos.step_by(8 * V);
+                        if W == 1 && g.out == (1, 1) {
+                            // an fc layer (or a head): one position per example, every tile
+                            // meets every block of weights, read from memory once for all
+                            // tiles; the positions past the last whole tile in tiles of at
+                            // most 6, of exactly those positions, since a tile's spare
+                            // positions cost multiply-adds like the others (measured: an fc
+                            // layer on 2 rows in 12-position tiles ran compute-bound at 6x its
+                            // work, instead of at the speed of reading its weights; on 13 rows
+                            // it did 24 rows' work)
+                            let whole = m / P * P;
+                            let mut tiles = Vec::with_capacity(m / P);
+                            for i in (0..whole).step_by(P) {
+                                let mut pix = [0usize; P];
+                                let mut dst = [std::ptr::null_mut(); P];
+                                next(i, &mut pix, &mut dst);
+                                tiles.push((pix, dst));
+                            }
+                            let mut rest = ([0usize; P], [std::ptr::null_mut(); P]);
+                            if whole < m {
+                                next(whole, &mut rest.0, &mut rest.1);
+                            }
+                            let nb = blocks.clone().count();
+                            for (j, co) in blocks.enumerate() {
+                                for (pix, dst) in &tiles {
+                                    $tile::<V, P, 1>(srcs, g, pix, co, bias, relu, dst);
+                                }
+                                for at in (0..m - whole).step_by(6) {
+                                    let (pix, dst) = (&rest.0[at..], &rest.1[at..]);
+                                    macro_rules! part {
+                                        ($n:literal) => {
+                                            $tile::<V, $n, 1>(
+                                                srcs,
+                                                g,
+                                                &std::array::from_fn(|k| pix[k]),
+                                                co,
+                                                bias,
+                                                relu,
+                                                &std::array::from_fn(|k| dst[k]),
+                                            )
+                                        };
+                                    }
+                                    match (m - whole - at).min(6) {
+                                        1 => part!(1),
+                                        2 => part!(2),
+                                        3 => part!(3),
+                                        4 => part!(4),
+                                        5 => part!(5),
+                                        _ => part!(6),
+                                    }
+                                }
+                                ahead.share(j, nb).fetch();
+                            }
+                            return;
+                        }
                         // large weights: tiles in groups, each block of weights read once
                         // per group from memory and again from cache for the group's other
                         // tiles, whose inputs stay in cache meanwhile — a kernel over the whole
@@ -1202,8 +1242,16 @@ mod x86 {
                         let mut acc = [[_mm512_setzero_ps(); V]; P];
                         for s in srcs {
                             let pairs = kw * s.c / 2; // pairs in one kernel row's run
-                            let stride = 2 * g.cout; // values per pair of weight rows
-                            let w0 = s.pairs.unwrap_unchecked().as_ptr().add(2 * co);
+                            // values per pair of weight rows, and channel co's first: in
+                            // blocks, or not
+                            let w = s.pairs.unwrap_unchecked().as_ptr();
+                            let (w0, stride) = match s.pair_width {
+                                Some(width) => {
+                                    debug_assert_eq!(width, 8 * V, "see `fc_pair_width`");
+                                    (w.add(co * kh * kw * s.c), 16 * V)
+                                }
+                                None => (w.add(2 * co), 2 * g.cout),
+                            };
                             let mut at = [std::ptr::null::<f32>(); P];
                             for j in 0..P {
                                 at[j] = s.data.as_ptr().add(pix[j] * s.c);
