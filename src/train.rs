@@ -213,6 +213,7 @@ pub(crate) fn bar(len: u64, prefix: String, quiet: bool) -> ProgressBar {
 /// `pretrained[i] = Some(module)` takes module `i` as already trained (the demo reuses the
 /// trained monolithic network as the non-sharing cascade's last stage, which is the same
 /// network). With `resume`, continues from the checkpoint's last completed epoch.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     spec: &Spec,
     kind: NetworkKind,

@@ -309,8 +309,10 @@ pub fn evaluate(
             .progress_chars("=> "),
     );
     pb.set_prefix("evaluating queries");
-    // [model][calibration] accumulators
-    let mut acc: Vec<Vec<(Vec<f64>, Vec<f64>, Vec<f64>, f64)>> = models
+    // [model][calibration] accumulators: APs per query class, pass fraction per early stage,
+    // stage-1 TPR per query class, ms per 1000 examples
+    type Acc = (Vec<f64>, Vec<f64>, Vec<f64>, f64);
+    let mut acc: Vec<Vec<Acc>> = models
         .iter()
         .map(|(m, cals)| {
             cals.iter()

@@ -23,13 +23,16 @@ pub fn bin(c0: usize, c1: usize, i: usize, g: usize) -> (usize, usize) {
     (c0 + i * n / g, c0 + ((i + 1) * n).div_ceil(g))
 }
 
-/// The cells of every bin of one box, row-major over the grid: `(y range, x range)`.
+/// A bin's cells: `(y range, x range)`, each `[start, end)`.
+type Cells = ((usize, usize), (usize, usize));
+
+/// The cells of every bin of one box, row-major over the grid.
 fn bins(
     b: &BoxF,
     stride: usize,
     (h, w): (usize, usize),
     (gh, gw): (usize, usize),
-) -> Vec<((usize, usize), (usize, usize))> {
+) -> Vec<Cells> {
     let (y0, y1) = cells(b[1], b[3], stride, h);
     let (x0, x1) = cells(b[0], b[2], stride, w);
     let mut out = Vec::with_capacity(gh * gw);
@@ -51,7 +54,7 @@ pub fn roi_pool(
 ) -> Tensor<4> {
     let [n, c, h, w] = maps.dims();
     let g = grid.0 * grid.1;
-    let all: Vec<Vec<((usize, usize), (usize, usize))>> = rois
+    let all: Vec<Vec<Cells>> = rois
         .iter()
         .map(|(_, b)| bins(b, stride, (h, w), grid))
         .collect();
