@@ -90,8 +90,9 @@ pub(super) struct Source<'a> {
 /// Paired weights ([`paired`]) of `cout` output channels cut into blocks of `width` channels,
 /// each block's pairs of rows contiguous (`[co / width][row / 2][co % width][row % 2]`): an fc
 /// layer's 16-lane tiles on a few rows then stream their weights in sequence (with rows of
-/// `2 * cout` values, a tile read 64 bytes of every 1 KB: measured 20–25% slower than the
-/// 8-lane tiles on blocks, which do half the work per instruction).
+/// `2 * cout` values, a tile read 64 bytes of every 1 KB: on 7–24 rows of a 3136 -> 128 fc
+/// layer, measured 21–33% slower than the 8-lane tiles on blocks, which do half the work per
+/// instruction).
 pub(super) fn paired_blocks(w: &[f32], cout: usize, width: usize) -> Lines {
     Lines::new(&blocked(paired(w, cout).values(), 2 * cout, 2 * width))
 }
@@ -1091,12 +1092,10 @@ mod x86 {
                         }
                         // large weights: tiles in groups, each block of weights read once
                         // per group from memory and again from cache for the group's other
-                        // tiles, whose inputs stay in cache meanwhile — a kernel over the whole
-                        // map (fc layers, heads: few positions) in one group, a conv whose
-                        // weights exceed what L2 holds beside its inputs in groups of `GROUP`
-                        let group = if g.out == (1, 1) {
-                            m.div_ceil(per)
-                        } else if super::super::grouped(srcs, g, ncos) {
+                        // tiles, whose inputs stay in cache meanwhile — a conv whose weights
+                        // exceed what L2 holds beside its inputs in groups of `GROUP` (fc
+                        // layers and heads, in one group, above)
+                        let group = if super::super::grouped(srcs, g, ncos) {
                             GROUP
                         } else {
                             1

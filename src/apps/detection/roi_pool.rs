@@ -27,12 +27,7 @@ pub fn bin(c0: usize, c1: usize, i: usize, g: usize) -> (usize, usize) {
 type Cells = ((usize, usize), (usize, usize));
 
 /// The cells of every bin of one box, row-major over the grid.
-fn bins(
-    b: &BoxF,
-    stride: usize,
-    (h, w): (usize, usize),
-    (gh, gw): (usize, usize),
-) -> Vec<Cells> {
+fn bins(b: &BoxF, stride: usize, (h, w): (usize, usize), (gh, gw): (usize, usize)) -> Vec<Cells> {
     let (y0, y1) = cells(b[1], b[3], stride, h);
     let (x0, x1) = cells(b[0], b[2], stride, w);
     let mut out = Vec::with_capacity(gh * gw);
