@@ -17,6 +17,9 @@ use rand::seq::index::sample;
 use serde::Serialize;
 use std::time::Duration;
 
+mod layers;
+pub use layers::{LayerRow, layer_profile};
+
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     pub batch: usize,

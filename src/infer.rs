@@ -25,6 +25,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::time::{Duration, Instant};
 
 mod direct;
 
@@ -1162,18 +1163,26 @@ impl FastNet {
     /// Branch `b` on `input`, reading the earlier branches' maps `prev`: its maps and its
     /// head's logits `[n, outputs]` row-major (as [`crate::onion::OnionModule::forward_branch`]).
     pub fn forward_branch(&self, b: usize, input: &Act, prev: &[ActMaps]) -> (ActMaps, Vec<f32>) {
-        self.forward_branch_with(b, input, prev, None)
+        self.forward_branch_with(b, input, prev, None, None)
     }
 
     /// [`Self::forward_branch`], with the leading layers that allow it run chunk by chunk
-    /// where `chunked` says so (`None`: where it pays), else layer by layer.
+    /// where `chunked` says so (`None`: where it pays), else layer by layer. With `times`,
+    /// layer by layer, each op's time recorded at its index (the head's after the ops; `None`
+    /// for ops that do no work of their own: absent, or fused into the conv before).
     fn forward_branch_with(
         &self,
         b: usize,
         input: &Act,
         prev: &[ActMaps],
         chunked: Option<bool>,
+        mut times: Option<&mut Vec<Option<Duration>>>,
     ) -> (ActMaps, Vec<f32>) {
+        let chunked = if times.is_some() { Some(false) } else { chunked };
+        if let Some(t) = times.as_deref_mut() {
+            t.clear();
+            t.resize(self.branches[b].ops.len() + 1, None);
+        }
         let arch = &self.arch;
         let br = &self.branches[b];
         let (steps, covered) = self.chunkable(b, input, prev);
@@ -1199,6 +1208,13 @@ impl FastNet {
         // a conv's output already max-pooled, kept for the pooling layer
         let mut pooled: Option<Act> = None;
         for (l, op) in br.ops.iter().enumerate().skip(own.len()) {
+            // ops that do no work of their own: absent, or fused into the conv before
+            let works = match op {
+                None | Some(Op::Fused) | Some(Op::Identity) => false,
+                Some(Op::Maxpool { .. }) => pooled.is_none(),
+                _ => true,
+            };
+            let clock = Instant::now();
             let out = match op {
                 None => None,
                 Some(Op::Conv(c)) => {
@@ -1257,10 +1273,17 @@ impl FastNet {
                 }),
                 Some(Op::Identity) => own[l - 1].clone(),
             };
+            if let Some(t) = times.as_deref_mut() {
+                t[l] = works.then(|| clock.elapsed());
+            }
             own.push(out);
         }
+        let clock = Instant::now();
         let srcs = sources(arch, b, br.ops.len() - 1, &own, prev);
         let logits = br.head.forward(&srcs, None, 0);
+        if let Some(t) = times {
+            t[br.ops.len()] = Some(clock.elapsed());
+        }
         // the head's columns past its outputs are the zero padding of `widened`
         let outputs = br.head.outputs;
         let logits = if logits.c == outputs {
@@ -1387,6 +1410,30 @@ impl FastModel {
             }
             _ => x,
         }
+    }
+}
+
+impl FastModel {
+    /// Stage `s` run layer by layer with each op timed: the ops' times (index `l`: layer `l`
+    /// of the description, `None` where no work of its own; the last: the head) and the
+    /// stage's maps. The layer-by-layer run
+    /// gives up the chunked one's cache reuse (see [`FastNet::forward_chunked`]), so the
+    /// times show each layer's own cost, not the share it takes in a cascade run.
+    pub fn stage_profile(
+        &self,
+        s: usize,
+        input: &Act,
+        prev: &[ActMaps],
+    ) -> (ActMaps, Vec<Option<Duration>>) {
+        let mut times = Vec::new();
+        let (net, b, prev) = match self.kind {
+            NetworkKind::Onion => (&self.nets[0], s, prev),
+            NetworkKind::Monolithic => (&self.nets[0], 0, &[][..]),
+            NetworkKind::NonSharing => (&self.nets[s], 0, &[][..]),
+        };
+        let (own, _) =
+            rayon::scope(|_| net.forward_branch_with(b, input, prev, None, Some(&mut times)));
+        (own, times)
     }
 }
 
@@ -1550,7 +1597,8 @@ mod tests {
             (vec![1], 8, 5, 1, 2, 3, (28, 28)),
             (vec![1], 8, 3, 1, 1, 2, (10, 12)),
             // 16 columns and more: 16-column blocks (28: the last overlapping by 4; 16; 20 x
-            // 18: overlapping by 12, an odd number of row pairs; 24 channels: three groups)
+            // 18: overlapping by 12, an odd number of row pairs; 24 channels: three groups),
+            // 3 x 3 kernels unrolled, the 5 x 5 one above in loops
             (vec![1], 24, 3, 1, 1, 2, (28, 28)),
             (vec![1], 8, 3, 1, 1, 1, (16, 16)),
             (vec![1], 16, 3, 1, 1, 2, (18, 20)),
@@ -1723,8 +1771,8 @@ mod tests {
                     if b == 0 {
                         assert!(!steps.is_empty(), "{name}: stage 1 runs chunked");
                     }
-                    let (maps, logits) = net.forward_branch_with(b, &input, &prev, Some(true));
-                    let (maps0, logits0) = net.forward_branch_with(b, &input, &prev, Some(false));
+                    let (maps, logits) = net.forward_branch_with(b, &input, &prev, Some(true), None);
+                    let (maps0, logits0) = net.forward_branch_with(b, &input, &prev, Some(false), None);
                     // (no Debug dump of the maps: thousands of values)
                     assert!(
                         maps == maps0,

@@ -55,6 +55,40 @@ fn cost_prints_json_rows() {
     assert!((onion["theory_ratio"].as_f64().unwrap() - want).abs() < 1e-9);
 }
 
+/// `bench --json`: the row format, the time breakdown and the per-layer profile
+/// (whose layers.csv is written beside bench.csv and bench.png).
+#[test]
+fn bench_prints_json_rows_and_layers() {
+    let d = tmp("bench");
+    let out = d.display().to_string();
+    let args = ["--json", "--batch", "8", "--reps", "1", "--warmup", "0"];
+    let o = onionnet(&[&["bench", &spec(), "--p", "0.5", "--out", &out][..], &args].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        for key in ["network", "p", "ms_per_example", "theory_ratio", "measured_ratio"] {
+            assert!(!r[key].is_null(), "{key} in {r}");
+        }
+        assert_eq!(r["p"].as_f64(), Some(0.5));
+    }
+    // every stage of the three networks: conv1, conv2, fc1, head (the ReLUs and poolings
+    // fused into the convs); stage 2 on round(0.5 x 8) rows
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 4 * 5, "{layers:?}");
+    assert!(
+        layers
+            .iter()
+            .all(|l| l["rows"] == if l["stage"] == 1 { 8 } else { 4 })
+    );
+    for f in ["bench.csv", "bench.png", "layers.csv"] {
+        assert!(d.join(f).is_file(), "{f}");
+    }
+    let csv = std::fs::read_to_string(d.join("layers.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 20);
+}
+
 #[test]
 fn malformed_descriptions_name_file_field_and_value() {
     let d = tmp("spec");

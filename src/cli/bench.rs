@@ -1,7 +1,9 @@
 //! `onionnet bench SPEC`: the synthetic time-cost benchmark — table, CSV, PNG plot (measured
 //! solid, theory dashed, normalised to the monolithic network) and where the time goes.
 
-use crate::bench::{BenchConfig, BenchRow, gemm_gflops, max_deviation, ms, run_bench};
+use crate::bench::{
+    BenchConfig, BenchRow, LayerRow, gemm_gflops, layer_profile, max_deviation, ms, run_bench,
+};
 use crate::checkpoint::write_atomic;
 use crate::cost::stage_costs;
 use crate::onion::NetworkKind;
@@ -89,6 +91,20 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
     let mono_gflops =
         2.0 * stage_costs(&spec, NetworkKind::Monolithic)[0] as f64 / (mono_ms / 1000.0) / 1e9;
     let peak = gemm_gflops(1024, 5, device);
+    let mid = rows
+        .iter()
+        .map(|r| r.p)
+        .min_by(|a, b| (a - 0.5).abs().total_cmp(&(b - 0.5).abs()))
+        .unwrap_or(0.5);
+    // (burn's modules run whole stages: no per-layer times)
+    let layers = match cfg.engine {
+        crate::bench::EngineKind::Own => {
+            let layers = layer_profile(&spec, &cfg, mid, device);
+            write_atomic(&out.join("layers.csv"), layers_csv(&layers).as_bytes())?;
+            Some(layers)
+        }
+        crate::bench::EngineKind::Burn => None,
+    };
     let dev: Vec<(String, f64)> = NetworkKind::ALL
         .iter()
         .map(|k| (k.name().to_string(), max_deviation(&rows, k.name())))
@@ -108,7 +124,7 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({"rows": rows, "max_deviation": dev, "breakdown": breakdown,
-                "monolithic_gflops": mono_gflops, "gemm_peak_gflops": peak})
+                "monolithic_gflops": mono_gflops, "gemm_peak_gflops": peak, "layers": layers})
         );
         return Ok(());
     }
@@ -140,21 +156,27 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
         };
         println!("  {k:<12} {:.1}%{note}", 100.0 * v);
     }
-    let mid = rows
-        .iter()
-        .map(|r| r.p)
-        .min_by(|a, b| (a - 0.5).abs().total_cmp(&(b - 0.5).abs()))
-        .unwrap_or(0.5);
     println!(
         "\nmonolithic forward: {mono_gflops:.1} GFLOP/s (median over p); GEMM peak (1024x1024 matmul, same backend): {peak:.1} GFLOP/s ({:.0}%)",
         100.0 * mono_gflops / peak
     );
     println!("\nwhere the time goes per batch at p = {mid} (ms):");
     print!("{}", breakdown(&rows, mid));
+    if let Some(layers) = &layers {
+        println!(
+            "\nwhere the time goes per layer at p = {mid}: each stage run layer by layer (not chunked) on the rows it gets; measured: the op's time / the monolithic network's; theory: its share of multiply-adds; per MAC: their ratio (1 where the cost model holds)"
+        );
+        print!("{}", layers_table(layers));
+    }
     eprintln!(
-        "\nwrote {} and {}",
+        "\nwrote {}, {}{}",
         out.join("bench.csv").display(),
-        out.join("bench.png").display()
+        out.join("bench.png").display(),
+        if layers.is_some() {
+            format!(" and {}", out.join("layers.csv").display())
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
@@ -190,6 +212,51 @@ fn csv(rows: &[BenchRow]) -> String {
             ms(b.compaction),
             ms(b.gather),
             ms(b.scatter)
+        );
+    }
+    s
+}
+
+fn layers_csv(rows: &[LayerRow]) -> String {
+    let mut s = String::from(
+        "network,stage,layer,rows,macs_per_example,ms,measured_share,theory_share,per_mac\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{:.5},{:.6},{:.6},{}",
+            r.network,
+            r.stage,
+            r.layer,
+            r.rows,
+            r.macs,
+            r.ms,
+            r.measured_share,
+            r.theory_share,
+            r.per_mac().map_or(String::new(), |v| format!("{v:.4}"))
+        );
+    }
+    s
+}
+
+fn layers_table(rows: &[LayerRow]) -> String {
+    let mut s = format!(
+        "  {:<12} {:>5}  {:<10} {:>5} {:>12} {:>9} {:>9} {:>8} {:>8}\n",
+        "network", "stage", "layer", "rows", "MACs/example", "ms", "measured", "theory", "per MAC"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>5}  {:<10} {:>5} {:>12} {:>9.3} {:>9.4} {:>8.4} {:>8}",
+            r.network,
+            r.stage,
+            r.layer,
+            r.rows,
+            r.macs,
+            r.ms,
+            r.measured_share,
+            r.theory_share,
+            r.per_mac().map_or("-".into(), |v| format!("{v:.2}"))
         );
     }
     s

@@ -778,13 +778,12 @@ mod x86 {
             // before where 16 does not divide the width: an even start, so whole pooling
             // windows) and rows lie in the output
             unsafe {
-                for y in (0..oh).step_by(2) {
-                    for x in (0..ow - 15).step_by(16) {
-                        block16(s, g, bias, relu, b, y, x, out);
-                    }
-                    if !ow.is_multiple_of(16) {
-                        block16(s, g, bias, relu, b, y, ow - 16, out);
-                    }
+                // a 3 x 3 kernel's taps unrolled (measured, interleaved in one process: the
+                // retrieval stage 1 0-8% faster, 3% in the median of three runs)
+                if g.kernel == (3, 3) {
+                    rows16::<3>(s, g, bias, relu, b, out);
+                } else {
+                    rows16::<0>(s, g, bias, relu, b, out);
                 }
             }
             return;
@@ -878,6 +877,33 @@ mod x86 {
         }
     }
 
+    /// Example `b` in [`block16`]s: every row pair, the last block of a row overlapping the
+    /// one before where 16 does not divide the width (an even start, so whole pooling
+    /// windows). `K` > 0: the kernel is K x K, known at compile time.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    #[inline]
+    unsafe fn rows16<const K: usize>(
+        s: Source,
+        g: Geometry,
+        bias: &[f32],
+        relu: bool,
+        b: usize,
+        out: *mut f32,
+    ) {
+        let (oh, ow) = g.out;
+        // SAFETY: see `block16`; the blocks' columns and rows lie in the output
+        unsafe {
+            for y in (0..oh).step_by(2) {
+                for x in (0..ow - 15).step_by(16) {
+                    block16::<K>(s, g, bias, relu, b, y, x, out);
+                }
+                if !ow.is_multiple_of(16) {
+                    block16::<K>(s, g, bias, relu, b, y, ow - 16, out);
+                }
+            }
+        }
+    }
+
     /// [`block`] 16 columns wide, on AVX-512's 16-lane vectors: conv rows `y, y + 1` x columns
     /// `x..x + 16`, pooled to (y / 2, x / 2..x / 2 + 8). Half the multiply-add instructions of
     /// two 8-wide blocks, and a cheaper way to channels-last: each channel's vector is pooled
@@ -888,7 +914,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn block16(
+    unsafe fn block16<const K: usize>(
         s: Source,
         g: Geometry,
         bias: &[f32],
@@ -903,7 +929,7 @@ mod x86 {
         // w = ow + kw - 1 and x + 16 <= ow; rows y + 1 + dy <= h - 1); writes go to example
         // b's stored positions
         unsafe {
-            let (kh, kw) = g.kernel;
+            let (kh, kw) = if K > 0 { (K, K) } else { g.kernel };
             let src = s.data.as_ptr().add(b * g.h * g.w);
             let zero = _mm512_setzero_ps();
             // 64-bit elements of the two sources interleaved by 128-bit lane: (a.l0, c.l0,
