@@ -1178,7 +1178,11 @@ impl FastNet {
         chunked: Option<bool>,
         mut times: Option<&mut Vec<Option<Duration>>>,
     ) -> (ActMaps, Vec<f32>) {
-        let chunked = if times.is_some() { Some(false) } else { chunked };
+        let chunked = if times.is_some() {
+            Some(false)
+        } else {
+            chunked
+        };
         if let Some(t) = times.as_deref_mut() {
             t.clear();
             t.resize(self.branches[b].ops.len() + 1, None);
@@ -1411,14 +1415,12 @@ impl FastModel {
             _ => x,
         }
     }
-}
 
-impl FastModel {
     /// Stage `s` run layer by layer with each op timed: the ops' times (index `l`: layer `l`
     /// of the description, `None` where no work of its own; the last: the head) and the
-    /// stage's maps. The layer-by-layer run
-    /// gives up the chunked one's cache reuse (see [`FastNet::forward_chunked`]), so the
-    /// times show each layer's own cost, not the share it takes in a cascade run.
+    /// stage's maps. The layer-by-layer run gives up the chunked one's cache reuse (see
+    /// `FastNet::forward_chunked`), so the times show each layer's own cost, not the share
+    /// it takes in a cascade run.
     pub fn stage_profile(
         &self,
         s: usize,
@@ -1771,8 +1773,10 @@ mod tests {
                     if b == 0 {
                         assert!(!steps.is_empty(), "{name}: stage 1 runs chunked");
                     }
-                    let (maps, logits) = net.forward_branch_with(b, &input, &prev, Some(true), None);
-                    let (maps0, logits0) = net.forward_branch_with(b, &input, &prev, Some(false), None);
+                    let (maps, logits) =
+                        net.forward_branch_with(b, &input, &prev, Some(true), None);
+                    let (maps0, logits0) =
+                        net.forward_branch_with(b, &input, &prev, Some(false), None);
                     // (no Debug dump of the maps: thousands of values)
                     assert!(
                         maps == maps0,

@@ -68,7 +68,13 @@ fn bench_prints_json_rows_and_layers() {
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
     for r in rows {
-        for key in ["network", "p", "ms_per_example", "theory_ratio", "measured_ratio"] {
+        for key in [
+            "network",
+            "p",
+            "ms_per_example",
+            "theory_ratio",
+            "measured_ratio",
+        ] {
             assert!(!r[key].is_null(), "{key} in {r}");
         }
         assert_eq!(r["p"].as_f64(), Some(0.5));

@@ -172,7 +172,11 @@ mod tests {
                     .iter()
                     .filter(|r| r.network == kind.name() && r.stage == s + 1)
                     .collect();
-                assert_eq!(here.iter().map(|r| r.macs).sum::<u64>(), *cost, "{kind} {s}");
+                assert_eq!(
+                    here.iter().map(|r| r.macs).sum::<u64>(),
+                    *cost,
+                    "{kind} {s}"
+                );
                 // conv1, conv2, fc1 and the head, each with its multiply-adds
                 let weighted: Vec<&str> = here
                     .iter()
