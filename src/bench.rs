@@ -144,17 +144,7 @@ where
 {
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
     let total = (cfg.warmup + cfg.reps) * cfg.ps.len() * models.len();
-    let pb = if cfg.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total as u64)
-    };
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} eta {eta}")
-            .unwrap()
-            .progress_chars("=> "),
-    );
-    pb.set_prefix(format!("bench {}", spec.name));
+    let pb = progress(cfg, total, format!("bench {}", spec.name));
     // times[p][model] over repetitions; breakdown sums
     let mut times = vec![vec![Vec::new(); models.len()]; cfg.ps.len()];
     let mut breakdown = vec![vec![Timing::default(); models.len()]; cfg.ps.len()];
@@ -238,6 +228,22 @@ where
         }
     }
     rows
+}
+
+/// The benchmark's progress bar over `total` runs (hidden when `cfg.quiet`).
+fn progress(cfg: &BenchConfig, total: usize, prefix: String) -> ProgressBar {
+    let pb = if cfg.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total as u64)
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} eta {eta}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(prefix);
+    pb
 }
 
 /// The largest |measured / theory − 1| over p >= 0.05 of a network.

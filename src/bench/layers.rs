@@ -7,14 +7,13 @@
 //! layer (one input channel, a quarter of the channels) shows here what makes its stage
 //! exceed the model.
 
-use super::{BenchConfig, median, random_models};
+use super::{BenchConfig, median, progress, random_models};
 use crate::cascade::Engine;
 use crate::cost::{layer_costs, stage_costs};
 use crate::infer::{Act, ActMaps, FastModel};
 use crate::onion::{NetworkKind, archs};
 use crate::spec::Spec;
 use burn::tensor::{Device, Distribution, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 /// One op of one stage of one network.
@@ -25,7 +24,8 @@ pub struct LayerRow {
     pub stage: usize,
     /// The description's layer name, or "head".
     pub layer: String,
-    /// Rows the stage runs on: the batch at stage 1, round(p^(s-1) x batch) after.
+    /// Rows the stage runs on: the batch at stage 1, round(p^(s-1) x batch) after (at least
+    /// one: at p = 0 a later stage is profiled on one row, where a cascade would not run it).
     pub rows: usize,
     /// Multiply-adds per example (0: an op the model counts as free).
     pub macs: u64,
@@ -73,17 +73,11 @@ pub fn layer_profile(spec: &Spec, cfg: &BenchConfig, p: f64, device: &Device) ->
             cases.push((mi, s, input, prev));
         }
     }
-    let pb = if cfg.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(((cfg.warmup + cfg.reps) * cases.len()) as u64)
-    };
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} eta {eta}")
-            .unwrap()
-            .progress_chars("=> "),
+    let pb = progress(
+        cfg,
+        (cfg.warmup + cfg.reps) * cases.len(),
+        format!("layers {}", spec.name),
     );
-    pb.set_prefix(format!("layers {}", spec.name));
     // times[case][op] over repetitions
     let mut times: Vec<Vec<Vec<f64>>> = vec![Vec::new(); cases.len()];
     for rep in 0..cfg.warmup + cfg.reps {
