@@ -1212,13 +1212,16 @@ impl FastNet {
         // a conv's output already max-pooled, kept for the pooling layer
         let mut pooled: Option<Act> = None;
         for (l, op) in br.ops.iter().enumerate().skip(own.len()) {
-            // ops that do no work of their own: absent, or fused into the conv before
-            let works = match op {
-                None | Some(Op::Fused) | Some(Op::Identity) => false,
-                Some(Op::Maxpool { .. }) => pooled.is_none(),
-                _ => true,
-            };
-            let clock = Instant::now();
+            // (the clock read only when profiling: forward passes run this loop per layer)
+            let clock = times.is_some().then(|| {
+                // ops that do no work of their own: absent, or fused into the conv before
+                let works = match op {
+                    None | Some(Op::Fused) | Some(Op::Identity) => false,
+                    Some(Op::Maxpool { .. }) => pooled.is_none(),
+                    _ => true,
+                };
+                (works, Instant::now())
+            });
             let out = match op {
                 None => None,
                 Some(Op::Conv(c)) => {
@@ -1277,15 +1280,15 @@ impl FastNet {
                 }),
                 Some(Op::Identity) => own[l - 1].clone(),
             };
-            if let Some(t) = times.as_deref_mut() {
+            if let (Some(t), Some((works, clock))) = (times.as_deref_mut(), clock) {
                 t[l] = works.then(|| clock.elapsed());
             }
             own.push(out);
         }
-        let clock = Instant::now();
+        let clock = times.is_some().then(Instant::now);
         let srcs = sources(arch, b, br.ops.len() - 1, &own, prev);
         let logits = br.head.forward(&srcs, None, 0);
-        if let Some(t) = times {
+        if let (Some(t), Some(clock)) = (times, clock) {
             t[br.ops.len()] = Some(clock.elapsed());
         }
         // the head's columns past its outputs are the zero padding of `widened`
