@@ -1,11 +1,13 @@
-//! The direct kernels' 16-lane (AVX-512) tiles against the 8-lane ones, interleaved call by
-//! call in one process (this machine's speed drifts too much between runs to compare two):
-//! `ab_lanes SPEC NETWORK STAGE ROWS ROUNDS` times the monolithic network and the stage on
-//! ROWS rows under both, and prints each one's median and the stage / monolithic ratio.
+//! Two kernel choices interleaved call by call in one process (this machine's speed drifts
+//! too much between runs to compare two): `ab_lanes SPEC NETWORK STAGE ROWS ROUNDS [columns]`
+//! times the monolithic network and the stage on ROWS rows under both, and prints each one's
+//! median and the stage / monolithic ratio. The choice: the direct kernels' 8-lane tiles
+//! against the 16-lane (AVX-512) ones; with `columns`, the one-channel kernel's
+//! column-vectorised blocks against its channel-vectorised tiles.
 use burn::tensor::{Distribution, Tensor};
 use onionnet::bench::random_models;
 use onionnet::cascade::Engine;
-use onionnet::infer::{FastModel, force_8_lanes};
+use onionnet::infer::{FastModel, force_8_lanes, force_column_blocks};
 use onionnet::spec::Spec;
 use std::time::Instant;
 
@@ -15,6 +17,14 @@ fn main() -> anyhow::Result<()> {
     let spec = Spec::from_file(std::path::Path::new(&a[0]))?;
     let (net, stage, rows, rounds): (usize, usize, usize, usize) =
         (a[1].parse()?, a[2].parse()?, a[3].parse()?, a[4].parse()?);
+    let columns = a.get(5).map(String::as_str) == Some("columns");
+    let force = |on: bool| {
+        if columns {
+            force_column_blocks(on)
+        } else {
+            force_8_lanes(on)
+        }
+    };
     let device = burn::tensor::Device::default();
     let models = random_models(&spec, &device, 1);
     let [c, h, w] = spec.input.dims();
@@ -23,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     let variants: Vec<_> = [true, false]
         .into_iter()
         .map(|eight| {
-            force_8_lanes(eight);
+            force(eight);
             let fast = FastModel::from_model(&models[net]);
             let mono = FastModel::from_model(&models[0]);
             let x = fast.input(&x);
@@ -49,7 +59,7 @@ fn main() -> anyhow::Result<()> {
                 both.reverse();
             }
             for ((eight, fast, mono, x, prev), (m, s)) in both {
-                force_8_lanes(*eight);
+                force(*eight);
                 m.push(time(&|| drop(mono.stage_scores(0, x, &[]))));
                 for _ in 0..inner {
                     s.push(time(&|| drop(fast.stage_scores(stage, x, prev))));
@@ -63,9 +73,14 @@ fn main() -> anyhow::Result<()> {
     };
     for ((eight, ..), (m, s)) in variants.iter().zip(t.iter_mut()) {
         let (m, s) = (med(m), med(s));
-        let lanes = if *eight { 8 } else { 16 };
+        let name = match (columns, eight) {
+            (false, true) => " 8 lanes",
+            (false, false) => "16 lanes",
+            (true, true) => "columns ",
+            (true, false) => "channels",
+        };
         println!(
-            "{lanes:2} lanes: monolithic {m:9.1} us, stage {s:9.1} us, stage / monolithic {:.4}",
+            "{name}: monolithic {m:9.1} us, stage {s:9.1} us, stage / monolithic {:.4}",
             s / m
         );
     }

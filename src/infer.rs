@@ -36,6 +36,13 @@ pub fn force_8_lanes(on: bool) {
     direct::UNPAIRED.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Runs the one-channel kernel's column-vectorised blocks where the channel-vectorised tiles
+/// would run (`true`), for benchmarks that compare the two in one process.
+#[doc(hidden)]
+pub fn force_column_blocks(on: bool) {
+    direct::COLUMNS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Which inference path runs trained networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum EngineKind {
@@ -1607,6 +1614,11 @@ mod tests {
             (vec![1], 24, 3, 1, 1, 2, (28, 28)),
             (vec![1], 8, 3, 1, 1, 1, (16, 16)),
             (vec![1], 16, 3, 1, 1, 2, (18, 20)),
+            // the channel-vectorised tiles: 4 filter groups at once, then 1 (4 rows a tile:
+            // 6 rows overlap); 4 groups; one group on 2 rows (2 rows a tile)
+            (vec![1], 40, 3, 1, 1, 2, (6, 8)),
+            (vec![1], 32, 3, 1, 1, 2, (12, 14)),
+            (vec![1], 8, 3, 1, 1, 2, (2, 8)),
             // a kernel over the whole map (an fc layer); on a few rows, with its output
             // channels shared between the threads (in equal blocks, and in blocks of 32 and 24)
             (vec![48, 16], 16, 4, 1, 0, 5, (4, 4)),
@@ -1659,11 +1671,12 @@ mod tests {
                 // inputs stored with the layer's padding as their border read the same
                 let bordered: Vec<Act> = xs.iter().map(|x| x.bordered(p).into_owned()).collect();
                 let bsrcs: Vec<&Act> = bordered.iter().collect();
-                // (one-channel layers: 16-column blocks where they apply, and 8 only)
+                // (one-channel layers: the channel-vectorised tiles where they apply, the
+                // 16-column blocks, and 8 only)
                 let single8 = if widths == [1] {
-                    vec![false, true]
+                    vec![(false, false), (true, false), (true, true)]
                 } else {
-                    vec![false]
+                    vec![(false, false)]
                 };
                 let (plain_srcs, bordered_srcs) = (&srcs, &bsrcs);
                 let cases: Vec<_> = pools
@@ -1675,6 +1688,8 @@ mod tests {
                     })
                     .collect();
                 for (pool, border, srcs, single8) in cases {
+                    let (columns, single8) = single8;
+                    direct::COLUMNS_HERE.set(columns);
                     direct::NARROW_SINGLE.set(single8);
                     let a = conv.forward_via(srcs, true, pool, border, direct::Ahead::default());
                     let b = conv.forward_via(srcs, false, None, 0, direct::Ahead::default());
@@ -1692,7 +1707,7 @@ mod tests {
                         .fold(0.0, f32::max);
                     assert!(
                         worst <= 1e-4,
-                        "{widths:?} cout {cout} k {k} s {s} p {p} pool {pool:?} border {border} narrow {narrow} blocked {blocked} 8-column {single8}: differ by {worst}"
+                        "{widths:?} cout {cout} k {k} s {s} p {p} pool {pool:?} border {border} narrow {narrow} blocked {blocked} columns {columns} 8-column {single8}: differ by {worst}"
                     );
                     // the border is zero: the stored values hold exactly the map's
                     let sum = |v: &[f32]| v.iter().map(|x| x.abs() as f64).sum::<f64>();
@@ -1702,6 +1717,7 @@ mod tests {
             direct::NARROW.set(false);
             direct::UNPAIRED_HERE.set(false);
             direct::NARROW_SINGLE.set(false);
+            direct::COLUMNS_HERE.set(false);
         }
     }
 

@@ -23,6 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// A/B benchmarks).
 pub(super) static UNPAIRED: AtomicBool = AtomicBool::new(false);
 
+/// Forces the one-channel kernel's column-vectorised blocks where the channel-vectorised
+/// ones would run, in every thread (for in-process A/B benchmarks).
+pub(super) static COLUMNS: AtomicBool = AtomicBool::new(false);
+
 thread_local! {
     /// Tests' choices of the kernels for the layers this thread starts (the tests cover every
     /// kernel, and run concurrently): the AVX2 tiles where AVX-512VL is present, the 8-lane
@@ -31,6 +35,7 @@ thread_local! {
     pub(super) static NARROW: Cell<bool> = const { Cell::new(false) };
     pub(super) static UNPAIRED_HERE: Cell<bool> = const { Cell::new(false) };
     pub(super) static NARROW_SINGLE: Cell<bool> = const { Cell::new(false) };
+    pub(super) static COLUMNS_HERE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The kernels a layer runs on, chosen on the thread that starts it.
@@ -42,6 +47,8 @@ pub(super) struct Kernels {
     pub pairs: bool,
     /// The one-channel kernel's 16-column blocks.
     pub sixteen: bool,
+    /// The one-channel kernel vectorised over output channels (3 x 3 kernels).
+    pub channels: bool,
 }
 
 impl Kernels {
@@ -62,6 +69,7 @@ impl Kernels {
             sixteen: wide
                 && *SIXTEEN.get_or_init(|| env("ONIONNET_SIXTEEN"))
                 && !NARROW_SINGLE.get(),
+            channels: wide && !COLUMNS.load(Ordering::Relaxed) && !COLUMNS_HERE.get(),
         }
     }
 }
@@ -379,8 +387,9 @@ fn conv_with(
         // SAFETY: as in the tasks below, with one task writing every position
         unsafe {
             if wide && single_channel(srcs, g) {
+                let d = doubled(srcs, g, bias, k);
                 for b in 0..g.n {
-                    x86::single_channel_example(srcs[0], g, bias, relu, b, base.get(), k.sixteen);
+                    x86::one_channel_example(srcs[0], g, bias, relu, b, base.get(), k, &d);
                     ahead.share(b, g.n).fetch();
                 }
             } else {
@@ -403,14 +412,13 @@ fn conv_with(
     if wide && single_channel(srcs, g) {
         // a few examples per task, about 1M multiply-adds
         let per = (1 << 20) / (g.out.0 * g.out.1 * macs).max(1);
+        let d = doubled(srcs, g, bias, k);
         (0..g.n)
             .into_par_iter()
             .with_min_len(per.max(1))
             .for_each(|b| {
                 // SAFETY: AVX-512VL (`k.wide`) and the shape checked; each task writes example b
-                unsafe {
-                    x86::single_channel_example(srcs[0], g, bias, relu, b, base.get(), k.sixteen)
-                };
+                unsafe { x86::one_channel_example(srcs[0], g, bias, relu, b, base.get(), k, &d) };
                 ahead.share(b, g.n).fetch();
             });
         return;
@@ -517,6 +525,23 @@ fn single_channel(srcs: &[Source], g: Geometry) -> bool {
         && oh.is_multiple_of(2)
         && ow.is_multiple_of(2)
         && ow >= 8
+}
+
+/// A one-channel layer's weights and bias for [`x86::channels_example`], each value twice in
+/// a row: weights `[(dy * kw + dx)][co][2]`, bias `[co / 8][2][co % 8]` (a filter group's 8
+/// biases for each of two pooled columns). Made per call: a few KB.
+pub(super) struct Doubled {
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// [`Doubled`] where the channel-vectorised kernel runs the layer (see [`single_channel`]:
+/// a 3 x 3 kernel, and `k.channels`).
+fn doubled(srcs: &[Source], g: Geometry, bias: &[f32], k: Kernels) -> Option<Doubled> {
+    (k.wide && k.channels && single_channel(srcs, g) && g.kernel == (3, 3)).then(|| Doubled {
+        weights: srcs[0].weights.iter().flat_map(|&w| [w, w]).collect(),
+        bias: bias.chunks_exact(8).flat_map(|b| b.iter().chain(b)).copied().collect(),
+    })
 }
 
 /// The output pointer, shared by tasks that write disjoint positions (or, compacting a
@@ -748,6 +773,174 @@ mod x86 {
                 }
                 (false, _, true) => {
                     avx2::tiles::<1, 12, 4>(srcs, g, bias, relu, first, m, c, out, ahead)
+                }
+            }
+        }
+    }
+
+    /// Example `b` of a [`super::single_channel`] layer: on the channel-vectorised tiles
+    /// where `d` holds the doubled weights, else on the column-vectorised blocks.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn one_channel_example(
+        s: Source,
+        g: Geometry,
+        bias: &[f32],
+        relu: bool,
+        b: usize,
+        out: *mut f32,
+        k: super::Kernels,
+        d: &Option<super::Doubled>,
+    ) {
+        // SAFETY: the caller's (a one-channel layer, AVX-512VL)
+        unsafe {
+            match d {
+                Some(d) => channels_example::<3>(s, g, d, relu, b, out),
+                None => single_channel_example(s, g, bias, relu, b, out, k.sixteen),
+            }
+        }
+    }
+
+    /// Example `b` of a [`super::single_channel`] layer with a `K` x `K` kernel, vectorised
+    /// over output channels: each 512-bit vector holds 8 output channels for two adjacent
+    /// output columns (lanes 2i, 2i + 1: channel i at columns x, x + 1), so that one input
+    /// load — the two input values under a tap, broadcast as a 64-bit pair — meets a vector
+    /// of weights (each channel's twice, [`Doubled`]) in one multiply-add, and a column pair
+    /// is a pooling pair. Against the column-vectorised blocks (`block16`): no transpose to
+    /// channels-last (two permutes per two pooled positions, which come out contiguous), no
+    /// columns computed twice (blocks of 4 columns: 28 = 7 x 4, where 16-column blocks
+    /// compute 32), and inputs loaded once per tile for every kernel row and filter group.
+    /// Tiles of 4 conv rows x 4 columns for 8 channels, 2 rows x 4 columns for 16–32.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn channels_example<const K: usize>(
+        s: Source,
+        g: Geometry,
+        d: &super::Doubled,
+        relu: bool,
+        b: usize,
+        out: *mut f32,
+    ) {
+        let groups = g.cout / 8;
+        let mut g0 = 0;
+        // SAFETY: see `channels_tile`; the tiles' rows and columns lie in the output
+        unsafe {
+            while g0 < groups {
+                let n = (groups - g0).min(4);
+                match n {
+                    1 if g.out.0 >= 4 => sweep::<K, 4, 1>(s, g, d, relu, b, out, g0),
+                    1 => sweep::<K, 2, 1>(s, g, d, relu, b, out, g0),
+                    2 => sweep::<K, 2, 2>(s, g, d, relu, b, out, g0),
+                    3 => sweep::<K, 2, 3>(s, g, d, relu, b, out, g0),
+                    _ => sweep::<K, 2, 4>(s, g, d, relu, b, out, g0),
+                }
+                g0 += n;
+            }
+        }
+    }
+
+    /// Every tile of example `b` for filter groups `g0..g0 + G`: the last row (column) of
+    /// tiles overlapping the one before where `ROWS` (4) does not divide the height (width):
+    /// an even start, so whole pooling windows.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn sweep<const K: usize, const ROWS: usize, const G: usize>(
+        s: Source,
+        g: Geometry,
+        d: &super::Doubled,
+        relu: bool,
+        b: usize,
+        out: *mut f32,
+        g0: usize,
+    ) {
+        let (oh, ow) = g.out;
+        let starts = |len: usize, step: usize| {
+            (0..len - step + 1)
+                .step_by(step)
+                .chain((!len.is_multiple_of(step)).then_some(len - step))
+        };
+        for y in starts(oh, ROWS) {
+            for x in starts(ow, 4) {
+                // SAFETY: y + ROWS <= oh, x + 4 <= ow, both even (oh, ow, ROWS even)
+                unsafe { channels_tile::<K, ROWS, G>(s, g, d, relu, b, y, x, out, g0) };
+            }
+        }
+    }
+
+    /// Conv rows `y..y + ROWS` x columns `x..x + 4` x filter groups `g0..g0 + G`, pooled to
+    /// rows `y / 2..` x columns `x / 2, x / 2 + 1`.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn channels_tile<const K: usize, const ROWS: usize, const G: usize>(
+        s: Source,
+        g: Geometry,
+        d: &super::Doubled,
+        relu: bool,
+        b: usize,
+        y: usize,
+        x: usize,
+        out: *mut f32,
+        g0: usize,
+    ) {
+        use std::arch::x86_64::*;
+        // SAFETY: reads stay in example b's padded map (columns up to x + 3 + K - 1 <= w - 1,
+        // since w = ow + K - 1 and x + 4 <= ow; rows up to y + ROWS - 1 + K - 1 <= h - 1) and
+        // in the doubled weights (taps x cout x 2); writes go to example b's stored positions
+        unsafe {
+            let src = s.data.as_ptr().add(b * g.h * g.w + y * g.w + x);
+            let wts = d.weights.as_ptr().add(g0 * 16);
+            let zero = _mm512_setzero_ps();
+            // [group][conv row][column pair]
+            let mut acc = [[[zero; 2]; ROWS]; G];
+            for dy in 0..K {
+                for dx in 0..K {
+                    let w: [__m512; G] = std::array::from_fn(|gi| {
+                        _mm512_loadu_ps(wts.add((dy * K + dx) * 2 * g.cout + gi * 16))
+                    });
+                    #[allow(clippy::needless_range_loop)]
+                    for r in 0..ROWS {
+                        for u in 0..2 {
+                            let at = src.add((r + dy) * g.w + 2 * u + dx).cast::<f64>();
+                            let v = _mm512_castpd_ps(_mm512_set1_pd(at.read_unaligned()));
+                            for gi in 0..G {
+                                acc[gi][r][u] = _mm512_fmadd_ps(v, w[gi], acc[gi][r][u]);
+                            }
+                        }
+                    }
+                }
+            }
+            // even lanes of a then b, odd lanes of a then b: columns x / 2 + 0 and + 1
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            for gi in 0..G {
+                let bv = _mm512_loadu_ps(d.bias.as_ptr().add((g0 + gi) * 16));
+                let cg = (g0 + gi) * 8;
+                for rp in 0..ROWS / 2 {
+                    let m0 = _mm512_max_ps(acc[gi][2 * rp][0], acc[gi][2 * rp + 1][0]);
+                    let m1 = _mm512_max_ps(acc[gi][2 * rp][1], acc[gi][2 * rp + 1][1]);
+                    let p = _mm512_max_ps(
+                        _mm512_permutex2var_ps(m0, even, m1),
+                        _mm512_permutex2var_ps(m0, odd, m1),
+                    );
+                    let mut v = _mm512_add_ps(p, bv);
+                    if relu {
+                        v = _mm512_max_ps(v, zero);
+                    }
+                    let at = out.add(g.at(b, y / 2 + rp, x / 2) + cg);
+                    if g.cout == 8 {
+                        // the two pooled columns' channels are contiguous
+                        _mm512_storeu_ps(at, v);
+                    } else {
+                        _mm256_storeu_ps(at, _mm512_castps512_ps256(v));
+                        _mm256_storeu_ps(
+                            at.add(g.cout),
+                            _mm512_castps512_ps256(_mm512_castpd_ps(_mm512_castpd256_pd512(
+                                _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)),
+                            ))),
+                        );
+                    }
                 }
             }
         }
