@@ -379,7 +379,12 @@ fn conv_with(
     } else {
         chunk
     };
-    zero_border(g, out);
+    // (a one-channel layer's tasks write whole examples, border included)
+    let whole_examples =
+        cfg!(target_arch = "x86_64") && parallel && wide && single_channel(srcs, g);
+    if !whole_examples {
+        zero_border(g, out, parallel);
+    }
     // tasks own disjoint stored positions; the border is written above
     let base = Out(out.as_mut_ptr().cast());
     if !parallel {
@@ -417,8 +422,13 @@ fn conv_with(
             .into_par_iter()
             .with_min_len(per.max(1))
             .for_each(|b| {
+                let len = g.example_len();
                 // SAFETY: AVX-512VL (`k.wide`) and the shape checked; each task writes example b
-                unsafe { x86::one_channel_example(srcs[0], g, bias, relu, b, base.get(), k, &d) };
+                unsafe {
+                    let ex = base.get().add(b * len).cast::<MaybeUninit<f32>>();
+                    zero_example_border(g, std::slice::from_raw_parts_mut(ex, len));
+                    x86::one_channel_example(srcs[0], g, bias, relu, b, base.get(), k, &d)
+                };
                 ahead.share(b, g.n).fetch();
             });
         return;
@@ -540,7 +550,11 @@ pub(super) struct Doubled {
 fn doubled(srcs: &[Source], g: Geometry, bias: &[f32], k: Kernels) -> Option<Doubled> {
     (k.wide && k.channels && single_channel(srcs, g) && g.kernel == (3, 3)).then(|| Doubled {
         weights: srcs[0].weights.iter().flat_map(|&w| [w, w]).collect(),
-        bias: bias.chunks_exact(8).flat_map(|b| b.iter().chain(b)).copied().collect(),
+        bias: bias
+            .chunks_exact(8)
+            .flat_map(|b| b.iter().chain(b))
+            .copied()
+            .collect(),
     })
 }
 
@@ -561,10 +575,26 @@ impl Out {
 /// Writes the zero border of every stored example (the kernel writes the rest): a row's right
 /// border and the next row's left border are one run, written by vector-sized stores (a
 /// `memset` call per run of a few channels cost 2% of a thin stage's time).
-fn zero_border(g: Geometry, out: &mut [MaybeUninit<f32>]) {
+fn zero_border(g: Geometry, out: &mut [MaybeUninit<f32>], parallel: bool) {
+    use rayon::prelude::*;
     if g.border == 0 {
         return;
     }
+    // split between the threads: on a thin layer's output the border is a quarter of the
+    // values (a 14 x 14 map stored 16 x 16); written by one thread, measured (layer by layer,
+    // interleaved in one process) 40% of the retrieval stage 1's first conv
+    if parallel {
+        out.par_chunks_mut(g.example_len())
+            .with_min_len(8)
+            .for_each(|ex| zero_example_border(g, ex));
+    } else {
+        out.chunks_mut(g.example_len())
+            .for_each(|ex| zero_example_border(g, ex));
+    }
+}
+
+/// [`zero_border`] of one example's stored output `ex`.
+fn zero_example_border(g: Geometry, ex: &mut [MaybeUninit<f32>]) {
     let (qh, qw) = g.stored();
     let (b, c) = (g.border, g.cout);
     let bw = qw + 2 * b;
@@ -574,14 +604,12 @@ fn zero_border(g: Geometry, out: &mut [MaybeUninit<f32>]) {
             v.copy_from_slice(&[MaybeUninit::new(0.0); 8]);
         }
     };
-    for ex in out.chunks_mut(g.example_len()) {
-        // the top rows and the first row's left border; the last row's right border and the
-        // bottom rows
-        zero(&mut ex[..(b * bw + b) * c]);
-        zero(&mut ex[((b + qh - 1) * bw + b + qw) * c..]);
-        for y in b..b + qh - 1 {
-            zero(&mut ex[(y * bw + b + qw) * c..((y + 1) * bw + b) * c]);
-        }
+    // the top rows and the first row's left border; the last row's right border and the
+    // bottom rows
+    zero(&mut ex[..(b * bw + b) * c]);
+    zero(&mut ex[((b + qh - 1) * bw + b + qw) * c..]);
+    for y in b..b + qh - 1 {
+        zero(&mut ex[(y * bw + b + qw) * c..((y + 1) * bw + b) * c]);
     }
 }
 
