@@ -120,8 +120,17 @@ pub trait Engine: Sync {
     fn rows(&self, x: &Self::Input) -> usize;
     /// Rows `range` of `x`.
     fn slice(&self, x: &Self::Input, range: Range<usize>) -> Self::Input;
-    /// Blocks (an input and the earlier stages' maps, all pruned alike) stacked row-wise.
-    fn concat(&self, blocks: Vec<Block<Self>>) -> Block<Self>;
+    /// The survivors of `plan` among the rows of a block (`x` and the earlier stages' maps
+    /// `prev`, pruned alike), in `plan.window_sources()` order, appended to `into`, a block
+    /// waiting for the same stage: each survivor copied once (gathered, then stacked with
+    /// the waiting rows, it would be copied twice).
+    fn gather_onto(
+        &self,
+        into: Block<Self>,
+        x: &Self::Input,
+        prev: &[Self::Maps],
+        plan: &Compaction,
+    ) -> Block<Self>;
 }
 
 /// Rows waiting for a stage: their input and the earlier stages' maps (the onion's).
@@ -155,11 +164,19 @@ impl Engine for Model {
     fn slice(&self, x: &Tensor<4>, range: Range<usize>) -> Tensor<4> {
         x.clone().slice(range)
     }
-    fn concat(&self, blocks: Vec<Block<Self>>) -> Block<Self> {
-        let (inputs, maps): (Vec<_>, Vec<_>) = blocks.into_iter().unzip();
+    fn gather_onto(
+        &self,
+        (x0, maps0): Block<Self>,
+        x: &Tensor<4>,
+        prev: &[Maps],
+        plan: &Compaction,
+    ) -> Block<Self> {
+        // (burn's tensors: selected, then stacked)
+        let mut maps = prev.to_vec();
+        let x = gather_rows(x.clone(), &mut maps, &plan.window_sources());
         (
-            Tensor::cat(inputs, 0),
-            stack_maps(maps, |m| Tensor::cat(m, 0)),
+            Tensor::cat(vec![x0, x], 0),
+            stack_maps(vec![maps0, maps], |m| Tensor::cat(m, 0)),
         )
     }
 }
@@ -378,8 +395,9 @@ fn run_pooled_here<E: Engine>(
             ..Timing::default()
         },
     };
-    // waiting[s]: blocks of rows that passed stage s - 1, with their original rows
-    let mut waiting: Vec<Vec<(Block<E>, Vec<usize>)>> = (0..stages).map(|_| Vec::new()).collect();
+    // waiting[s]: the rows that passed stage s - 1 (from one batch or several), with their
+    // original rows
+    let mut waiting: Vec<Option<(Block<E>, Vec<usize>)>> = (0..stages).map(|_| None).collect();
     // one batch: the input is stage 1's block as it is (no copy)
     let (mut whole, stream) = if batch >= n {
         (Some(input), None)
@@ -387,7 +405,7 @@ fn run_pooled_here<E: Engine>(
         (None, Some(input))
     };
     let mut start = 0;
-    while start < n || waiting.iter().any(|w| !w.is_empty()) {
+    while start < n || waiting.iter().any(Option::is_some) {
         if start < n {
             let end = (start + batch).min(n);
             let x = match whole.take() {
@@ -399,20 +417,9 @@ fn run_pooled_here<E: Engine>(
             start = end;
         }
         for s in 1..stages {
-            let ready: usize = waiting[s].iter().map(|(_, r)| r.len()).sum();
+            let ready = waiting[s].as_ref().map_or(0, |(_, r)| r.len());
             if ready > 0 && (2 * ready >= batch || start >= n) {
-                let t = Instant::now();
-                let mut blocks = std::mem::take(&mut waiting[s]);
-                let block = if blocks.len() == 1 {
-                    blocks.pop().expect("one block")
-                } else {
-                    let rows = blocks.iter().flat_map(|(_, r)| r.iter().copied()).collect();
-                    (
-                        model.concat(blocks.into_iter().map(|(b, _)| b).collect()),
-                        rows,
-                    )
-                };
-                out.timing.gather += t.elapsed();
+                let block = waiting[s].take().expect("rows waiting");
                 advance(model, s, block, &mut decide, &mut waiting, &mut out);
             }
         }
@@ -427,7 +434,7 @@ fn advance<E: Engine>(
     s: usize,
     ((x, mut prev), rows): (Block<E>, Vec<usize>),
     decide: &mut impl FnMut(usize, &[f32]) -> Vec<bool>,
-    waiting: &mut [Vec<(Block<E>, Vec<usize>)>],
+    waiting: &mut [Option<(Block<E>, Vec<usize>)>],
     out: &mut CascadeOutput,
 ) {
     let t = Instant::now();
@@ -458,13 +465,20 @@ fn advance<E: Engine>(
         model.prune(&mut own);
         prev.push(own);
     }
-    let (x, rows) = if plan.len < rows.len() {
-        let x = model.gather(x, &mut prev, &plan);
-        let src = plan.window_sources();
-        (x, src.iter().map(|&i| rows[i]).collect())
-    } else {
-        (x, rows)
-    };
-    waiting[s + 1].push(((x, prev), rows));
+    let survivors = |rows: &[usize]| plan.window_sources().iter().map(|&i| rows[i]).collect();
+    waiting[s + 1] = Some(match waiting[s + 1].take() {
+        // rows from an earlier batch wait: this batch's survivors copied straight after them
+        Some((block, mut wait)) => {
+            let block = model.gather_onto(block, &x, &prev, &plan);
+            wait.extend::<Vec<usize>>(survivors(&rows));
+            (block, wait)
+        }
+        // else compacted where they are, with the fewest moves
+        None if plan.len < rows.len() => {
+            let x = model.gather(x, &mut prev, &plan);
+            ((x, prev), survivors(&rows))
+        }
+        None => ((x, prev), rows),
+    });
     out.timing.gather += t.elapsed();
 }
