@@ -9,8 +9,9 @@
 //! only their maximum is stored, so the full-size map is never written nor read back (it is
 //! read by nobody else: other branches read maps after the pooling). Outputs are stored within
 //! the zero border their reader pads with. One-channel inputs with 2x2 pooling get their own
-//! kernel, vectorised over output columns, 16 at a time on AVX-512 (see
-//! `single_channel_example`). A conv may prefetch the next layer's weights meanwhile
+//! kernels on AVX-512: 3 x 3 ones vectorised over output channels, two columns per vector
+//! (`channels_example`), others over output columns, 16 at a time
+//! (`single_channel_example`). A conv may prefetch the next layer's weights meanwhile
 //! ([`Ahead`]). x86-64 with AVX2 and FMA only (checked at run time; AVX-512VL, where present,
 //! gives more registers and larger tiles, and 16-lane arithmetic: each 512-bit vector holds 8
 //! output channels for two input values, see [`paired`]); elsewhere the GEMM path runs.
@@ -524,8 +525,9 @@ fn vectors(nv: usize, wide: bool, pooled: bool) -> usize {
     }
 }
 
-/// Whether [`x86::single_channel_example`] runs the layer: one input channel (a grey image),
-/// stride 1, a fused 2 x 2 pooling of an even-sized output at least 8 wide.
+/// Whether a one-channel kernel runs the layer ([`x86::one_channel_example`]): one input
+/// channel (a grey image), stride 1, a fused 2 x 2 pooling of an even-sized output at least
+/// 8 wide.
 fn single_channel(srcs: &[Source], g: Geometry) -> bool {
     let (oh, ow) = g.out;
     srcs.len() == 1
