@@ -944,12 +944,12 @@ mod x86 {
             // even lanes of a then b, odd lanes of a then b: columns x / 2 + 0 and + 1
             let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
             let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-            for gi in 0..G {
+            for (gi, a) in acc.iter().enumerate() {
                 let bv = _mm512_loadu_ps(d.bias.as_ptr().add((g0 + gi) * 16));
                 let cg = (g0 + gi) * 8;
                 for rp in 0..ROWS / 2 {
-                    let m0 = _mm512_max_ps(acc[gi][2 * rp][0], acc[gi][2 * rp + 1][0]);
-                    let m1 = _mm512_max_ps(acc[gi][2 * rp][1], acc[gi][2 * rp + 1][1]);
+                    let m0 = _mm512_max_ps(a[2 * rp][0], a[2 * rp + 1][0]);
+                    let m1 = _mm512_max_ps(a[2 * rp][1], a[2 * rp + 1][1]);
                     let p = _mm512_max_ps(
                         _mm512_permutex2var_ps(m0, even, m1),
                         _mm512_permutex2var_ps(m0, odd, m1),
