@@ -164,23 +164,6 @@ impl Act {
         }
     }
 
-    /// Maps of the same shape stacked row-wise.
-    pub fn cat(parts: Vec<Act>) -> Act {
-        let first = parts.first().expect("something to stack");
-        assert!(
-            parts
-                .iter()
-                .all(|a| (a.h, a.w, a.c, a.border) == (first.h, first.w, first.c, first.border)),
-            "stacked maps share a shape"
-        );
-        let mut data = Vec::with_capacity(parts.iter().map(|a| a.values().len()).sum());
-        for a in &parts {
-            data.extend_from_slice(a.values());
-        }
-        let n = parts.iter().map(|a| a.n).sum();
-        Act::with_border(n, first.h, first.w, first.c, first.border, data)
-    }
-
     /// Rows `rows` of `src` (a map of the same shape) copied after this map's rows.
     pub fn push_rows(&mut self, src: &Act, rows: &[usize]) {
         assert!(
