@@ -3,11 +3,12 @@
 //! times the monolithic network and the stage on ROWS rows under both, and prints each one's
 //! median and the stage / monolithic ratio. The choice: the direct kernels' 8-lane tiles
 //! against the 16-lane (AVX-512) ones; with `columns`, the one-channel kernel's
-//! column-vectorised blocks against its channel-vectorised tiles.
+//! column-vectorised blocks against its channel-vectorised tiles; with `chunks`, every stage
+//! layer by layer against chunked where it pays.
 use burn::tensor::{Distribution, Tensor};
 use onionnet::bench::random_models;
 use onionnet::cascade::Engine;
-use onionnet::infer::{FastModel, force_8_lanes, force_column_blocks};
+use onionnet::infer::{FastModel, force_8_lanes, force_column_blocks, force_layer_by_layer};
 use onionnet::spec::Spec;
 use std::time::Instant;
 
@@ -17,13 +18,11 @@ fn main() -> anyhow::Result<()> {
     let spec = Spec::from_file(std::path::Path::new(&a[0]))?;
     let (net, stage, rows, rounds): (usize, usize, usize, usize) =
         (a[1].parse()?, a[2].parse()?, a[3].parse()?, a[4].parse()?);
-    let columns = a.get(5).map(String::as_str) == Some("columns");
-    let force = |on: bool| {
-        if columns {
-            force_column_blocks(on)
-        } else {
-            force_8_lanes(on)
-        }
+    let mode = a.get(5).map(String::as_str).unwrap_or("lanes");
+    let force = |on: bool| match mode {
+        "columns" => force_column_blocks(on),
+        "chunks" => force_layer_by_layer(on),
+        _ => force_8_lanes(on),
     };
     let device = burn::tensor::Device::default();
     let models = random_models(&spec, &device, 1);
@@ -73,11 +72,13 @@ fn main() -> anyhow::Result<()> {
     };
     for ((eight, ..), (m, s)) in variants.iter().zip(t.iter_mut()) {
         let (m, s) = (med(m), med(s));
-        let name = match (columns, eight) {
-            (false, true) => " 8 lanes",
-            (false, false) => "16 lanes",
-            (true, true) => "columns ",
-            (true, false) => "channels",
+        let name = match (mode, eight) {
+            ("columns", true) => "columns ",
+            ("columns", false) => "channels",
+            ("chunks", true) => "layers  ",
+            ("chunks", false) => "chunked ",
+            (_, true) => " 8 lanes",
+            (_, false) => "16 lanes",
         };
         println!(
             "{name}: monolithic {m:9.1} us, stage {s:9.1} us, stage / monolithic {:.4}",

@@ -43,6 +43,15 @@ pub fn force_column_blocks(on: bool) {
     direct::COLUMNS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Runs every stage layer by layer where its leading convs would run example-chunk by
+/// example-chunk (`true`), for benchmarks that compare the two in one process.
+#[doc(hidden)]
+pub fn force_layer_by_layer(on: bool) {
+    LAYER_BY_LAYER.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+static LAYER_BY_LAYER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Which inference path runs trained networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum EngineKind {
@@ -1215,7 +1224,8 @@ impl FastNet {
         // maps take 120 KB per example, 2–9% slower)
         let chunked = chunked.unwrap_or_else(|| {
             let (n, threads) = (input.n, rayon::current_num_threads());
-            n >= 2 * threads
+            !LAYER_BY_LAYER.load(std::sync::atomic::Ordering::Relaxed)
+                && n >= 2 * threads
                 && 20 * threads * n.div_ceil(threads) <= 21 * n
                 && !steps.is_empty()
                 && chunk_fit(&steps, input, prev) >= 2

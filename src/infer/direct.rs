@@ -540,8 +540,11 @@ fn single_channel(srcs: &[Source], g: Geometry) -> bool {
 }
 
 /// A one-channel layer's weights and bias for [`x86::channels_example`], each value twice in
-/// a row: weights `[(dy * kw + dx)][co][2]`, bias `[co / 8][2][co % 8]` (a filter group's 8
-/// biases for each of two pooled columns). Made per call: a few KB.
+/// a row: weights `[co / 8][dy * kw + dx][co % 8][2]` (a filter group's taps contiguous, at
+/// offsets known at compile time: with the packed layout's rows of `cout` values, a copy of
+/// the kernel compiled on its own spilled the tap offsets and ran 1.3x slower; in the engine
+/// the two measured the same within noise), bias `[co / 8][2][co % 8]` (a filter group's 8 biases for each of two pooled
+/// columns). Made per call: a few KB.
 pub(super) struct Doubled {
     weights: Vec<f32>,
     bias: Vec<f32>,
@@ -551,7 +554,15 @@ pub(super) struct Doubled {
 /// a 3 x 3 kernel, and `k.channels`).
 fn doubled(srcs: &[Source], g: Geometry, bias: &[f32], k: Kernels) -> Option<Doubled> {
     (k.wide && k.channels && single_channel(srcs, g) && g.kernel == (3, 3)).then(|| Doubled {
-        weights: srcs[0].weights.iter().flat_map(|&w| [w, w]).collect(),
+        weights: (0..g.cout / 8)
+            .flat_map(|gr| {
+                srcs[0]
+                    .weights
+                    .chunks_exact(g.cout)
+                    .flat_map(move |tap| &tap[gr * 8..gr * 8 + 8])
+            })
+            .flat_map(|&w| [w, w])
+            .collect(),
         bias: bias
             .chunks_exact(8)
             .flat_map(|b| b.iter().chain(b))
@@ -917,17 +928,17 @@ mod x86 {
         use std::arch::x86_64::*;
         // SAFETY: reads stay in example b's padded map (columns up to x + 3 + K - 1 <= w - 1,
         // since w = ow + K - 1 and x + 4 <= ow; rows up to y + ROWS - 1 + K - 1 <= h - 1) and
-        // in the doubled weights (taps x cout x 2); writes go to example b's stored positions
+        // in the doubled weights (groups x taps x 16); writes go to example b's stored positions
         unsafe {
             let src = s.data.as_ptr().add(b * g.h * g.w + y * g.w + x);
-            let wts = d.weights.as_ptr().add(g0 * 16);
+            let wts = d.weights.as_ptr().add(g0 * K * K * 16);
             let zero = _mm512_setzero_ps();
             // [group][conv row][column pair]
             let mut acc = [[[zero; 2]; ROWS]; G];
             for dy in 0..K {
                 for dx in 0..K {
                     let w: [__m512; G] = std::array::from_fn(|gi| {
-                        _mm512_loadu_ps(wts.add((dy * K + dx) * 2 * g.cout + gi * 16))
+                        _mm512_loadu_ps(wts.add((gi * K * K + dy * K + dx) * 16))
                     });
                     #[allow(clippy::needless_range_loop)]
                     for r in 0..ROWS {
