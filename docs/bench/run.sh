@@ -24,6 +24,6 @@ run() { # name batch reps burn-reps pool
 # batch of survivors gathers before stage 2 runs (4 batches left it 24 rows at the stream's
 # end); 4 for the others, whose runs take 20-100x longer per example
 run fashion-retrieval 128 21 7 16
-run 2ch-deep 128 11 7 4
+run 2ch-deep 128 21 7 4
 # the large network: smaller batch and fewer repetitions to stay within minutes on 2 cores
-run alexnet-64 32 9 5 4
+run alexnet-64 32 17 5 4
