@@ -338,10 +338,22 @@ pub fn gather_rows(x: Tensor<4>, prev: &mut [Maps], src: &[usize]) -> Tensor<4> 
 
 /// Runs `model` as a cascade over one batch, rows passing by `gate`'s thresholds.
 pub fn run<E: Engine>(model: &E, input: E::Input, gate: &Gate) -> CascadeOutput {
+    let n = model.rows(&input);
+    run_stream(model, input, n.max(1), gate)
+}
+
+/// Runs `model` as a cascade over a stream of batches of `batch` rows of `input`, rows
+/// passing by `gate`'s thresholds and survivors pooled across batches ([`run_pooled`]).
+pub fn run_stream<E: Engine>(
+    model: &E,
+    input: E::Input,
+    batch: usize,
+    gate: &Gate,
+) -> CascadeOutput {
     let classes: Vec<usize> = (0..model.num_stages())
         .map(|s| model.stage(s).classes)
         .collect();
-    run_with(model, input, |s, scores| {
+    run_pooled(model, input, batch, |s, scores| {
         (0..scores.len() / classes[s])
             .map(|i| gate.passes(s, scores, classes[s], i))
             .collect()

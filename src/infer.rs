@@ -1479,9 +1479,21 @@ pub fn run_on(
     x: &Tensor<4>,
     gate: &crate::cascade::Gate,
 ) -> crate::cascade::CascadeOutput {
+    run_stream_on(model, fast, x, x.dims()[0].max(1), gate)
+}
+
+/// [`run_on`] over a stream: `x` in batches of `batch` rows, survivors pooled across them
+/// ([`crate::cascade::run_pooled`]); every row gets the scores it gets alone.
+pub fn run_stream_on(
+    model: &Model,
+    fast: Option<&FastModel>,
+    x: &Tensor<4>,
+    batch: usize,
+    gate: &crate::cascade::Gate,
+) -> crate::cascade::CascadeOutput {
     match fast {
-        Some(f) => crate::cascade::run(f, f.input(x), gate),
-        None => crate::cascade::run(model, x.clone(), gate),
+        Some(f) => crate::cascade::run_stream(f, f.input(x), batch, gate),
+        None => crate::cascade::run_stream(model, x.clone(), batch, gate),
     }
 }
 

@@ -214,6 +214,10 @@ fn demo_json_then_eval_and_damaged_checkpoints() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["rows"][1]["target_tpr"], 0.9);
+    // a stream of no batches is refused, naming the option and its value
+    let mut ev0 = vec!["eval", onion.to_str().unwrap(), "--pool", "0"];
+    ev0.extend_from_slice(&common);
+    assert_clean_error(&onionnet(&ev0), &["--pool 0"]);
 
     // a truncated weight file is reported as corrupt, naming it
     let w = onion.join("net0.bpk");

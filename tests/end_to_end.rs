@@ -99,6 +99,7 @@ fn retrieval_end_to_end_on_fashion_mnist() {
         &splits.test,
         1,
         128,
+        1,
         onionnet::infer::EngineKind::Own,
         &device,
         true,
@@ -137,6 +138,7 @@ fn retrieval_end_to_end_on_fashion_mnist() {
         &splits.test,
         1,
         128,
+        1,
         onionnet::infer::EngineKind::Burn,
         &device,
         true,
@@ -152,6 +154,36 @@ fn retrieval_end_to_end_on_fashion_mnist() {
         );
         for (p, q) in a.pass.iter().zip(&b.pass) {
             assert!((p - q).abs() < 1e-3, "{}: pass own {p} vs burn {q}", a.kind);
+        }
+    }
+    // survivors pooled over streams of 4 batches of 32: every image gets the scores it gets
+    // in its batch, so the same APs and pass rates
+    let pooled = evaluate(
+        &models,
+        &splits.test,
+        1,
+        32,
+        4,
+        onionnet::infer::EngineKind::Own,
+        &device,
+        true,
+    )
+    .unwrap();
+    for (a, b) in out.iter().zip(&pooled) {
+        assert!(
+            (a.map - b.map).abs() < 1e-6,
+            "{}: mAP per batch {} vs pooled {}",
+            a.kind,
+            a.map,
+            b.map
+        );
+        assert_eq!(a.pass.len(), b.pass.len());
+        for (p, q) in a.pass.iter().zip(&b.pass) {
+            assert!(
+                (p - q).abs() < 1e-9,
+                "{}: pass per batch {p} vs pooled {q}",
+                a.kind
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);

@@ -75,6 +75,7 @@ fn patch_matching_end_to_end() {
             data,
             64,
             1,
+            1,
             onionnet::infer::EngineKind::Own,
             &device,
             name,
@@ -93,6 +94,34 @@ fn patch_matching_end_to_end() {
         }
         let p = r[1].pass_pct.unwrap();
         assert!(p > 0.0 && p <= 100.0);
+        // survivors pooled over streams of 3 batches: the same scores, so the same figures
+        let pooled = evaluate(
+            &models,
+            data,
+            64,
+            3,
+            1,
+            onionnet::infer::EngineKind::Own,
+            &device,
+            name,
+        )
+        .unwrap();
+        for (a, b) in out.iter().zip(&pooled) {
+            // (stage 1 runs on the same batches; stage 2 on other blocks of rows)
+            assert_eq!(
+                (a.pass, a.reached_tpr),
+                (b.pass, b.reached_tpr),
+                "{name} {}: per batch vs pooled",
+                a.kind
+            );
+            assert!(
+                (a.fpr95 - b.fpr95).abs() < 1e-6,
+                "{name} {}: FPR95 per batch {} vs pooled {}",
+                a.kind,
+                a.fpr95,
+                b.fpr95
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -10,7 +10,7 @@ use crate::cascade::{Gate, Model};
 use crate::cost::speedup;
 use crate::data::Dataset;
 use crate::error::CascadeError;
-use crate::infer::{EngineKind, FastModel, prepare, run_on};
+use crate::infer::{EngineKind, FastModel, prepare, run_stream_on};
 use crate::onion::NetworkKind;
 use crate::report::Row;
 use burn::tensor::{Device, Tensor};
@@ -56,13 +56,15 @@ fn gate(model: &Model, cal: &Option<Calibration>) -> Gate {
     }
 }
 
-/// Runs one network over `batches`; returns final match scores (−∞ for rejected pairs),
+/// Runs one network over `batches` (each a stream cut into batches of `batch` pairs);
+/// returns final match scores (−∞ for rejected pairs),
 /// whether each pair passed stage 1, and the elapsed seconds.
 fn score(
     model: &Model,
     fast: Option<&FastModel>,
     cal: &Option<Calibration>,
     batches: &[(Vec<usize>, Tensor<4>)],
+    batch: usize,
     n: usize,
 ) -> (Vec<f32>, Vec<bool>, f64) {
     let g = gate(model, cal);
@@ -71,7 +73,7 @@ fn score(
     let mut passed = vec![true; n];
     let t0 = Instant::now();
     for (rows, x) in batches {
-        let out = run_on(model, fast, x, &g);
+        let out = run_stream_on(model, fast, x, batch, &g);
         for (i, &r) in rows.iter().enumerate() {
             passed[r] = out.reached[i] >= 1 || stages == 1;
             if out.reached[i] + 1 == stages {
@@ -84,11 +86,15 @@ fn score(
 }
 
 /// Evaluates every (network, calibration) on `data`, timing runs interleaved `reps` times
-/// (the median is kept).
+/// (the median is kept). The pairs run in batches of `batch`; with `pool` > 1 as streams of
+/// `pool` batches whose survivors wait for each other before the next stage
+/// ([`run_stream_on`]: same scores, stage 2 on fuller blocks).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     models: &[(&Model, Vec<Option<Calibration>>)],
     data: &Dataset,
     batch: usize,
+    pool: usize,
     reps: usize,
     engine: EngineKind,
     device: &Device,
@@ -103,7 +109,13 @@ pub fn evaluate(
             "{label} test set has no positive pair"
         )));
     }
-    let b = data.batches(batch, device);
+    if batch == 0 || pool == 0 {
+        return Err(CascadeError::Empty(format!(
+            "batches of {batch} pairs pooled over {pool} batches (both must be at least 1)"
+        )));
+    }
+    // (each stream one tensor: the runner cuts it into batches)
+    let b = data.batches(batch * pool, device);
     let n = data.len();
     let points: usize = models.iter().map(|(_, c)| c.len()).sum();
     let pb = ProgressBar::new((points * reps.max(1)) as u64);
@@ -124,7 +136,7 @@ pub fn evaluate(
     for _ in 0..reps.max(1) {
         for (mi, (m, cals)) in models.iter().enumerate() {
             for (ci, cal) in cals.iter().enumerate() {
-                let (s, p, t) = score(m, fast[mi].as_ref(), cal, &b, n);
+                let (s, p, t) = score(m, fast[mi].as_ref(), cal, &b, batch, n);
                 times[mi][ci].push(t);
                 results[mi][ci] = (s, p);
                 pb.inc(1);

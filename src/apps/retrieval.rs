@@ -14,7 +14,7 @@ use crate::checkpoint::{Checkpoint, Thresholds};
 use crate::cost::speedup;
 use crate::data::{Dataset, fashion};
 use crate::error::CascadeError;
-use crate::infer::{EngineKind, prepare, run_on};
+use crate::infer::{EngineKind, prepare, run_stream_on};
 use crate::onion::NetworkKind;
 use crate::report::Row;
 use crate::spec::{LabelMap, Spec};
@@ -271,12 +271,17 @@ pub struct Outcome {
 }
 
 /// Evaluates networks (each with its calibrations; `None` = the monolithic network) on the
-/// test split, one query per class, measuring time interleaved across networks.
+/// test split, one query per class, measuring time interleaved across networks. The test
+/// images run in batches of `batch`; with `pool` > 1 as streams of `pool` batches whose
+/// survivors wait for each other before the next stage ([`run_stream_on`]: same scores,
+/// stage 2 on fuller blocks).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     models: &[(&Model, Vec<Option<Calibration>>)],
     test: &Dataset,
     top_k: usize,
     batch: usize,
+    pool: usize,
     engine: EngineKind,
     device: &Device,
     quiet: bool,
@@ -295,7 +300,13 @@ pub fn evaluate(
         }
     }
     let n = test.len();
-    let batches = test.batches(batch, device);
+    if batch == 0 || pool == 0 {
+        return Err(CascadeError::Empty(format!(
+            "batches of {batch} images pooled over {pool} batches (both must be at least 1)"
+        )));
+    }
+    // (each stream one tensor: the runner cuts it into batches)
+    let batches = test.batches(batch * pool, device);
     let classes = test.classes;
     let points: usize = models.iter().map(|(_, c)| c.len()).sum();
     let pb = if quiet {
@@ -350,7 +361,7 @@ pub fn evaluate(
                 let mut in_topk = vec![false; n];
                 let t0 = Instant::now();
                 for (rows, x) in &batches {
-                    let out = run_on(model, fast[mi].as_ref(), x, &gate);
+                    let out = run_stream_on(model, fast[mi].as_ref(), x, batch, &gate);
                     let k0 = model.stage(0).classes;
                     let kl = model.stage(stages - 1).classes;
                     for (i, &r) in rows.iter().enumerate() {

@@ -39,6 +39,7 @@ pub fn default_spec() -> PathBuf {
 }
 
 pub fn run(args: &DemoArgs, device: &Device) -> anyhow::Result<()> {
+    args.eval.check()?;
     let spec_path = args.spec.clone().unwrap_or_else(default_spec);
     let spec = Spec::from_file(&spec_path)?;
     let splits = args.data.load()?;

@@ -19,12 +19,27 @@ pub struct EvalOpts {
     /// Images per inference batch.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
+    /// Survivors of K consecutive batches wait for each other before the next stage runs
+    /// (a stream: stage 2 on fuller blocks, same scores; throughput, not latency). 1: every
+    /// batch on its own.
+    #[arg(long, default_value_t = 1)]
+    pub pool: usize,
     /// Print `{"rows": [...]}` on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
     /// Inference path: the own path or burn's modules.
     #[arg(long, value_enum, default_value_t = crate::infer::EngineKind::Own)]
     pub engine: crate::infer::EngineKind,
+}
+
+impl EvalOpts {
+    /// Refuses options no evaluation can run with, naming the option and its value.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.top_k >= 1, "--top-k {} must be at least 1", self.top_k);
+        anyhow::ensure!(self.batch >= 1, "--batch {} must be at least 1", self.batch);
+        anyhow::ensure!(self.pool >= 1, "--pool {} must be at least 1", self.pool);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -39,6 +54,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: &EvalArgs, device: &Device) -> anyhow::Result<()> {
+    args.eval.check()?;
     let splits = args.data.load()?;
     let mut loaded: Vec<(Model, Vec<Option<crate::calibrate::Calibration>>)> = Vec::new();
     for dir in &args.models {
@@ -70,10 +86,19 @@ pub fn print_results(
     device: &Device,
 ) -> anyhow::Result<()> {
     let (top_k, batch, as_json) = (opts.top_k, opts.batch, opts.json);
-    anyhow::ensure!(top_k >= 1, "--top-k {top_k} must be at least 1");
+    opts.check()?;
     let refs: Vec<(&Model, Vec<Option<crate::calibrate::Calibration>>)> =
         loaded.iter().map(|(m, c)| (m, c.clone())).collect();
-    let outcomes = evaluate(&refs, test, top_k, batch, opts.engine, device, false)?;
+    let outcomes = evaluate(
+        &refs,
+        test,
+        top_k,
+        batch,
+        opts.pool,
+        opts.engine,
+        device,
+        false,
+    )?;
     let spec = &loaded
         .iter()
         .find(|(m, _)| m.kind != NetworkKind::Monolithic)

@@ -48,6 +48,11 @@ pub struct PatchesArgs {
     /// Pairs per inference batch.
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
+    /// Survivors of K consecutive batches wait for each other before the next stage runs
+    /// (a stream: stage 2 on fuller blocks, same scores; throughput, not latency). 1: every
+    /// batch on its own.
+    #[arg(long, default_value_t = 1)]
+    pub pool: usize,
     /// Inference path: the own path or burn's modules.
     #[arg(long, value_enum, default_value_t = crate::infer::EngineKind::Own)]
     pub engine: crate::infer::EngineKind,
@@ -59,6 +64,8 @@ pub struct PatchesArgs {
 }
 
 pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
+    anyhow::ensure!(args.batch >= 1, "--batch {} must be at least 1", args.batch);
+    anyhow::ensure!(args.pool >= 1, "--pool {} must be at least 1", args.pool);
     let spec_path = args
         .spec
         .clone()
@@ -150,8 +157,16 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
     let mut all_rows = Vec::new();
     let mut tables = String::new();
     for (name, data, reps) in settings {
-        let out: Vec<PatchOutcome> =
-            evaluate(&refs, data, args.batch, reps, args.engine, device, name)?;
+        let out: Vec<PatchOutcome> = evaluate(
+            &refs,
+            data,
+            args.batch,
+            args.pool,
+            reps,
+            args.engine,
+            device,
+            name,
+        )?;
         let r = rows(&spec, &out, name);
         let pos = data.labels.iter().sum::<usize>();
         tables.push_str(&format!(
@@ -184,6 +199,7 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
             &first,
             &sub,
             args.batch,
+            args.pool,
             3,
             args.engine,
             device,
