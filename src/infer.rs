@@ -1470,20 +1470,11 @@ impl FastModel {
     }
 }
 
-/// Runs `model` as a cascade on one batch on the chosen engine: burn's modules, or `fast` (the
-/// same model packed for the own path; the batch is turned channels-last inside the timed run,
-/// as a caller holding tensors would have to).
-pub fn run_on(
-    model: &Model,
-    fast: Option<&FastModel>,
-    x: &Tensor<4>,
-    gate: &crate::cascade::Gate,
-) -> crate::cascade::CascadeOutput {
-    run_stream_on(model, fast, x, x.dims()[0].max(1), gate)
-}
-
-/// [`run_on`] over a stream: `x` in batches of `batch` rows, survivors pooled across them
-/// ([`crate::cascade::run_pooled`]); every row gets the scores it gets alone.
+/// Runs `model` as a cascade over a stream on the chosen engine: burn's modules, or `fast`
+/// (the same model packed for the own path; the rows are turned channels-last inside the
+/// timed run, as a caller holding tensors would have to). `x` runs in batches of `batch`
+/// rows, survivors pooled across them ([`crate::cascade::run_pooled`]; `batch` >= the rows
+/// of `x`: one batch); every row gets the scores it gets alone.
 pub fn run_stream_on(
     model: &Model,
     fast: Option<&FastModel>,
