@@ -300,6 +300,8 @@ struct PackedConv {
     pairs: Vec<Option<direct::Lines>>,
     /// The width of the blocks `pairs` are cut into (fc layers, see `for_fc`).
     pair_width: Option<usize>,
+    /// A one-channel 3 x 3 layer's weights doubled (see `direct::Source::doubled`).
+    doubled: Option<direct::Lines>,
     all: Vec<f32>,
     bias: Vec<f32>,
     cout: usize,
@@ -371,6 +373,7 @@ fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usize, relu: bo
         blocks: vec![None; parts.len()],
         pairs: pairs_of(&parts, kw, cout),
         pair_width: None,
+        doubled: doubled_of(&parts, (kh, kw), cout),
         parts,
         all,
         bias,
@@ -392,6 +395,21 @@ fn pairs_of(parts: &[(usize, Vec<f32>)], kw: usize, cout: usize) -> Vec<Option<d
             ((kw * c).is_multiple_of(2) && cout.is_multiple_of(8)).then(|| direct::paired(w, cout))
         })
         .collect()
+}
+
+/// A one-channel 3 x 3 layer's weights doubled for the channel-vectorised kernel
+/// ([`direct::doubled_weights`]).
+fn doubled_of(
+    parts: &[(usize, Vec<f32>)],
+    kernel: (usize, usize),
+    cout: usize,
+) -> Option<direct::Lines> {
+    match parts {
+        [(1, w)] if kernel == (3, 3) && cout.is_multiple_of(8) => {
+            Some(direct::Lines::new(&direct::doubled_weights(w, cout)))
+        }
+        _ => None,
+    }
 }
 
 /// The parts' weights as one matrix over all sources' channels: per kernel position, the rows
@@ -481,6 +499,7 @@ impl PackedConv {
         if self.pairs.iter().any(Option::is_some) {
             self.pairs = pairs_of(&self.parts, self.kernel.1, wide);
         }
+        self.doubled = doubled_of(&self.parts, self.kernel, wide);
         self
     }
 
@@ -657,6 +676,7 @@ impl PackedConv {
                 blocks: b.as_ref().map(|(width, b)| (*width, b.values())),
                 pairs: pw.as_ref().map(direct::Lines::values),
                 pair_width: self.pair_width,
+                doubled: self.doubled.as_ref().map(direct::Lines::values),
             })
             .collect();
         direct::conv(&sources, g, &self.bias, self.relu, &mut out, true, ahead);
@@ -1169,6 +1189,7 @@ impl FastNet {
                             blocks: None,
                             pairs: pw.as_ref().map(direct::Lines::values),
                             pair_width: None,
+                            doubled: s.conv.doubled.as_ref().map(direct::Lines::values),
                         }
                     })
                     .collect();
@@ -1607,6 +1628,7 @@ mod tests {
             blocks: vec![None; parts.len()],
             pairs: pairs_of(&parts, k, cout),
             pair_width: None,
+            doubled: doubled_of(&parts, (k, k), cout),
             parts,
             all,
             bias: random(rng, cout),

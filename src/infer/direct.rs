@@ -94,6 +94,11 @@ pub(super) struct Source<'a> {
     /// `Some(width)` where `pairs` are also cut into blocks of `width` output channels (see
     /// [`paired_blocks`]): fc layers, as `blocks` for the 8-lane tiles.
     pub pair_width: Option<usize>,
+    /// The weights of a one-channel 3 x 3 layer doubled ([`doubled_weights`]) for the
+    /// channel-vectorised kernel, which runs where they are given. Made once with the packing
+    /// (made per call, they took 1% of the retrieval stage 1's profile: a chunked run calls
+    /// the layer once per chunk).
+    pub doubled: Option<&'a [f32]>,
 }
 
 /// Paired weights ([`paired`]) of `cout` output channels cut into blocks of `width` channels,
@@ -540,34 +545,41 @@ fn single_channel(srcs: &[Source], g: Geometry) -> bool {
 }
 
 /// A one-channel layer's weights and bias for [`x86::channels_example`], each value twice in
-/// a row: weights `[co / 8][dy * kw + dx][co % 8][2]` (a filter group's taps contiguous, at
-/// offsets known at compile time: with the packed layout's rows of `cout` values, a copy of
-/// the kernel compiled on its own spilled the tap offsets and ran 1.3x slower; in the engine
-/// the two measured the same within noise), bias `[co / 8][2][co % 8]` (a filter group's 8 biases for each of two pooled
-/// columns). Made per call: a few KB.
-pub(super) struct Doubled {
-    weights: Vec<f32>,
+/// a row: weights `[co / 8][dy * kw + dx][co % 8][2]` (see [`doubled_weights`]), bias
+/// `[co / 8][2][co % 8]` (a filter group's 8 biases for each of two pooled columns).
+pub(super) struct Doubled<'a> {
+    weights: &'a [f32],
     bias: Vec<f32>,
 }
 
+/// A one-channel layer's weights `[dy * kw + dx][cout]` doubled for the channel-vectorised
+/// kernel: `[co / 8][dy * kw + dx][co % 8][2]` (a filter group's taps contiguous, at offsets
+/// known at compile time: with the packed layout's rows of `cout` values, a copy of the kernel
+/// compiled on its own spilled the tap offsets and ran 1.3x slower; in the engine the two
+/// measured the same within noise).
+pub(super) fn doubled_weights(w: &[f32], cout: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(2 * w.len());
+    for gr in 0..cout / 8 {
+        for tap in w.chunks_exact(cout) {
+            for &v in &tap[gr * 8..gr * 8 + 8] {
+                out.extend([v, v]);
+            }
+        }
+    }
+    out
+}
+
 /// [`Doubled`] where the channel-vectorised kernel runs the layer (see [`single_channel`]:
-/// a 3 x 3 kernel, and `k.channels`).
-fn doubled(srcs: &[Source], g: Geometry, bias: &[f32], k: Kernels) -> Option<Doubled> {
-    (k.wide && k.channels && single_channel(srcs, g) && g.kernel == (3, 3)).then(|| Doubled {
-        weights: (0..g.cout / 8)
-            .flat_map(|gr| {
-                srcs[0]
-                    .weights
-                    .chunks_exact(g.cout)
-                    .flat_map(move |tap| &tap[gr * 8..gr * 8 + 8])
-            })
-            .flat_map(|&w| [w, w])
-            .collect(),
-        bias: bias
-            .chunks_exact(8)
-            .flat_map(|b| b.iter().chain(b))
-            .copied()
-            .collect(),
+/// a 3 x 3 kernel, `k.channels`, and the source's doubled weights made by the packing).
+fn doubled<'a>(srcs: &[Source<'a>], g: Geometry, bias: &[f32], k: Kernels) -> Option<Doubled<'a>> {
+    let weights = srcs[0].doubled?;
+    (k.wide && k.channels && single_channel(srcs, g) && g.kernel == (3, 3)).then(|| {
+        let mut b = Vec::with_capacity(2 * bias.len());
+        for group in bias.chunks_exact(8) {
+            b.extend_from_slice(group);
+            b.extend_from_slice(group);
+        }
+        Doubled { weights, bias: b }
     })
 }
 
