@@ -4,6 +4,13 @@ use clap::Parser;
 use onionnet::cli::{Cli, Command, bench, calibrate, cost, demo, detect, eval, patches, train};
 
 fn main() {
+    // output piped into `head` and the like: end quietly when the reader goes, as other
+    // command-line tools do, instead of panicking in `println!` (Rust ignores SIGPIPE)
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal, before any thread starts
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     onionnet::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let device = cli.device.device();

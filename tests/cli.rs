@@ -55,6 +55,47 @@ fn cost_prints_json_rows() {
     assert!((onion["theory_ratio"].as_f64().unwrap() - want).abs() < 1e-9);
 }
 
+/// `--p` takes a comma-separated list as well as repeated flags (the same rows either way),
+/// and a bad value in the list is refused by name.
+#[test]
+fn p_lists_and_repeats_agree() {
+    let rows = |args: &[&str]| {
+        let o = onionnet(&[&["cost", &spec(), "--json"][..], args].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["rows"].clone()
+    };
+    let listed = rows(&["--p", "0.1,0.5"]);
+    assert_eq!(listed.as_array().unwrap().len(), 6);
+    assert_eq!(listed, rows(&["--p", "0.1", "--p", "0.5"]));
+    // (a command-line error: clap's exit code 2)
+    let o = onionnet(&["cost", &spec(), "--p", "0.1,1.5"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("'1.5'") && e.contains("--p") && !e.contains("panicked"), "{e}");
+}
+
+/// Output read by a program that stops early (`onionnet cost ... | head -1`): the command ends
+/// on the closed pipe without a panic message.
+#[cfg(unix)]
+#[test]
+fn closed_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onionnet"))
+        .args(["cost", &spec()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    // read nothing: the pipe closes before the table is written
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child.wait().unwrap();
+    assert!(!err.contains("panicked"), "no panic on a closed pipe: {err}");
+}
+
 /// `bench --json`: the row format, the time breakdown and the per-layer profile
 /// (whose layers.csv is written beside bench.csv and bench.png).
 #[test]

@@ -27,8 +27,9 @@ pub struct BenchArgs {
     /// Unmeasured repetitions first.
     #[arg(long, default_value_t = BenchConfig::default().warmup)]
     pub warmup: usize,
-    /// Fractions passing each early stage [default: 0, 0.05, 0.1, 0.2, ..., 1].
-    #[arg(long = "p", value_parser = super::parse_fraction)]
+    /// Fractions passing each early stage, repeated or comma-separated (`--p 0,0.05`)
+    /// [default: 0, 0.05, 0.1, 0.2, ..., 1].
+    #[arg(long = "p", value_parser = super::parse_fraction, value_delimiter = ',')]
     pub p: Vec<f64>,
     /// Seed of the random weights, input and survivor positions.
     #[arg(long, default_value_t = 1)]

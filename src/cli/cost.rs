@@ -10,8 +10,9 @@ use std::path::PathBuf;
 pub struct CostArgs {
     /// Model description (TOML).
     pub spec: PathBuf,
-    /// Fractions p of examples passing each early stage.
-    #[arg(long = "p", value_parser = super::parse_fraction, default_values_t = [0.05, 0.1, 0.2, 0.3, 0.5, 1.0])]
+    /// Fractions p of examples passing each early stage, repeated or comma-separated.
+    #[arg(long = "p", value_parser = super::parse_fraction, value_delimiter = ',',
+          default_values_t = [0.05, 0.1, 0.2, 0.3, 0.5, 1.0])]
     pub p: Vec<f64>,
     /// Print `{"rows": [...]}` on stdout instead of the tables.
     #[arg(long)]
