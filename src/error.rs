@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// A model description (TOML) that cannot be turned into networks.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("cannot read model description {path}: {source}")]
+    #[error("cannot read model description {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -41,7 +41,7 @@ impl SpecError {
 /// Datasets on disk: missing, truncated or inconsistent files.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -55,7 +55,7 @@ pub enum DataError {
 /// Checkpoints and saved thresholds.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("cannot access {path}: {source}")]
+    #[error("cannot access {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

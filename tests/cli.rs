@@ -75,6 +75,23 @@ fn p_lists_and_repeats_agree() {
     assert!(e.contains("'1.5'") && e.contains("--p") && !e.contains("panicked"), "{e}");
 }
 
+/// An output directory that cannot be made is refused by name before the benchmark runs
+/// (not after minutes of measuring); a missing description names its file once.
+#[test]
+fn bench_output_directory_and_missing_spec_are_named() {
+    let d = tmp("bench-out");
+    let file = d.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let out = file.join("sub");
+    // (a default-sized run would take minutes: the error comes first)
+    let o = onionnet(&["bench", &spec(), "--out", out.to_str().unwrap()]);
+    assert_clean_error(&o, &["output directory", out.to_str().unwrap()]);
+    let missing = d.join("missing.toml");
+    let o = onionnet(&["bench", missing.to_str().unwrap()]);
+    assert_clean_error(&o, &["missing.toml"]);
+    assert_eq!(stderr(&o).matches("os error").count(), 1, "{}", stderr(&o));
+}
+
 /// Output read by a program that stops early (`onionnet cost ... | head -1`): the command ends
 /// on the closed pipe without a panic message.
 #[cfg(unix)]

@@ -1,6 +1,7 @@
 //! `onionnet bench SPEC`: the synthetic time-cost benchmark — table, CSV, PNG plot (measured
 //! solid, theory dashed, normalised to the monolithic network) and where the time goes.
 
+use anyhow::Context;
 use crate::bench::{
     BenchConfig, BenchRow, LayerRow, gemm_gflops, layer_profile, max_deviation, ms, run_bench,
 };
@@ -73,12 +74,14 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
     if !args.p.is_empty() {
         cfg.ps = args.p.clone();
     }
-    let rows = run_bench(&spec, &cfg, device);
+    // (the output directory made before the minutes of measuring, not after)
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("docs/bench").join(&spec.name));
-    std::fs::create_dir_all(&out)?;
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create the output directory {}", out.display()))?;
+    let rows = run_bench(&spec, &cfg, device);
     write_atomic(&out.join("bench.csv"), csv(&rows).as_bytes())?;
     plot(&rows, &spec, &cfg, &out.join("bench.png"))?;
     // achieved throughput of the monolithic forward against the backend's GEMM peak

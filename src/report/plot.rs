@@ -1,6 +1,7 @@
 //! PNG line plots (plotters, bitmap backend). Text uses the DejaVu Sans font compiled into
 //! the binary, so plotting needs no system font libraries.
 
+use anyhow::Context;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 use std::path::Path;
@@ -83,6 +84,7 @@ pub fn line_plot(
             .draw()?;
         root.present()?;
     }
-    std::fs::rename(&tmp, path)?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot write the plot {}", path.display()))?;
     Ok(())
 }
