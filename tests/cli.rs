@@ -72,7 +72,10 @@ fn p_lists_and_repeats_agree() {
     let o = onionnet(&["cost", &spec(), "--p", "0.1,1.5"]);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{e}");
-    assert!(e.contains("'1.5'") && e.contains("--p") && !e.contains("panicked"), "{e}");
+    assert!(
+        e.contains("'1.5'") && e.contains("--p") && !e.contains("panicked"),
+        "{e}"
+    );
 }
 
 /// An output directory that cannot be made is refused by name before the benchmark runs
@@ -108,9 +111,17 @@ fn closed_pipe_ends_quietly() {
     // read nothing: the pipe closes before the table is written
     drop(child.stdout.take());
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     child.wait().unwrap();
-    assert!(!err.contains("panicked"), "no panic on a closed pipe: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "no panic on a closed pipe: {err}"
+    );
 }
 
 /// `bench --json`: the row format, the time breakdown and the per-layer profile

@@ -70,17 +70,12 @@ fn patch_matching_end_to_end() {
         if data.labels.iter().all(|&l| l == 0) {
             continue;
         }
-        let out = evaluate(
-            &models,
-            data,
-            64,
-            1,
-            1,
-            onionnet::infer::EngineKind::Own,
-            &device,
-            name,
-        )
-        .unwrap();
+        // batches of 64, survivors pooled over `pool` of them
+        let run = |pool: usize| {
+            let own = onionnet::infer::EngineKind::Own;
+            evaluate(&models, data, 64, pool, 1, own, &device, name).unwrap()
+        };
+        let out = run(1);
         let r = rows(&spec, &out, name);
         assert_eq!(r.len(), 2);
         for row in &r {
@@ -95,17 +90,7 @@ fn patch_matching_end_to_end() {
         let p = r[1].pass_pct.unwrap();
         assert!(p > 0.0 && p <= 100.0);
         // survivors pooled over streams of 3 batches: the same scores, so the same figures
-        let pooled = evaluate(
-            &models,
-            data,
-            64,
-            3,
-            1,
-            onionnet::infer::EngineKind::Own,
-            &device,
-            name,
-        )
-        .unwrap();
+        let pooled = run(3);
         for (a, b) in out.iter().zip(&pooled) {
             // (stage 1 runs on the same batches; stage 2 on other blocks of rows)
             assert_eq!(

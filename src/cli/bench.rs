@@ -1,7 +1,6 @@
 //! `onionnet bench SPEC`: the synthetic time-cost benchmark — table, CSV, PNG plot (measured
 //! solid, theory dashed, normalised to the monolithic network) and where the time goes.
 
-use anyhow::Context;
 use crate::bench::{
     BenchConfig, BenchRow, LayerRow, gemm_gflops, layer_profile, max_deviation, ms, run_bench,
 };
@@ -10,6 +9,7 @@ use crate::cost::stage_costs;
 use crate::onion::NetworkKind;
 use crate::report::plot::{Series, line_plot};
 use crate::spec::Spec;
+use anyhow::Context;
 use burn::tensor::Device;
 use clap::Args;
 use std::fmt::Write as _;
