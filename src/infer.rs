@@ -226,54 +226,61 @@ impl Act {
     }
 
     /// [`Act::compact`] on every map of a block (the input and the earlier stages' maps) with
-    /// one plan, the in-place moves of all of them shared among the pool's threads (no two
-    /// copies touch one row: each goes from a survivor outside the window to a hole inside
-    /// it). Measured (`cargo bench --bench compaction`, retrieval onion, 15 KB per moved row,
-    /// p = 0.5): 76–83 µs on one thread, 58–63 µs shared, against 2.9–3.6 ms for the stage 2
-    /// they feed.
+    /// one plan, the copies of all of them shared among the pool's threads (no two copies
+    /// touch one row: each goes from a survivor outside the window to a hole inside it, or,
+    /// where a quarter of the rows or fewer survive, into a buffer of the map's own). Measured
+    /// (`cargo bench --bench compaction`, retrieval onion, 15 KB per moved row, p = 0.5):
+    /// 76–83 µs on one thread, 58–63 µs shared, against 2.9–3.6 ms for the stage 2 they feed.
     pub fn compact_all(maps: &mut [&mut Act], plan: &Compaction) {
         use direct::Out;
-        let mut copies: Vec<(Out, usize, usize, usize)> = Vec::new();
-        for m in maps.iter_mut() {
+        // (source, destination, values)
+        let mut copies: Vec<(Out, Out, usize)> = Vec::new();
+        // the maps whose few survivors are copied out, so that the batch's buffer is freed
+        // instead of waiting, whole, for the next stage (pooled, at p = 0.05 a stage waits for
+        // the survivors of ~10 batches); their new buffers, filled by the copies
+        let mut fresh: Vec<(usize, Vec<std::mem::MaybeUninit<f32>>)> = Vec::new();
+        let sources = plan.window_sources();
+        for (k, m) in maps.iter_mut().enumerate() {
             assert!(plan.start + plan.len <= m.n, "the plan fits the map");
+            let e = m.example_len();
+            let base = m.buf.as_mut_ptr();
+            // SAFETY (all `add`s): rows of the plan lie inside the map's buffer
+            let row = |b: *mut f32, r: usize| Out(unsafe { b.add(r * e) });
             if 4 * plan.len <= m.n {
-                m.compact_few(plan);
+                let mut rows = uninit(plan.len * e);
+                let to = rows.as_mut_ptr().cast::<f32>();
+                for (j, &i) in sources.iter().enumerate() {
+                    copies.push((row(base, m.first + i), row(to, j), e));
+                }
+                fresh.push((k, rows));
                 continue;
             }
-            let e = m.example_len();
-            let base = Out(m.buf.as_mut_ptr());
             for &(from, to) in &plan.moves {
-                copies.push((base, (m.first + from) * e, (m.first + to) * e, e));
+                copies.push((row(base, m.first + from), row(base, m.first + to), e));
             }
             m.first += plan.start;
             m.n = plan.len;
         }
-        let bytes: usize = copies.iter().map(|c| c.3 * 4).sum();
-        let copy = |&(base, from, to, len): &(Out, usize, usize, usize)| {
-            // SAFETY: rows `from` and `to` lie in one map's buffer (the plan fits it), are
-            // distinct, and no other copy reads or writes row `to` or writes row `from`
-            unsafe { std::ptr::copy_nonoverlapping(base.get().add(from), base.get().add(to), len) }
+        let bytes: usize = copies.iter().map(|c| c.2 * 4).sum();
+        let copy = |&(from, to, len): &(Out, Out, usize)| {
+            // SAFETY: both rows lie in live buffers (a map's, or one of `fresh`, whose heap
+            // storage stays put while the Vec moves), are distinct, and no other copy reads or
+            // writes row `to` or writes row `from`
+            unsafe { std::ptr::copy_nonoverlapping(from.get(), to.get(), len) }
         };
-        // (a few KB: not worth handing to the other thread)
-        if bytes < 64 << 10 || !parallel_copies() {
+        // (up to 128 KB: not worth handing to the other thread; measured with
+        // `examples/gather_few.rs` on the retrieval onion's maps copied out, one thread against
+        // shared: 6 rows (90 KB) 7.9–8.4 against 8.4–9.2 µs, 13 rows 14.7–17.4 against
+        // 12.8–14.7, 26 rows 30–33 against 21–24)
+        if bytes < 128 << 10 || !parallel_copies() {
             copies.iter().for_each(copy);
         } else {
             copies.par_iter().with_min_len(4).for_each(copy);
         }
-    }
-
-    /// [`Act::compact`] for few survivors (a quarter of the rows at most): copied into a
-    /// buffer of their own.
-    fn compact_few(&mut self, plan: &Compaction) {
-        // (so that the batch's buffer is freed instead of waiting, whole, for the next
-        // stage: pooled, at p = 0.05 a stage waits for the survivors of ~10 batches)
-        let e = self.example_len();
-        let mut rows = Vec::with_capacity(plan.len * e);
-        for i in plan.window_sources() {
-            let at = (self.first + i) * e;
-            rows.extend_from_slice(&self.buf[at..at + e]);
+        for (k, rows) in fresh {
+            // SAFETY: the copies above wrote every row
+            (maps[k].buf, maps[k].first, maps[k].n) = (unsafe { assume_init(rows) }, 0, plan.len);
         }
-        (self.buf, self.first, self.n) = (rows, 0, plan.len);
     }
 }
 
@@ -1826,6 +1833,35 @@ mod tests {
             proptest::prop_assert_eq!(x.n, want3.len() / e);
             proptest::prop_assert_eq!(x.values(), &want3[..]);
         }
+    }
+
+    /// Few survivors (a quarter of the rows at most) are copied out into buffers of their
+    /// own, the copies shared among the threads where they are large (here 3 rows of 64 KB),
+    /// alongside a small map of the same block.
+    #[test]
+    fn few_survivors_copied_out_in_parallel() {
+        let (n, big) = (16, 16384);
+        let mut keep = vec![false; n];
+        for i in [1, 9, 14] {
+            keep[i] = true;
+        }
+        let plan = crate::compaction::compact(&keep);
+        let big_values: Vec<f32> = (0..n * big).map(|v| v as f32).collect();
+        let small_values: Vec<f32> = (0..n * 2).map(|v| -(v as f32)).collect();
+        let mut y = Act::new(n, 1, 1, big, big_values.clone());
+        let mut z = Act::new(n, 1, 1, 2, small_values.clone());
+        Act::compact_all(&mut [&mut y, &mut z], &plan);
+        let rows = |v: &[f32], e: usize| -> Vec<f32> {
+            plan.window_sources()
+                .iter()
+                .flat_map(|&i| v[i * e..(i + 1) * e].to_vec())
+                .collect()
+        };
+        assert_eq!((y.n, z.n), (3, 3));
+        assert!(y.values() == rows(&big_values, big).as_slice(), "big rows");
+        assert_eq!(z.values(), rows(&small_values, 2).as_slice());
+        // (their own buffers: the batch's are freed)
+        assert_eq!(y.buf.len(), 3 * big);
     }
 
     /// A head widened to 8 outputs gives the narrow head's outputs in its first columns.
