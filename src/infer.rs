@@ -1790,8 +1790,9 @@ mod tests {
     proptest::proptest! {
         /// In-place compaction leaves the survivors in the order of the plan's window
         /// sources (what a gather would copy), also on a map compacted before; and so does
-        /// the compaction of a block's maps together (rows of 3 values and of 16 KB: copies
-        /// shared among the threads from the fourth moved row on).
+        /// the compaction of a block's maps together (rows of 3 values and of 32 KB: copies
+        /// shared among the threads from the fourth copied row on, moved in place or, where
+        /// a quarter or fewer survive, copied out).
         #[test]
         fn compaction_in_place_is_the_gather(
             keep in proptest::collection::vec(proptest::bool::ANY, 1..40),
@@ -1803,7 +1804,7 @@ mod tests {
             let mut x = Act::new(n, 1, 1, e, values.clone());
             let plan = crate::compaction::compact(&keep);
             let src = plan.window_sources();
-            let big = 4096;
+            let big = 8192;
             let big_values: Vec<f32> = (0..n * big).map(|v| -(v as f32)).collect();
             let mut y = Act::new(n, 1, 1, big, big_values.clone());
             let mut z = Act::new(n, 1, 1, e, values.clone());
