@@ -199,18 +199,8 @@ where
     for (pi, &p) in cfg.ps.iter().enumerate() {
         let med: Vec<f64> = times[pi].iter().map(|t| median(t.clone())).collect();
         for (mi, model) in models.iter().enumerate() {
-            let mut b = breakdown[pi][mi].clone();
             // per-batch averages
-            let reps = (cfg.reps.max(1) * cfg.pool.max(1)) as u32;
-            b.stage.iter_mut().for_each(|d| *d /= reps);
-            for d in [
-                &mut b.threshold,
-                &mut b.compaction,
-                &mut b.gather,
-                &mut b.scatter,
-            ] {
-                *d /= reps;
-            }
+            let b = breakdown[pi][mi].per((cfg.reps.max(1) * cfg.pool.max(1)) as u32);
             let p_forced = (p * cfg.batch as f64).round() / cfg.batch as f64;
             rows.push(BenchRow {
                 network: model.kind().name().into(),

@@ -295,6 +295,17 @@ impl Timing {
         self.stage.iter().sum::<Duration>() + self.overhead()
     }
 
+    /// Each duration divided by `n` (a share of `n` batches' or scenes' time).
+    pub fn per(&self, n: u32) -> Timing {
+        Timing {
+            stage: self.stage.iter().map(|d| *d / n).collect(),
+            threshold: self.threshold / n,
+            compaction: self.compaction / n,
+            gather: self.gather / n,
+            scatter: self.scatter / n,
+        }
+    }
+
     pub fn add(&mut self, other: &Timing) {
         if self.stage.len() < other.stage.len() {
             self.stage.resize(other.stage.len(), Duration::ZERO);
@@ -389,14 +400,74 @@ pub fn run_pooled<E: Engine>(
     crate::workers::awake(|| run_pooled_here(model, input, batch, decide))
 }
 
+/// Runs `model` as a cascade over a stream made of `batches` (each as it is, no copy), rows
+/// passing by `gate`'s thresholds and survivors pooled across them as in [`run_pooled`], a
+/// later stage running once half the largest batch's rows wait: for inputs that come in
+/// pieces (a detector's proposals, scene by scene), which [`run_stream`] would need stacked
+/// into one input first. Rows are numbered across the batches in order.
+pub fn run_batches<E: Engine>(model: &E, batches: Vec<E::Input>, gate: &Gate) -> CascadeOutput
+where
+    E::Input: Send,
+{
+    let classes: Vec<usize> = (0..model.num_stages())
+        .map(|s| model.stage(s).classes)
+        .collect();
+    run_batches_with(model, batches, |s, scores| {
+        (0..scores.len() / classes[s])
+            .map(|i| gate.passes(s, scores, classes[s], i))
+            .collect()
+    })
+}
+
+/// [`run_batches`] with `decide` as in [`run_with`].
+pub fn run_batches_with<E: Engine>(
+    model: &E,
+    batches: Vec<E::Input>,
+    decide: impl FnMut(usize, &[f32]) -> Vec<bool> + Send,
+) -> CascadeOutput
+where
+    E::Input: Send,
+{
+    let batches: Vec<E::Input> = batches.into_iter().filter(|x| model.rows(x) > 0).collect();
+    let n = batches.iter().map(|x| model.rows(x)).sum();
+    let batch = batches.iter().map(|x| model.rows(x)).max().unwrap_or(1);
+    let mut it = batches.into_iter();
+    crate::workers::awake(|| run_source(model, n, batch, |_| it.next().expect("a batch"), decide))
+}
+
 fn run_pooled_here<E: Engine>(
     model: &E,
     input: E::Input,
     batch: usize,
-    mut decide: impl FnMut(usize, &[f32]) -> Vec<bool>,
+    decide: impl FnMut(usize, &[f32]) -> Vec<bool>,
 ) -> CascadeOutput {
     assert!(batch > 0, "a batch has rows");
     let n = model.rows(&input);
+    // one batch: the input is stage 1's block as it is (no copy)
+    let (mut whole, stream) = if batch >= n {
+        (Some(input), None)
+    } else {
+        (None, Some(input))
+    };
+    let next = |start: usize| match whole.take() {
+        Some(x) => x,
+        None => model.slice(
+            stream.as_ref().expect("a stream"),
+            start..(start + batch).min(n),
+        ),
+    };
+    run_source(model, n, batch, next, decide)
+}
+
+/// The stream of `n` rows whose batches `next(first row)` gives, in order (each with rows):
+/// stage 1 on each batch, later stages once half of `batch` rows wait (or at the end).
+fn run_source<E: Engine>(
+    model: &E,
+    n: usize,
+    batch: usize,
+    mut next: impl FnMut(usize) -> E::Input,
+    mut decide: impl FnMut(usize, &[f32]) -> Vec<bool>,
+) -> CascadeOutput {
     let stages = model.num_stages();
     let classes: Vec<usize> = (0..stages).map(|s| model.stage(s).classes).collect();
     let mut out = CascadeOutput {
@@ -410,20 +481,12 @@ fn run_pooled_here<E: Engine>(
     // waiting[s]: the rows that passed stage s - 1 (from one batch or several), with their
     // original rows
     let mut waiting: Vec<Option<(Block<E>, Vec<usize>)>> = (0..stages).map(|_| None).collect();
-    // one batch: the input is stage 1's block as it is (no copy)
-    let (mut whole, stream) = if batch >= n {
-        (Some(input), None)
-    } else {
-        (None, Some(input))
-    };
     let mut start = 0;
     while start < n || waiting.iter().any(Option::is_some) {
         if start < n {
-            let end = (start + batch).min(n);
-            let x = match whole.take() {
-                Some(x) => x,
-                None => model.slice(stream.as_ref().expect("a stream"), start..end),
-            };
+            let x = next(start);
+            let end = start + model.rows(&x);
+            assert!(start < end && end <= n, "batches of rows, n in all");
             let block = ((x, Vec::new()), (start..end).collect());
             advance(model, 0, block, &mut decide, &mut waiting, &mut out);
             start = end;

@@ -383,4 +383,21 @@ fn detect_end_to_end_tiny() {
             );
         }
     }
+    // the head over groups of 2 scenes (the 3 test scenes: a group of 2, then 1) finds the
+    // same detections and passes the same proposals as scene by scene
+    let pooled = onionnet(&[&base[..], &["--pool", "2", "--json"]].concat());
+    let err = String::from_utf8_lossy(&pooled.stderr);
+    assert!(pooled.status.success(), "{err}");
+    let v3: serde_json::Value = serde_json::from_slice(&pooled.stdout).unwrap();
+    assert_eq!(v3["rows"].as_array().unwrap().len(), rows.len());
+    for (a, b) in rows.iter().zip(v3["rows"].as_array().unwrap()) {
+        assert_eq!(a["network"], b["network"]);
+        for f in ["metric", "pass_pct", "reached_tpr"] {
+            assert_eq!(a[f], b[f], "{f} scene by scene vs pooled over 2 scenes");
+        }
+    }
+    let zero = onionnet(&[&base[..], &["--pool", "0"]].concat());
+    let err = String::from_utf8_lossy(&zero.stderr);
+    assert_eq!(zero.status.code(), Some(1), "{err}");
+    assert!(err.contains("--pool 0"), "{err}");
 }

@@ -6,7 +6,9 @@
 
 use burn::tensor::{Distribution, Tensor, TensorData};
 use onionnet::bench::random_models;
-use onionnet::cascade::{CascadeOutput, Engine, Gate, Model, run, run_pooled, run_with};
+use onionnet::cascade::{
+    CascadeOutput, Engine, Gate, Model, run, run_batches_with, run_pooled, run_with,
+};
 use onionnet::checkpoint::Checkpoint;
 use onionnet::data::Dataset;
 use onionnet::infer::{Act, FastModel};
@@ -76,7 +78,7 @@ fn check(model: &Model, x: &Tensor<4>, what: &str) {
 /// blocks are stacked) scores every row as the whole input run at once does.
 fn pooled_matches_per_batch<E: Engine>(model: &E, x: E::Input, what: &str)
 where
-    E::Input: Clone,
+    E::Input: Clone + Send,
 {
     let classes: Vec<usize> = (0..model.num_stages())
         .map(|s| model.stage(s).classes)
@@ -90,21 +92,33 @@ where
             .collect::<Vec<bool>>()
     };
     let whole = run_with(model, x.clone(), keep);
-    let pooled = run_pooled(model, x, 3, keep);
-    assert_eq!(
-        whole.reached,
-        pooled.reached,
-        "{what} {}: pooled stream",
-        model.kind()
-    );
-    for s in 0..whole.scores.len() {
-        let d = max_diff(&whole.scores[s], &pooled.scores[s]);
-        assert!(
-            d <= 1e-5,
-            "{what} {}: pooled stage {} differs by {d}",
-            model.kind(),
-            s + 1
+    // the same stream from separate pieces of 3, 0 and 2 rows and the rest (a detector's
+    // scenes), no stacking
+    let n = model.rows(&x);
+    let pieces = [0..3, 3..3, 3..5, 5..n]
+        .into_iter()
+        .map(|r| model.slice(&x, r))
+        .collect();
+    let streams = [
+        ("pooled stream", run_pooled(model, x, 3, keep)),
+        ("stream of pieces", run_batches_with(model, pieces, keep)),
+    ];
+    for (how, pooled) in streams {
+        assert_eq!(
+            whole.reached,
+            pooled.reached,
+            "{what} {}: {how}",
+            model.kind()
         );
+        for s in 0..whole.scores.len() {
+            let d = max_diff(&whole.scores[s], &pooled.scores[s]);
+            assert!(
+                d <= 1e-5,
+                "{what} {}: {how}, stage {} differs by {d}",
+                model.kind(),
+                s + 1
+            );
+        }
     }
 }
 

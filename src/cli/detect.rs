@@ -68,6 +68,11 @@ pub struct DetectArgs {
     /// backbone always runs on burn).
     #[arg(long, value_enum, default_value_t = crate::infer::EngineKind::Own)]
     pub engine: crate::infer::EngineKind,
+    /// Test scenes whose proposals go through the head as one stream: the survivors of K
+    /// scenes wait for each other, so that stage 2 runs on blocks of at least half a scene's
+    /// proposals (throughput, not latency; the same detections). 1: scene by scene.
+    #[arg(long, default_value_t = 1)]
+    pub pool: usize,
     /// Print `{"rows": [...]}` on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -110,6 +115,7 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
         args.show_scene,
         counts[2]
     );
+    anyhow::ensure!(args.pool >= 1, "--pool {} must be at least 1", args.pool);
     let epochs = args.epochs.unwrap_or(if q { 4 } else { 8 });
     anyhow::ensure!(
         epochs >= 1 && args.scenes_per_step >= 1 && args.rois >= 2,
@@ -202,7 +208,7 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
         })?;
         models.push((det, cals.into_iter().map(Some).collect()));
     }
-    let outcomes = evaluate(&models, &data.test, &data.proposals, device)?;
+    let outcomes = evaluate(&models, &data.test, &data.proposals, args.pool, device)?;
     let r = rows(&spec, &outcomes, data.proposals.len(), "composed scenes");
     if let Some(path) = &args.show {
         let (det, cals) = &models[2];
@@ -220,8 +226,13 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
         println!("{}", json::to_string(&r));
     } else {
         println!(
-            "\ndetection on {} composed test scenes, {} objects ({} proposals each, recall {:.1}% at IoU 0.5, {:.1}% at IoU 0.7):",
+            "\ndetection on {} composed test scenes{}, {} objects ({} proposals each, recall {:.1}% at IoU 0.5, {:.1}% at IoU 0.7):",
             data.test.len(),
+            if args.pool > 1 {
+                format!(" (head survivors pooled over {} scenes)", args.pool)
+            } else {
+                String::new()
+            },
             n_obj(&data.test),
             data.proposals.len(),
             100.0 * recall,

@@ -138,11 +138,13 @@ pub fn evaluate(
     models: &[(&Detector, Vec<Option<Calibration>>)],
     scenes: &[Scene],
     proposals: &[BoxF],
+    pool: usize,
     device: &Device,
 ) -> Result<Vec<Outcome>, CascadeError> {
     if scenes.is_empty() {
         return Err(CascadeError::Empty("test scenes".into()));
     }
+    assert!(pool >= 1, "scenes per group: at least 1");
     let points: Vec<(usize, Option<&Calibration>)> = models
         .iter()
         .enumerate()
@@ -167,40 +169,50 @@ pub fn evaluate(
             .progress_chars("=> "),
     );
     pb.set_prefix("detecting (test scenes)");
-    for (si, scene) in scenes.iter().enumerate() {
-        let labels = proposal_labels(scene, proposals);
+    // groups of `pool` scenes run as one stream (every network on the same group in turn)
+    for (gi, group) in scenes.chunks(pool).enumerate() {
+        let refs: Vec<&Scene> = group.iter().collect();
+        let labels: Vec<_> = group
+            .iter()
+            .map(|s| proposal_labels(s, proposals))
+            .collect();
         for (k, &(m, _)) in points.iter().enumerate() {
-            let out = models[m].0.detect(scene, proposals, &gates[k], device);
-            for (c, score, bbox) in out.detections {
-                dets[k].push(Detection {
-                    image: si,
-                    class: c,
-                    score,
-                    bbox,
-                });
-            }
-            for (p, &(l, _)) in out.passed.iter().zip(&labels) {
-                passed[k].0 += *p as usize;
-                passed[k].1 += 1;
-                if l > 0 {
-                    passed[k].2 += *p as usize;
-                    passed[k].3 += 1;
+            let outs = models[m]
+                .0
+                .detect_pooled(&refs, proposals, &gates[k], device);
+            for (j, (out, labels)) in outs.into_iter().zip(&labels).enumerate() {
+                let si = gi * pool + j;
+                for (c, score, bbox) in out.detections {
+                    dets[k].push(Detection {
+                        image: si,
+                        class: c,
+                        score,
+                        bbox,
+                    });
+                }
+                for (p, &(l, _)) in out.passed.iter().zip(labels) {
+                    passed[k].0 += *p as usize;
+                    passed[k].1 += 1;
+                    if l > 0 {
+                        passed[k].2 += *p as usize;
+                        passed[k].3 += 1;
+                    }
+                }
+                let t = &out.timing;
+                let stages: Duration = t.head.stage.iter().sum();
+                for (acc, d) in times[k].iter_mut().zip([
+                    t.backbone,
+                    t.roi_pool,
+                    stages,
+                    t.head.overhead(),
+                    t.nms,
+                    t.total,
+                ]) {
+                    *acc += d;
                 }
             }
-            let t = &out.timing;
-            let stages: Duration = t.head.stage.iter().sum();
-            for (acc, d) in times[k].iter_mut().zip([
-                t.backbone,
-                t.roi_pool,
-                stages,
-                t.head.overhead(),
-                t.nms,
-                t.total,
-            ]) {
-                *acc += d;
-            }
         }
-        pb.inc(1);
+        pb.inc(group.len() as u64);
     }
     pb.finish_and_clear();
     let objects: Vec<Vec<crate::data::scenes::Object>> =
