@@ -263,6 +263,19 @@ impl Gate {
         }
     }
 
+    /// Which rows of a block pass stage `s` of `model`, from their scores (`decide` of
+    /// [`run_with`]).
+    fn decide<E: Engine>(&self, model: &E) -> impl FnMut(usize, &[f32]) -> Vec<bool> + Send {
+        let classes: Vec<usize> = (0..model.num_stages())
+            .map(|s| model.stage(s).classes)
+            .collect();
+        move |s, scores| {
+            (0..scores.len() / classes[s])
+                .map(|i| self.passes(s, scores, classes[s], i))
+                .collect()
+        }
+    }
+
     pub fn passes(&self, s: usize, scores: &[f32], classes: usize, row: usize) -> bool {
         self.per_stage[s]
             .iter()
@@ -361,14 +374,7 @@ pub fn run_stream<E: Engine>(
     batch: usize,
     gate: &Gate,
 ) -> CascadeOutput {
-    let classes: Vec<usize> = (0..model.num_stages())
-        .map(|s| model.stage(s).classes)
-        .collect();
-    run_pooled(model, input, batch, |s, scores| {
-        (0..scores.len() / classes[s])
-            .map(|i| gate.passes(s, scores, classes[s], i))
-            .collect()
-    })
+    run_pooled(model, input, batch, gate.decide(model))
 }
 
 /// Runs `model` as a cascade over one batch; `decide(s, scores)` says which rows of the
@@ -409,14 +415,7 @@ pub fn run_batches<E: Engine>(model: &E, batches: Vec<E::Input>, gate: &Gate) ->
 where
     E::Input: Send,
 {
-    let classes: Vec<usize> = (0..model.num_stages())
-        .map(|s| model.stage(s).classes)
-        .collect();
-    run_batches_with(model, batches, |s, scores| {
-        (0..scores.len() / classes[s])
-            .map(|i| gate.passes(s, scores, classes[s], i))
-            .collect()
-    })
+    run_batches_with(model, batches, gate.decide(model))
 }
 
 /// [`run_batches`] with `decide` as in [`run_with`].

@@ -147,11 +147,19 @@ pub fn roi_pool_direct(
     grid: (usize, usize),
 ) -> Vec<f32> {
     let (c, g) = (chw.0, grid.0 * grid.1);
-    pool_all(maps_hwc, chw, rois, stride, grid, c * g, |out, r, bi, acc| {
-        for (ch, &a) in acc.iter().enumerate() {
-            out[(r * c + ch) * g + bi] = a;
-        }
-    })
+    pool_all(
+        maps_hwc,
+        chw,
+        rois,
+        stride,
+        grid,
+        c * g,
+        |out, r, bi, acc| {
+            for (ch, &a) in acc.iter().enumerate() {
+                out[(r * c + ch) * g + bi] = a;
+            }
+        },
+    )
 }
 
 /// The same, channels last: `[R, gh, gw, C]` (the own inference path's layout).
@@ -163,9 +171,15 @@ pub fn roi_pool_direct_nhwc(
     grid: (usize, usize),
 ) -> Vec<f32> {
     let (c, g) = (chw.0, grid.0 * grid.1);
-    pool_all(maps_hwc, chw, rois, stride, grid, c * g, |out, r, bi, acc| {
-        out[(r * g + bi) * c..(r * g + bi + 1) * c].copy_from_slice(acc)
-    })
+    pool_all(
+        maps_hwc,
+        chw,
+        rois,
+        stride,
+        grid,
+        c * g,
+        |out, r, bi, acc| out[(r * g + bi) * c..(r * g + bi + 1) * c].copy_from_slice(acc),
+    )
 }
 
 #[cfg(test)]
