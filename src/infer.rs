@@ -175,30 +175,82 @@ impl Act {
 
     /// Rows `rows` of `src` (a map of the same shape) copied after this map's rows.
     pub fn push_rows(&mut self, src: &Act, rows: &[usize]) {
-        assert!(
-            (self.h, self.w, self.c, self.border) == (src.h, src.w, src.c, src.border),
-            "stacked maps share a shape"
-        );
-        let e = self.example_len();
-        // this map's rows to the buffer's start (a map compacted in place is a window of its
-        // batch's buffer), then the new rows after them
-        if self.first > 0 {
-            self.buf
-                .copy_within(self.first * e..(self.first + self.n) * e, 0);
-            self.first = 0;
+        Act::push_rows_all(&mut [self], &[src], rows);
+    }
+
+    /// [`Act::push_rows`] on every map of a waiting block (`into[k]` gets rows `rows` of
+    /// `from[k]`), the copies of all of them shared among the pool's threads as in
+    /// [`Act::compact_all`]. The new rows go straight after the waiting ones where the
+    /// buffer has room (a block compacted in place is a window of its batch's buffer: room
+    /// after the window), else the waiting rows and the new ones go once each into a buffer
+    /// with room for one and a half of `from`'s batches: a stage runs once half a batch of
+    /// rows waits, so the rows then gather without another copy (growing by doubling copied
+    /// the waiting rows once more on average: at p = 0.05, 16 batches pooled, measured 60%
+    /// more gather time than gathering then stacking). Measured (`onionnet bench ... --pool`,
+    /// the onion's gather per batch at p = 0.3 / 0.4): moving the window to the buffer's
+    /// start, then growing the buffer, then appending, all on one thread, cost 0.136–0.155 ms
+    /// on the retrieval network (16 batches) and 2.06–2.12 ms on 2ch-deep (4 batches).
+    pub fn push_rows_all(into: &mut [&mut Act], from: &[&Act], rows: &[usize]) {
+        use direct::Out;
+        assert_eq!(into.len(), from.len(), "a source per map");
+        let mut copies: Vec<(Out, Out, usize)> = Vec::new();
+        // (map, its new buffer where the rows do not fit its own)
+        let mut fresh: Vec<(usize, Vec<f32>)> = Vec::new();
+        for (k, (a, b)) in into.iter_mut().zip(from).enumerate() {
+            assert!(
+                (a.h, a.w, a.c, a.border) == (b.h, b.w, b.c, b.border),
+                "stacked maps share a shape"
+            );
+            let e = a.example_len();
+            let need = a.n + rows.len();
+            let src = b.buf.as_ptr().wrapping_add(b.first * e).cast_mut();
+            // SAFETY (all `add`s): rows lie inside their buffers' capacity
+            let row = |base: *mut f32, r: usize| Out(unsafe { base.add(r * e) });
+            let (to, at) = if (a.first + need) * e <= a.buf.capacity() {
+                a.buf.truncate((a.first + a.n) * e);
+                (a.buf.as_mut_ptr(), a.first + a.n)
+            } else {
+                let mut buf = Vec::with_capacity(need.max(b.n + b.n / 2) * e);
+                let (to, old) = (buf.as_mut_ptr(), a.buf.as_mut_ptr());
+                for j in 0..a.n {
+                    copies.push((row(old, a.first + j), row(to, j), e));
+                }
+                fresh.push((k, buf));
+                (to, a.n)
+            };
+            for (j, &r) in rows.iter().enumerate() {
+                assert!(r < b.n, "row {r} of a map of {} rows", b.n);
+                copies.push((row(src, r), row(to, at + j), e));
+            }
         }
-        self.buf.truncate(self.n * e);
-        // room for one and a half of `src`'s batches at once: a stage runs once half a batch
-        // of rows waits, so the rows then gather without another copy (growing by doubling
-        // copied the waiting rows once more on average: at p = 0.05, 16 batches pooled,
-        // measured 60% more gather time than gathering then stacking)
-        let want = (self.n + rows.len()).max(src.n + src.n / 2) * e;
-        self.buf.reserve_exact(want.saturating_sub(self.buf.len()));
-        let from = src.values();
-        for &r in rows {
-            self.buf.extend_from_slice(&from[r * e..(r + 1) * e]);
+        let bytes: usize = copies.iter().map(|c| c.2 * 4).sum();
+        let copy = |&(from, to, len): &(Out, Out, usize)| {
+            // SAFETY: sources lie in live maps, destinations in the capacity of a map's buffer
+            // past its rows or of one of `fresh` (whose heap storage stays put while the Vec
+            // moves); no two copies write one row, none reads a row another writes
+            unsafe { std::ptr::copy_nonoverlapping(from.get(), to.get(), len) }
+        };
+        // (up to 128 KB: not worth handing to the other thread, see `compact_all`)
+        if bytes < 128 << 10 || !parallel_copies() {
+            copies.iter().for_each(copy);
+        } else {
+            copies.par_iter().with_min_len(4).for_each(copy);
         }
-        self.n += rows.len();
+        let mut fresh = fresh.into_iter().peekable();
+        for (k, a) in into.iter_mut().enumerate() {
+            let e = a.example_len();
+            let need = a.n + rows.len();
+            match fresh.next_if(|(f, _)| *f == k) {
+                Some((_, mut buf)) => {
+                    // SAFETY: the copies above wrote rows 0..need of it
+                    unsafe { buf.set_len(need * e) };
+                    (a.buf, a.first) = (buf, 0);
+                }
+                // SAFETY: the copies above wrote the rows up to first + need
+                None => unsafe { a.buf.set_len((a.first + need) * e) },
+            }
+            a.n = need;
+        }
     }
 
     /// Stored values per example (border included).
@@ -1597,13 +1649,14 @@ impl Engine for FastModel {
         plan: &Compaction,
     ) -> Block<Self> {
         let src = plan.window_sources();
-        x0.push_rows(x, &src);
-        let into: Vec<&mut Act> = maps0.iter_mut().flatten().flatten().collect();
-        let from: Vec<&Act> = prev.iter().flatten().flatten().collect();
+        let into: Vec<&mut Act> = std::iter::once(&mut x0)
+            .chain(maps0.iter_mut().flatten().flatten())
+            .collect();
+        let from: Vec<&Act> = std::iter::once(x)
+            .chain(prev.iter().flatten().flatten())
+            .collect();
         assert_eq!(into.len(), from.len(), "blocks pruned alike");
-        for (a, b) in into.into_iter().zip(from) {
-            a.push_rows(b, &src);
-        }
+        Act::push_rows_all(&mut { into }, &from, &src);
         (x0, maps0)
     }
 }
@@ -1863,6 +1916,74 @@ mod tests {
         assert_eq!(z.values(), rows(&small_values, 2).as_slice());
         // (their own buffers: the batch's are freed)
         assert_eq!(y.buf.len(), 3 * big);
+    }
+
+    /// A later batch's survivors stacked after a waiting block's rows, on every map of the
+    /// block at once (copies shared among the threads: here 64 KB rows): after a window of
+    /// the batch's buffer where it has room, else in a buffer of their own with the waiting
+    /// rows moved once; a second stacking then appends in place.
+    #[test]
+    fn survivors_stacked_after_waiting_rows() {
+        let (n, big) = (16, 16384);
+        let batch =
+            |seed: f32, e: usize| -> Vec<f32> { (0..n * e).map(|v| seed + v as f32).collect() };
+        let rows_of = |v: &[f32], e: usize, rows: &[usize]| -> Vec<f32> {
+            rows.iter()
+                .flat_map(|&i| v[i * e..(i + 1) * e].to_vec())
+                .collect()
+        };
+        // waiting: rows 2..7 compacted in place (a window at 2, room for 9 rows after it) or
+        // rows 8..13 (a window at 8, room for 3)
+        for (window, later, fits) in [
+            (2..7, vec![0, 3, 15], true),
+            (8..13, vec![1, 4, 6, 9], false),
+        ] {
+            let keep: Vec<bool> = (0..n).map(|i| window.contains(&i)).collect();
+            let plan = crate::compaction::compact(&keep);
+            let (b0, s0) = (batch(0.0, big), batch(-1e6, 2));
+            let mut y = Act::new(n, 1, 1, big, b0.clone());
+            let mut z = Act::new(n, 1, 1, 2, s0.clone());
+            Act::compact_all(&mut [&mut y, &mut z], &plan);
+            assert_eq!((y.first, y.n), (window.start, 5), "compacted in place");
+            let (b1, s1) = (batch(1e7, big), batch(-2e6, 2));
+            let (y1, z1) = (
+                Act::new(n, 1, 1, big, b1.clone()),
+                Act::new(n, 1, 1, 2, s1.clone()),
+            );
+            Act::push_rows_all(&mut [&mut y, &mut z], &[&y1, &z1], &later);
+            let w: Vec<usize> = window.clone().collect();
+            let mut want_y = rows_of(&b0, big, &w);
+            want_y.extend(rows_of(&b1, big, &later));
+            let mut want_z = rows_of(&s0, 2, &w);
+            want_z.extend(rows_of(&s1, 2, &later));
+            assert_eq!(y.n, 5 + later.len());
+            assert!(
+                y.values() == want_y.as_slice(),
+                "big rows, window at {}",
+                window.start
+            );
+            assert_eq!(z.values(), want_z.as_slice());
+            assert_eq!(
+                y.first == window.start,
+                fits,
+                "in place where there is room"
+            );
+            // a third batch's rows: in place now (a buffer of their own has room for 24 rows)
+            let (b2, s2) = (batch(2e7, big), batch(-3e6, 2));
+            let (y2, z2) = (
+                Act::new(n, 1, 1, big, b2.clone()),
+                Act::new(n, 1, 1, 2, s2.clone()),
+            );
+            let ptr = y.buf.as_ptr();
+            Act::push_rows_all(&mut [&mut y, &mut z], &[&y2, &z2], &[5]);
+            want_y.extend(rows_of(&b2, big, &[5]));
+            want_z.extend(rows_of(&s2, 2, &[5]));
+            assert!(y.values() == want_y.as_slice(), "third batch's row");
+            assert_eq!(z.values(), want_z.as_slice());
+            if !fits {
+                assert_eq!(y.buf.as_ptr(), ptr, "appended in place");
+            }
+        }
     }
 
     /// A head widened to 8 outputs gives the narrow head's outputs in its first columns.
