@@ -223,19 +223,10 @@ impl Act {
                 copies.push((row(src, r), row(to, at + j), e));
             }
         }
-        let bytes: usize = copies.iter().map(|c| c.2 * 4).sum();
-        let copy = |&(from, to, len): &(Out, Out, usize)| {
-            // SAFETY: sources lie in live maps, destinations in the capacity of a map's buffer
-            // past its rows or of one of `fresh` (whose heap storage stays put while the Vec
-            // moves); no two copies write one row, none reads a row another writes
-            unsafe { std::ptr::copy_nonoverlapping(from.get(), to.get(), len) }
-        };
-        // (up to 128 KB: not worth handing to the other thread, see `compact_all`)
-        if bytes < 128 << 10 || !parallel_copies() {
-            copies.iter().for_each(copy);
-        } else {
-            copies.par_iter().with_min_len(4).for_each(copy);
-        }
+        // SAFETY: sources lie in live maps, destinations in the capacity of a map's buffer past
+        // its rows or of one of `fresh` (whose heap storage stays put while the Vec moves); no
+        // two copies write one row, none reads a row another writes
+        unsafe { copy_rows(&copies) };
         let mut fresh = fresh.into_iter().peekable();
         for (k, a) in into.iter_mut().enumerate() {
             let e = a.example_len();
@@ -313,22 +304,10 @@ impl Act {
             m.first += plan.start;
             m.n = plan.len;
         }
-        let bytes: usize = copies.iter().map(|c| c.2 * 4).sum();
-        let copy = |&(from, to, len): &(Out, Out, usize)| {
-            // SAFETY: both rows lie in live buffers (a map's, or one of `fresh`, whose heap
-            // storage stays put while the Vec moves), are distinct, and no other copy reads or
-            // writes row `to` or writes row `from`
-            unsafe { std::ptr::copy_nonoverlapping(from.get(), to.get(), len) }
-        };
-        // (up to 128 KB: not worth handing to the other thread; measured with
-        // `examples/gather_few.rs` on the retrieval onion's maps copied out, one thread against
-        // shared: 6 rows (90 KB) 7.9–8.4 against 8.4–9.2 µs, 13 rows 14.7–17.4 against
-        // 12.8–14.7, 26 rows 30–33 against 21–24)
-        if bytes < 128 << 10 || !parallel_copies() {
-            copies.iter().for_each(copy);
-        } else {
-            copies.par_iter().with_min_len(4).for_each(copy);
-        }
+        // SAFETY: both rows of a copy lie in live buffers (a map's, or one of `fresh`, whose
+        // heap storage stays put while the Vec moves), are distinct, and no other copy reads
+        // or writes row `to` or writes row `from`
+        unsafe { copy_rows(&copies) };
         for (k, rows) in fresh {
             // SAFETY: the copies above wrote every row
             (maps[k].buf, maps[k].first, maps[k].n) = (unsafe { assume_init(rows) }, 0, plan.len);
@@ -336,7 +315,28 @@ impl Act {
     }
 }
 
-/// Whether [`Act::compact_all`] shares its copies among the threads: on unless
+/// Row copies `(from, to, values)`, shared among the pool's threads from 128 KB in all (less
+/// is not worth handing to the other thread; measured with `examples/gather_few.rs` on the
+/// retrieval onion's maps copied out, one thread against shared: 6 rows (90 KB) 7.9–8.4
+/// against 8.4–9.2 µs, 13 rows 14.7–17.4 against 12.8–14.7, 26 rows 30–33 against 21–24).
+///
+/// # Safety
+/// Every row lies in a live allocation, no two copies write one row, and no copy reads a row
+/// another writes.
+unsafe fn copy_rows(copies: &[(direct::Out, direct::Out, usize)]) {
+    let bytes: usize = copies.iter().map(|c| c.2 * 4).sum();
+    // SAFETY: the caller's
+    let copy = |&(from, to, len): &(direct::Out, direct::Out, usize)| unsafe {
+        std::ptr::copy_nonoverlapping(from.get(), to.get(), len)
+    };
+    if bytes < 128 << 10 || !parallel_copies() {
+        copies.iter().for_each(copy);
+    } else {
+        copies.par_iter().with_min_len(4).for_each(copy);
+    }
+}
+
+/// Whether [`copy_rows`] shares its copies among the threads: on unless
 /// `ONIONNET_PARALLEL_COPIES=0`, for A/B runs.
 fn parallel_copies() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
