@@ -194,9 +194,9 @@ impl Act {
         use direct::Out;
         assert_eq!(into.len(), from.len(), "a source per map");
         let mut copies: Vec<(Out, Out, usize)> = Vec::new();
-        // (map, its new buffer where the rows do not fit its own)
-        let mut fresh: Vec<(usize, Vec<f32>)> = Vec::new();
-        for (k, (a, b)) in into.iter_mut().zip(from).enumerate() {
+        // per map, its new buffer where the rows do not fit its own
+        let mut fresh: Vec<Option<Vec<f32>>> = Vec::with_capacity(into.len());
+        for (a, b) in into.iter_mut().zip(from) {
             assert!(
                 (a.h, a.w, a.c, a.border) == (b.h, b.w, b.c, b.border),
                 "stacked maps share a shape"
@@ -207,7 +207,7 @@ impl Act {
             // SAFETY (all `add`s): rows lie inside their buffers' capacity
             let row = |base: *mut f32, r: usize| Out(unsafe { base.add(r * e) });
             let (to, at) = if (a.first + need) * e <= a.buf.capacity() {
-                a.buf.truncate((a.first + a.n) * e);
+                fresh.push(None);
                 (a.buf.as_mut_ptr(), a.first + a.n)
             } else {
                 let mut buf = Vec::with_capacity(need.max(b.n + b.n / 2) * e);
@@ -215,7 +215,7 @@ impl Act {
                 for j in 0..a.n {
                     copies.push((row(old, a.first + j), row(to, j), e));
                 }
-                fresh.push((k, buf));
+                fresh.push(Some(buf));
                 (to, a.n)
             };
             for (j, &r) in rows.iter().enumerate() {
@@ -227,12 +227,11 @@ impl Act {
         // its rows or of one of `fresh` (whose heap storage stays put while the Vec moves); no
         // two copies write one row, none reads a row another writes
         unsafe { copy_rows(&copies) };
-        let mut fresh = fresh.into_iter().peekable();
-        for (k, a) in into.iter_mut().enumerate() {
+        for (a, buf) in into.iter_mut().zip(fresh) {
             let e = a.example_len();
             let need = a.n + rows.len();
-            match fresh.next_if(|(f, _)| *f == k) {
-                Some((_, mut buf)) => {
+            match buf {
+                Some(mut buf) => {
                     // SAFETY: the copies above wrote rows 0..need of it
                     unsafe { buf.set_len(need * e) };
                     (a.buf, a.first) = (buf, 0);
