@@ -264,6 +264,93 @@ pub fn gemm_gflops(n: usize, reps: usize, device: &Device) -> f64 {
     2.0 * (n as f64).powi(3) / median(t) / 1e9
 }
 
+/// The vector units' arithmetic peak in GFLOP/s over all of rayon's threads at once:
+/// independent multiply-adds on registers only (12 chains per thread, no loads), at the
+/// width the own engine's kernels use (16 lanes with AVX-512, else 8 with AVX2 and FMA);
+/// median of `reps` runs. No layer can beat it, so it shows how far a layer is from the
+/// machine rather than from the GEMM (`None` where neither instruction set is present).
+pub fn fma_peak_gflops(reps: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let wide = std::is_x86_feature_detected!("avx512f");
+        let narrow = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        if !wide && !narrow {
+            return None;
+        }
+        // (about 3 ms per thread at 4 G multiply-adds/s: long against the clock, short
+        // against the machine's drift)
+        let iters: u64 = 1 << 20;
+        let lanes = if wide { 16.0 } else { 8.0 };
+        let mut rates = Vec::new();
+        for _ in 0..reps.max(1) {
+            let start = std::time::Instant::now();
+            // every thread at once, as the network's layers run
+            let sums = rayon::broadcast(|_| {
+                // SAFETY: the instruction sets checked above
+                unsafe {
+                    if wide {
+                        peak::fma_chains_512(iters)
+                    } else {
+                        peak::fma_chains_256(iters)
+                    }
+                }
+            });
+            let secs = start.elapsed().as_secs_f64();
+            std::hint::black_box(sums.iter().sum::<f32>());
+            let fmas = (sums.len() as u64 * iters * peak::CHAINS as u64) as f64;
+            rates.push(fmas * lanes * 2.0 / secs / 1e9);
+        }
+        Some(median(rates))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = reps;
+        None
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod peak {
+    use std::arch::x86_64::*;
+
+    /// Independent multiply-add chains per thread: more than latency x issue width on the
+    /// CPUs measured (4 cycles x 2 per cycle), so the units, not the chains, bound the loop.
+    pub const CHAINS: usize = 12;
+
+    /// `iters` rounds of one multiply-add on each of [`CHAINS`] 16-lane registers.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fma_chains_512(iters: u64) -> f32 {
+        let (x, y) = (_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-4));
+        let mut acc: [__m512; CHAINS] = std::array::from_fn(|i| _mm512_set1_ps(i as f32));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, x, y);
+            }
+        }
+        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+    }
+
+    /// [`fma_chains_512`] on 8-lane registers (AVX2 and FMA).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma_chains_256(iters: u64) -> f32 {
+        let (x, y) = (_mm256_set1_ps(0.999_9), _mm256_set1_ps(1e-4));
+        let mut acc: [__m256; CHAINS] = std::array::from_fn(|i| _mm256_set1_ps(i as f32));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, x, y);
+            }
+        }
+        let mut lanes = [0.0f32; 8];
+        acc.iter()
+            .map(|&a| {
+                // SAFETY: 8 floats into 8
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a) };
+                lanes.iter().sum::<f32>()
+            })
+            .sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -162,6 +162,13 @@ fn bench_prints_json_rows_and_layers() {
     }
     let csv = std::fs::read_to_string(d.join("layers.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 20);
+    assert!(csv.starts_with("network,") && csv.lines().next().unwrap().ends_with(",gflops"));
+    // the vector units' peak: measured wherever the own kernels' instruction sets are
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        let f = v["fma_peak_gflops"].as_f64().expect("fma_peak_gflops");
+        assert!(f.is_finite() && f > 1.0, "{f}");
+    }
 }
 
 #[test]

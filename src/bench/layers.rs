@@ -43,6 +43,12 @@ impl LayerRow {
     pub fn per_mac(&self) -> Option<f64> {
         (self.theory_share > 0.0).then(|| self.measured_share / self.theory_share)
     }
+
+    /// Achieved GFLOP/s (two per multiply-add); `None` for ops the model counts as free.
+    pub fn gflops(&self) -> Option<f64> {
+        (self.macs > 0 && self.ms > 0.0)
+            .then(|| 2.0 * (self.macs * self.rows as u64) as f64 / (self.ms / 1000.0) / 1e9)
+    }
 }
 
 /// The per-layer profile of the three networks of `spec` (random weights, own engine) at pass
@@ -182,5 +188,23 @@ mod tests {
                 assert!(here.iter().all(|r| r.rows == rows_here && r.ms > 0.0));
             }
         }
+    }
+
+    #[test]
+    fn layer_gflops_count_two_flops_per_multiply_add() {
+        let row = |macs, ms| LayerRow {
+            network: "onion".into(),
+            stage: 1,
+            layer: "conv1".into(),
+            rows: 10,
+            macs,
+            ms,
+            measured_share: 0.1,
+            theory_share: 0.05,
+        };
+        // 10 rows x 1000 multiply-adds in 1 ms: 2e4 FLOP in 1e-3 s
+        assert!((row(1000, 1.0).gflops().unwrap() - 0.02).abs() < 1e-12);
+        assert_eq!(row(0, 1.0).gflops(), None);
+        assert_eq!(row(1000, 1.0).per_mac(), Some(2.0));
     }
 }

@@ -2,7 +2,8 @@
 //! solid, theory dashed, normalised to the monolithic network) and where the time goes.
 
 use crate::bench::{
-    BenchConfig, BenchRow, LayerRow, gemm_gflops, layer_profile, max_deviation, ms, run_bench,
+    BenchConfig, BenchRow, LayerRow, fma_peak_gflops, gemm_gflops, layer_profile, max_deviation,
+    ms, run_bench,
 };
 use crate::checkpoint::write_atomic;
 use crate::cost::stage_costs;
@@ -95,6 +96,7 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
     let mono_gflops =
         2.0 * stage_costs(&spec, NetworkKind::Monolithic)[0] as f64 / (mono_ms / 1000.0) / 1e9;
     let peak = gemm_gflops(1024, 5, device);
+    let fma_peak = fma_peak_gflops(5);
     let mid = rows
         .iter()
         .map(|r| r.p)
@@ -128,7 +130,8 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({"rows": rows, "max_deviation": dev, "breakdown": breakdown,
-                "monolithic_gflops": mono_gflops, "gemm_peak_gflops": peak, "layers": layers})
+                "monolithic_gflops": mono_gflops, "gemm_peak_gflops": peak,
+                "fma_peak_gflops": fma_peak, "layers": layers})
         );
         return Ok(());
     }
@@ -164,13 +167,19 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
         "\nmonolithic forward: {mono_gflops:.1} GFLOP/s (median over p); GEMM peak (1024x1024 matmul, same backend): {peak:.1} GFLOP/s ({:.0}%)",
         100.0 * mono_gflops / peak
     );
+    if let Some(f) = fma_peak {
+        println!(
+            "vector units' peak (register-only multiply-adds on every thread at once): {f:.1} GFLOP/s; the monolithic forward reaches {:.0}% of it",
+            100.0 * mono_gflops / f
+        );
+    }
     println!("\nwhere the time goes per batch at p = {mid} (ms):");
     print!("{}", breakdown(&rows, mid));
     if let Some(layers) = &layers {
         println!(
-            "\nwhere the time goes per layer at p = {mid}: each stage run layer by layer (not chunked) on the rows it gets; measured: the op's time / the monolithic network's; theory: its share of multiply-adds; per MAC: their ratio (1 where the cost model holds)"
+            "\nwhere the time goes per layer at p = {mid}: each stage run layer by layer (not chunked) on the rows it gets; measured: the op's time / the monolithic network's; theory: its share of multiply-adds; per MAC: their ratio (1 where the cost model holds); peak: the op's GFLOP/s / the vector units' peak"
         );
-        print!("{}", layers_table(layers));
+        print!("{}", layers_table(layers, fma_peak));
     }
     eprintln!(
         "\nwrote {}, {}{}",
@@ -223,12 +232,12 @@ fn csv(rows: &[BenchRow]) -> String {
 
 fn layers_csv(rows: &[LayerRow]) -> String {
     let mut s = String::from(
-        "network,stage,layer,rows,macs_per_example,ms,measured_share,theory_share,per_mac\n",
+        "network,stage,layer,rows,macs_per_example,ms,measured_share,theory_share,per_mac,gflops\n",
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{:.5},{:.6},{:.6},{}",
+            "{},{},{},{},{},{:.5},{:.6},{:.6},{},{}",
             r.network,
             r.stage,
             r.layer,
@@ -237,21 +246,31 @@ fn layers_csv(rows: &[LayerRow]) -> String {
             r.ms,
             r.measured_share,
             r.theory_share,
-            r.per_mac().map_or(String::new(), |v| format!("{v:.4}"))
+            r.per_mac().map_or(String::new(), |v| format!("{v:.4}")),
+            r.gflops().map_or(String::new(), |v| format!("{v:.2}"))
         );
     }
     s
 }
 
-fn layers_table(rows: &[LayerRow]) -> String {
+fn layers_table(rows: &[LayerRow], fma_peak: Option<f64>) -> String {
     let mut s = format!(
-        "  {:<12} {:>5}  {:<10} {:>5} {:>12} {:>9} {:>9} {:>8} {:>8}\n",
-        "network", "stage", "layer", "rows", "MACs/example", "ms", "measured", "theory", "per MAC"
+        "  {:<12} {:>5}  {:<10} {:>5} {:>12} {:>9} {:>9} {:>8} {:>8} {:>6}\n",
+        "network",
+        "stage",
+        "layer",
+        "rows",
+        "MACs/example",
+        "ms",
+        "measured",
+        "theory",
+        "per MAC",
+        "peak"
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "  {:<12} {:>5}  {:<10} {:>5} {:>12} {:>9.3} {:>9.4} {:>8.4} {:>8}",
+            "  {:<12} {:>5}  {:<10} {:>5} {:>12} {:>9.3} {:>9.4} {:>8.4} {:>8} {:>6}",
             r.network,
             r.stage,
             r.layer,
@@ -260,7 +279,11 @@ fn layers_table(rows: &[LayerRow]) -> String {
             r.ms,
             r.measured_share,
             r.theory_share,
-            r.per_mac().map_or("-".into(), |v| format!("{v:.2}"))
+            r.per_mac().map_or("-".into(), |v| format!("{v:.2}")),
+            match (r.gflops(), fma_peak) {
+                (Some(g), Some(f)) => format!("{:.0}%", 100.0 * g / f),
+                _ => "-".into(),
+            }
         );
     }
     s
