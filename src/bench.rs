@@ -266,9 +266,11 @@ pub fn gemm_gflops(n: usize, reps: usize, device: &Device) -> f64 {
 
 /// The vector units' arithmetic peak in GFLOP/s over all of rayon's threads at once:
 /// independent multiply-adds on registers only (12 chains per thread, no loads), at the
-/// width the own engine's kernels use (16 lanes with AVX-512, else 8 with AVX2 and FMA);
-/// median of `reps` runs. No layer can beat it, so it shows how far a layer is from the
-/// machine rather than from the GEMM (`None` where neither instruction set is present).
+/// width the own engine's kernels use (16 lanes with AVX-512, else 8 with AVX2 and FMA). The
+/// threads start together (a barrier) and each times its own loop, so a thread that reaches
+/// the loop late does not count as slow; the best of `reps` runs (a peak: interference only
+/// slows a run down). No layer can beat it, so it shows how far a layer is from the machine
+/// rather than from the GEMM (`None` where neither instruction set is present).
 pub fn fma_peak_gflops(reps: usize) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -280,27 +282,28 @@ pub fn fma_peak_gflops(reps: usize) -> Option<f64> {
         // (about 3 ms per thread at 4 G multiply-adds/s: long against the clock, short
         // against the machine's drift)
         let iters: u64 = 1 << 20;
-        let lanes = if wide { 16.0 } else { 8.0 };
-        let mut rates = Vec::new();
+        let flops = (iters * peak::CHAINS as u64) as f64 * if wide { 16.0 } else { 8.0 } * 2.0;
+        let mut best: f64 = 0.0;
         for _ in 0..reps.max(1) {
-            let start = std::time::Instant::now();
+            let start = std::sync::Barrier::new(rayon::current_num_threads());
             // every thread at once, as the network's layers run
-            let sums = rayon::broadcast(|_| {
+            let secs = rayon::broadcast(|_| {
+                start.wait();
+                let t = std::time::Instant::now();
                 // SAFETY: the instruction sets checked above
-                unsafe {
+                let sum = unsafe {
                     if wide {
                         peak::fma_chains_512(iters)
                     } else {
                         peak::fma_chains_256(iters)
                     }
-                }
+                };
+                std::hint::black_box(sum);
+                t.elapsed().as_secs_f64()
             });
-            let secs = start.elapsed().as_secs_f64();
-            std::hint::black_box(sums.iter().sum::<f32>());
-            let fmas = (sums.len() as u64 * iters * peak::CHAINS as u64) as f64;
-            rates.push(fmas * lanes * 2.0 / secs / 1e9);
+            best = best.max(secs.iter().map(|s| flops / s / 1e9).sum());
         }
-        Some(median(rates))
+        Some(best)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
