@@ -274,7 +274,9 @@ pub fn gemm_gflops(n: usize, reps: usize, device: &Device) -> f64 {
 pub fn fma_peak_gflops(reps: usize) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     {
-        let wide = std::is_x86_feature_detected!("avx512f");
+        // (the test of the engine's 16-lane kernels, `direct::wide`)
+        let wide =
+            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl");
         let narrow = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
         if !wide && !narrow {
             return None;
