@@ -73,6 +73,10 @@ pub struct BenchRow {
     /// minutes cancels); for the monolithic network itself, its median at p / its median over
     /// all p (how much it varies: the run's noise).
     pub measured_ratio: f64,
+    /// A 95% interval of that median (order statistics of the repetitions' ratios,
+    /// [`median_interval`]): how far this run's noise leaves it uncertain.
+    pub measured_lo: f64,
+    pub measured_hi: f64,
     #[serde(skip)]
     pub breakdown: Timing,
 }
@@ -112,8 +116,42 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// The median over repetitions of `times[r] / base[r]`: a network's time against the
 /// monolithic network's in the same repetition.
 pub fn paired_ratio(times: &[f64], base: &[f64]) -> f64 {
+    median(paired(times, base))
+}
+
+fn paired(times: &[f64], base: &[f64]) -> Vec<f64> {
     assert_eq!(times.len(), base.len(), "one base time per repetition");
-    median(times.iter().zip(base).map(|(t, m)| t / m).collect())
+    times.iter().zip(base).map(|(t, m)| t / m).collect()
+}
+
+/// A distribution-free interval for the median of the population `v` was drawn from: the
+/// k-th smallest and k-th largest values, k the largest with P(Binomial(n, 1/2) < k) <= 2.5%,
+/// so that it covers the median with probability >= 95% whatever the noise's distribution
+/// (the sign test's interval; independent repetitions assumed). Below 6 values no k reaches
+/// 95%: the range. `None` when `v` is empty.
+pub fn median_interval(v: &[f64]) -> Option<(f64, f64)> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    // P(X <= i) for X ~ Binomial(n, 1/2), summed in logs (no underflow at large n)
+    let ln_half_n = n as f64 * 0.5f64.ln();
+    let (mut ln_c, mut cdf, mut k) = (0.0f64, 0.0, 1);
+    for i in 0..n {
+        if i > 0 {
+            ln_c += ((n - i + 1) as f64).ln() - (i as f64).ln();
+        }
+        cdf += (ln_c + ln_half_n).exp();
+        // P(X <= i) = P(X < i + 1): k = i + 1 keeps the tail within 2.5%
+        if cdf > 0.025 {
+            break;
+        }
+        k = i + 1;
+    }
+    let k = k.min(n.div_ceil(2));
+    Some((v[k - 1], v[n - k]))
 }
 
 /// Runs the benchmark; rows in `ps` order, three per p (monolithic, non-sharing, onion).
@@ -194,7 +232,13 @@ where
     // a machine whose speed drifts by 10% over minutes moves both alike (measured: medians of
     // times at batch 32 and 9 repetitions put the monolithic network itself 7% off its own
     // median at some p)
-    let paired = |pi: usize, mi: usize| paired_ratio(&times[pi][mi], &times[pi][0]);
+    let paired = |pi: usize, mi: usize| -> Vec<f64> {
+        if mi == 0 {
+            times[pi][0].iter().map(|t| t / mono_med).collect()
+        } else {
+            paired(&times[pi][mi], &times[pi][0])
+        }
+    };
     let mut rows = Vec::new();
     for (pi, &p) in cfg.ps.iter().enumerate() {
         let med: Vec<f64> = times[pi].iter().map(|t| median(t.clone())).collect();
@@ -202,17 +246,17 @@ where
             // per-batch averages
             let b = breakdown[pi][mi].per((cfg.reps.max(1) * cfg.pool.max(1)) as u32);
             let p_forced = (p * cfg.batch as f64).round() / cfg.batch as f64;
+            let ratios = paired(pi, mi);
+            let (lo, hi) = median_interval(&ratios).unwrap_or((f64::NAN, f64::NAN));
             rows.push(BenchRow {
                 network: model.kind().name().into(),
                 p,
                 p_forced,
                 ms_per_example: med[mi] * 1000.0 / (cfg.batch * cfg.pool.max(1)) as f64,
                 theory_ratio: time_at(spec, model.kind(), p_forced) / mono_t,
-                measured_ratio: if mi == 0 {
-                    med[0] / mono_med
-                } else {
-                    paired(pi, mi)
-                },
+                measured_ratio: median(ratios),
+                measured_lo: lo,
+                measured_hi: hi,
                 breakdown: b,
             });
         }
@@ -238,10 +282,60 @@ fn progress(cfg: &BenchConfig, total: usize, prefix: String) -> ProgressBar {
 
 /// The largest |measured / theory − 1| over p >= 0.05 of a network.
 pub fn max_deviation(rows: &[BenchRow], network: &str) -> f64 {
+    deviations(rows, network).map(|d| d.dev).fold(0.0, f64::max)
+}
+
+/// |measured / theory − 1| of one row, with the range it takes over the row's 95% interval
+/// of the measured ratio (`lo` is 0 where the interval holds the theory).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deviation {
+    pub p: f64,
+    pub dev: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// Every row of `network` at p >= 0.05 (the range), as [`Deviation`]s.
+pub fn deviations<'a>(
+    rows: &'a [BenchRow],
+    network: &'a str,
+) -> impl Iterator<Item = Deviation> + 'a {
     rows.iter()
-        .filter(|r| r.network == network && r.p >= 0.05 - 1e-12)
-        .map(|r| (r.measured_ratio / r.theory_ratio - 1.0).abs())
-        .fold(0.0, f64::max)
+        .filter(move |r| r.network == network && r.p >= 0.05 - 1e-12)
+        .map(|r| {
+            let d = |x: f64| (x / r.theory_ratio - 1.0).abs();
+            let (a, b) = (d(r.measured_lo), d(r.measured_hi));
+            let holds = r.measured_lo <= r.theory_ratio && r.theory_ratio <= r.measured_hi;
+            Deviation {
+                p: r.p,
+                dev: d(r.measured_ratio),
+                lo: if holds { 0.0 } else { a.min(b) },
+                hi: a.max(b),
+            }
+        })
+}
+
+/// Whether a network's measured time is within `tol` of the cost model at every p >= 0.05,
+/// given the run's noise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every row's whole interval of the deviation is within `tol`.
+    Within,
+    /// Some row's whole interval is beyond `tol`.
+    Beyond,
+    /// Neither: some interval straddles `tol` (more repetitions could decide).
+    Undecided,
+}
+
+pub fn verdict(rows: &[BenchRow], network: &str, tol: f64) -> Verdict {
+    let d: Vec<Deviation> = deviations(rows, network).collect();
+    if d.iter().any(|d| d.lo > tol) {
+        Verdict::Beyond
+    } else if d.iter().all(|d| d.hi <= tol) {
+        Verdict::Within
+    } else {
+        Verdict::Undecided
+    }
 }
 
 pub fn ms(d: Duration) -> f64 {
@@ -375,5 +469,83 @@ mod tests {
             .map(|s| 10.0 * s)
             .collect();
         assert!((median(net.clone()) / median(other) - 0.3).abs() > 0.05);
+    }
+
+    /// P(Binomial(n, 1/2) <= k), directly from the binomial coefficients (small n).
+    fn binomial_cdf(n: u64, k: u64) -> f64 {
+        let c = |i: u64| (0..i).fold(1.0, |c, j| c * (n - j) as f64 / (j + 1) as f64);
+        (0..=k).map(c).sum::<f64>() / 2f64.powi(n as i32)
+    }
+
+    #[test]
+    fn median_interval_takes_the_sign_tests_order_statistics() {
+        // values 1..=n shuffled (7919 is a prime above n): the interval is [k, n + 1 - k], k the largest with
+        // P(X <= k - 1) <= 2.5%
+        for n in 1..=60u64 {
+            let mut v: Vec<f64> = (1..=n).map(|i| ((i * 7919) % n + 1) as f64).collect();
+            v.reverse();
+            let (lo, hi) = median_interval(&v).unwrap();
+            let k = lo as u64;
+            assert_eq!(hi as u64, n + 1 - k, "n = {n}: symmetric");
+            if n >= 6 {
+                assert!(
+                    binomial_cdf(n, k - 1) <= 0.025,
+                    "n = {n}, k = {k}: covers 95%"
+                );
+                assert!(
+                    binomial_cdf(n, k) > 0.025,
+                    "n = {n}, k = {k}: the largest such k"
+                );
+            } else {
+                assert_eq!((lo, hi), (1.0, n as f64), "n = {n}: the range");
+            }
+            let m = median(v.clone());
+            assert!(lo <= m && m <= hi);
+        }
+        // known values: n = 21 -> the 6th and 16th, n = 101 -> the 41st and 61st
+        let v: Vec<f64> = (1..=21).map(f64::from).collect();
+        assert_eq!(median_interval(&v), Some((6.0, 16.0)));
+        let v: Vec<f64> = (1..=101).map(f64::from).collect();
+        assert_eq!(median_interval(&v), Some((41.0, 61.0)));
+        assert_eq!(median_interval(&[]), None);
+        // large n: no underflow
+        let v: Vec<f64> = (1..=5000).map(f64::from).collect();
+        let (lo, hi) = median_interval(&v).unwrap();
+        assert!(lo > 2400.0 && lo < 2500.0 && hi == 5001.0 - lo, "{lo} {hi}");
+    }
+
+    fn row(network: &str, p: f64, theory: f64, (lo, m, hi): (f64, f64, f64)) -> BenchRow {
+        BenchRow {
+            network: network.into(),
+            p,
+            p_forced: p,
+            ms_per_example: 1.0,
+            theory_ratio: theory,
+            measured_ratio: m,
+            measured_lo: lo,
+            measured_hi: hi,
+            breakdown: Timing::default(),
+        }
+    }
+
+    #[test]
+    fn verdict_reads_the_intervals_against_the_tolerance() {
+        let within = row("onion", 0.05, 0.1, (0.101, 0.105, 0.109));
+        let over = row("onion", 0.1, 0.2, (0.225, 0.23, 0.24));
+        let straddles = row("onion", 0.2, 0.2, (0.19, 0.215, 0.23));
+        // p = 0 is outside the range: its deviation never counts
+        let at_zero = row("onion", 0.0, 0.1, (0.5, 0.5, 0.5));
+        let v = |rows: &[BenchRow]| verdict(rows, "onion", 0.10);
+        assert_eq!(v(&[at_zero.clone(), within.clone()]), Verdict::Within);
+        assert_eq!(v(&[within.clone(), over.clone()]), Verdict::Beyond);
+        assert_eq!(v(&[within.clone(), straddles.clone()]), Verdict::Undecided);
+        assert_eq!(v(&[straddles.clone(), over]), Verdict::Beyond);
+        // the straddling row's deviation: 0 (the interval holds the theory) to 15%
+        let d: Vec<Deviation> = deviations(std::slice::from_ref(&straddles), "onion").collect();
+        assert_eq!(d.len(), 1);
+        assert!(
+            d[0].lo == 0.0 && (d[0].hi - 0.15).abs() < 1e-12 && (d[0].dev - 0.075).abs() < 1e-12
+        );
+        assert!((max_deviation(&[at_zero, within], "onion") - 0.05).abs() < 1e-12);
     }
 }

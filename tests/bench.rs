@@ -36,6 +36,11 @@ fn bench_rows_follow_the_cost_model_and_force_p() {
         assert_eq!(rows.len(), 9);
         for r in &rows {
             assert!(r.ms_per_example > 0.0 && r.measured_ratio.is_finite());
+            // one repetition: the median's interval is that run
+            assert_eq!(
+                (r.measured_lo, r.measured_hi),
+                (r.measured_ratio, r.measured_ratio)
+            );
             let forced = [(0.0, 0.0), (0.33, 0.35), (1.0, 1.0)];
             let want = forced.iter().find(|f| f.0 == r.p).unwrap().1;
             assert!(
@@ -71,6 +76,12 @@ fn plot_writes_a_png() {
         points: vec![(0.0, 0.1), (0.5, 0.5), (1.0, 0.9)],
         colour: 1,
         dashed,
+        // (the measured curve with intervals, one of them open: not drawn)
+        bars: if dashed {
+            Vec::new()
+        } else {
+            vec![(0.0, 0.05, 0.15), (0.5, 0.4, 0.6), (1.0, f64::NAN, 1.0)]
+        },
     };
     line_plot(
         &path,

@@ -143,10 +143,31 @@ fn bench_prints_json_rows_and_layers() {
             "ms_per_example",
             "theory_ratio",
             "measured_ratio",
+            "measured_lo",
+            "measured_hi",
         ] {
             assert!(!r[key].is_null(), "{key} in {r}");
         }
         assert_eq!(r["p"].as_f64(), Some(0.5));
+        // one repetition: the interval of the median is that run alone
+        assert_eq!(r["measured_lo"], r["measured_ratio"]);
+        assert_eq!(r["measured_hi"], r["measured_ratio"]);
+    }
+    // each network's worst p and its verdict on the target
+    assert_eq!(v["target_tolerance"].as_f64(), Some(0.1));
+    for k in ["monolithic", "non-sharing", "onion"] {
+        let t = &v["target"][k];
+        assert_eq!(t["worst"]["p"].as_f64(), Some(0.5), "{t}");
+        let (lo, d, hi) = (
+            &t["worst"]["lo"],
+            &t["worst"]["deviation"],
+            &t["worst"]["hi"],
+        );
+        assert!(
+            lo.as_f64() <= d.as_f64() && d.as_f64() <= hi.as_f64(),
+            "{t}"
+        );
+        assert!(t["verdict"].as_str().is_some(), "{t}");
     }
     // every stage of the three networks: conv1, conv2, fc1, head (the ReLUs and poolings
     // fused into the convs); stage 2 on round(0.5 x 8) rows
@@ -160,6 +181,14 @@ fn bench_prints_json_rows_and_layers() {
     for f in ["bench.csv", "bench.png", "layers.csv"] {
         assert!(d.join(f).is_file(), "{f}");
     }
+    let bench_csv = std::fs::read_to_string(d.join("bench.csv")).unwrap();
+    assert!(
+        bench_csv
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(",measured_lo,measured_hi")
+    );
     let csv = std::fs::read_to_string(d.join("layers.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 20);
     assert!(csv.starts_with("network,") && csv.lines().next().unwrap().ends_with(",gflops"));

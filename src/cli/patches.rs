@@ -218,6 +218,7 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
             points: pts[i].clone(),
             colour: i,
             dashed: false,
+            bars: Vec::new(),
         });
     }
     let png = args.out.join("imbalance.png");

@@ -21,6 +21,8 @@ pub struct Series {
     /// Index into the palette (curves of one network share a colour).
     pub colour: usize,
     pub dashed: bool,
+    /// Vertical bars (x, low, high) drawn in the curve's colour: an interval around a point.
+    pub bars: Vec<(f64, f64, f64)>,
 }
 
 /// Draws `series` into a PNG at `path` (written to a temporary file, then renamed).
@@ -42,7 +44,10 @@ pub fn line_plot(
         let root = BitMapBackend::new(&tmp, (900, 600)).into_drawing_area();
         root.fill(&WHITE)?;
         let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-        let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+        let ys = series.iter().flat_map(|s| {
+            let bars = s.bars.iter().map(|b| b.2).filter(|y| y.is_finite());
+            s.points.iter().map(|p| p.1).chain(bars)
+        });
         let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
         let y1 = ys.fold(0.0f64, f64::max) * 1.08;
         let mut chart = ChartBuilder::on(&root)
@@ -74,6 +79,21 @@ pub fn line_plot(
             drawn.label(s.label.clone()).legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
             });
+            // (a bar and its two caps, a hundredth of the x range wide)
+            let cap = (x1 - x0) / 100.0;
+            chart.draw_series(
+                s.bars
+                    .iter()
+                    .filter(|b| b.1.is_finite() && b.2.is_finite())
+                    .flat_map(|&(x, lo, hi)| {
+                        [
+                            vec![(x, lo), (x, hi)],
+                            vec![(x - cap, lo), (x + cap, lo)],
+                            vec![(x - cap, hi), (x + cap, hi)],
+                        ]
+                    })
+                    .map(|path| PathElement::new(path, colour.stroke_width(1))),
+            )?;
         }
         chart
             .configure_series_labels()

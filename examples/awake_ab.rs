@@ -1,0 +1,92 @@
+//! Whole cascade runs at a forced p, each run in its own `workers::awake` scope (one call per
+//! batch, the other worker woken each time) against runs inside one outer scope (a stream of
+//! batches, workers kept awake), interleaved in one process: `awake_ab SPEC P ROUNDS` prints
+//! each network's median time / the monolithic network's in the same round, both ways.
+use burn::tensor::{Distribution, Tensor};
+use onionnet::bench::random_models;
+use onionnet::cascade::{Engine, run_pooled};
+use onionnet::infer::FastModel;
+use onionnet::spec::Spec;
+use rand::SeedableRng;
+use rand::seq::index::sample;
+
+fn main() -> anyhow::Result<()> {
+    onionnet::alloc::keep_freed_memory();
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    let spec = Spec::from_file(std::path::Path::new(&a[0]))?;
+    let (p, rounds): (f64, usize) = (a[1].parse()?, a[2].parse()?);
+    let device = burn::tensor::Device::default();
+    let models: Vec<FastModel> = random_models(&spec, &device, 1)
+        .iter()
+        .map(FastModel::from_model)
+        .collect();
+    let [c, h, w] = spec.input.dims();
+    let batch = 128;
+    let x = models[0].input(&Tensor::<4>::random(
+        [batch, c, h, w],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    ));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let once = |m: &FastModel, rng: &mut rand::rngs::StdRng| {
+        let out = run_pooled(m, x.clone(), batch, |s, scores| {
+            let rows = scores.len() / m.stage(s).classes;
+            let mut keep = vec![false; rows];
+            for i in sample(rng, rows, (p * rows as f64).round() as usize) {
+                keep[i] = true;
+            }
+            keep
+        });
+        (
+            out.timing.total().as_secs_f64(),
+            out.timing.stage.get(1).map_or(0.0, |d| d.as_secs_f64()),
+        )
+    };
+    let rotate = std::env::var("ROTATE").is_ok();
+    // ratio[mode][network]
+    let mut ratio = vec![vec![Vec::new(); 3]; 2];
+    let mut s2 = ratio.clone();
+    for r in 0..rounds {
+        for mode in [r % 2, 1 - r % 2] {
+            let mut t = [(0.0, 0.0); 3];
+            for k in 0..3 {
+                let i = if rotate { (k + r) % 3 } else { k };
+                let m = &models[i];
+                t[i] = if mode == 0 {
+                    once(m, &mut rng);
+                    once(m, &mut rng)
+                } else {
+                    onionnet::workers::awake(|| {
+                        once(m, &mut rng);
+                        once(m, &mut rng)
+                    })
+                };
+            }
+            for i in 1..3 {
+                ratio[mode][i].push(t[i].0 / t[0].0);
+                s2[mode][i].push(t[i].1 / t[0].0);
+            }
+        }
+    }
+    for (mode, name) in ["own scope", "outer scope"].iter().enumerate() {
+        let med: Vec<f64> = (1..3)
+            .map(|i| {
+                let v = &mut ratio[mode][i];
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            })
+            .collect();
+        let s: Vec<f64> = (1..3)
+            .map(|i| {
+                let v = &mut s2[mode][i];
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            })
+            .collect();
+        println!(
+            "{name:>12}: non-sharing {:.4} (stage 2 {:.4}), onion {:.4} (stage 2 {:.4})",
+            med[0], s[0], med[1], s[1]
+        );
+    }
+    Ok(())
+}
