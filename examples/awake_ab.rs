@@ -1,7 +1,9 @@
 //! Whole cascade runs at a forced p, each run in its own `workers::awake` scope (one call per
 //! batch, the other worker woken each time) against runs inside one outer scope (a stream of
 //! batches, workers kept awake), interleaved in one process: `awake_ab SPEC P ROUNDS` prints
-//! each network's median time / the monolithic network's in the same round, both ways.
+//! each network's median time / the monolithic network's in the same round, both ways, and
+//! its stage 2's. Each measured run follows an unmeasured one of the same network, as in
+//! `onionnet bench`; `ROTATE=1` rotates the networks' order from round to round as it does.
 use burn::tensor::{Distribution, Tensor};
 use onionnet::bench::random_models;
 use onionnet::cascade::{Engine, run_pooled};
@@ -68,24 +70,15 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     for (mode, name) in ["own scope", "outer scope"].iter().enumerate() {
-        let med: Vec<f64> = (1..3)
-            .map(|i| {
-                let v = &mut ratio[mode][i];
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            })
-            .collect();
-        let s: Vec<f64> = (1..3)
-            .map(|i| {
-                let v = &mut s2[mode][i];
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            })
-            .collect();
+        let [ns, onion] = [1, 2].map(|i| median(&mut ratio[mode][i]));
+        let [ns2, onion2] = [1, 2].map(|i| median(&mut s2[mode][i]));
         println!(
-            "{name:>12}: non-sharing {:.4} (stage 2 {:.4}), onion {:.4} (stage 2 {:.4})",
-            med[0], s[0], med[1], s[1]
+            "{name:>12}: non-sharing {ns:.4} (stage 2 {ns2:.4}), onion {onion:.4} (stage 2 {onion2:.4})"
         );
     }
     Ok(())

@@ -231,8 +231,8 @@ where
     // each network against the monolithic run of the same repetition and p: paired, so that
     // a machine whose speed drifts by 10% over minutes moves both alike (measured: medians of
     // times at batch 32 and 9 repetitions put the monolithic network itself 7% off its own
-    // median at some p)
-    let paired = |pi: usize, mi: usize| -> Vec<f64> {
+    // median at some p); the monolithic network's own runs against its median over all p
+    let ratios_at = |pi: usize, mi: usize| -> Vec<f64> {
         if mi == 0 {
             times[pi][0].iter().map(|t| t / mono_med).collect()
         } else {
@@ -246,7 +246,7 @@ where
             // per-batch averages
             let b = breakdown[pi][mi].per((cfg.reps.max(1) * cfg.pool.max(1)) as u32);
             let p_forced = (p * cfg.batch as f64).round() / cfg.batch as f64;
-            let ratios = paired(pi, mi);
+            let ratios = ratios_at(pi, mi);
             let (lo, hi) = median_interval(&ratios).unwrap_or((f64::NAN, f64::NAN));
             rows.push(BenchRow {
                 network: model.kind().name().into(),
