@@ -23,7 +23,8 @@ pub struct BenchArgs {
     /// Examples per batch.
     #[arg(long, default_value_t = BenchConfig::default().batch)]
     pub batch: usize,
-    /// Measured repetitions per (network, p); the median is reported.
+    /// Measured repetitions per (network, p); the median is reported, with a 95% interval of it
+    /// (the range below 6 repetitions).
     #[arg(long, default_value_t = BenchConfig::default().reps)]
     pub reps: usize,
     /// Unmeasured repetitions first.
