@@ -479,8 +479,8 @@ mod tests {
 
     #[test]
     fn median_interval_takes_the_sign_tests_order_statistics() {
-        // values 1..=n shuffled (7919 is a prime above n): the interval is [k, n + 1 - k], k the largest with
-        // P(X <= k - 1) <= 2.5%
+        // values 1..=n shuffled (7919 is a prime above n): the interval is [k, n + 1 - k], k
+        // the largest with P(X <= k - 1) <= 2.5%
         for n in 1..=60u64 {
             let mut v: Vec<f64> = (1..=n).map(|i| ((i * 7919) % n + 1) as f64).collect();
             v.reverse();

@@ -3,7 +3,7 @@
 
 use crate::bench::{
     BenchConfig, BenchRow, Deviation, LayerRow, Verdict, deviations, fma_peak_gflops, gemm_gflops,
-    layer_profile, max_deviation, ms, run_bench, verdict,
+    layer_profile, ms, run_bench, verdict,
 };
 use crate::checkpoint::write_atomic;
 use crate::cost::stage_costs;
@@ -112,10 +112,6 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
         }
         crate::bench::EngineKind::Burn => None,
     };
-    let dev: Vec<(String, f64)> = NetworkKind::ALL
-        .iter()
-        .map(|k| (k.name().to_string(), max_deviation(&rows, k.name())))
-        .collect();
     // each network's worst p, with the interval its noise leaves, and the verdict on the
     // issue's target
     let worst: Vec<(NetworkKind, Option<Deviation>, Verdict)> = NetworkKind::ALL
@@ -135,8 +131,11 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
                     "gather_ms": ms(r.breakdown.gather), "scatter_ms": ms(r.breakdown.scatter)})
             })
             .collect();
-        let dev: serde_json::Map<String, serde_json::Value> =
-            dev.into_iter().map(|(k, v)| (k, v.into())).collect();
+        // (the largest deviation is the worst point's: `bench::max_deviation`)
+        let dev: serde_json::Map<String, serde_json::Value> = worst
+            .iter()
+            .map(|(k, w, _)| (k.name().to_string(), w.map_or(0.0, |w| w.dev).into()))
+            .collect();
         let target: serde_json::Map<String, serde_json::Value> = worst
             .iter()
             .map(|(k, w, v)| {
