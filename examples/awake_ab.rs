@@ -4,6 +4,9 @@
 //! each network's median time / the monolithic network's in the same round, both ways, and
 //! its stage 2's. Each measured run follows an unmeasured one of the same network, as in
 //! `onionnet bench`; `ROTATE=1` rotates the networks' order from round to round as it does.
+//! `awake_ab SPEC P ROUNDS chunks` compares instead, each call in its own scope, the thin
+//! leading layers run chunk by chunk wherever they fit (before the twelfth round) against
+//! only on fewer than 8 examples per thread (the default).
 use burn::tensor::{Distribution, Tensor};
 use onionnet::bench::random_models;
 use onionnet::cascade::{Engine, run_pooled};
@@ -45,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         )
     };
     let rotate = std::env::var("ROTATE").is_ok();
+    let chunks = a.get(3).map(String::as_str) == Some("chunks");
     // ratio[mode][network]
     let mut ratio = vec![vec![Vec::new(); 3]; 2];
     let mut s2 = ratio.clone();
@@ -54,7 +58,8 @@ fn main() -> anyhow::Result<()> {
             for k in 0..3 {
                 let i = if rotate { (k + r) % 3 } else { k };
                 let m = &models[i];
-                t[i] = if mode == 0 {
+                onionnet::infer::chunk_below(if chunks && mode == 0 { usize::MAX } else { 8 });
+                t[i] = if mode == 0 || chunks {
                     once(m, &mut rng);
                     once(m, &mut rng)
                 } else {
@@ -74,7 +79,12 @@ fn main() -> anyhow::Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    for (mode, name) in ["own scope", "outer scope"].iter().enumerate() {
+    let names = if chunks {
+        ["chunked", "fewer 8"]
+    } else {
+        ["own scope", "outer scope"]
+    };
+    for (mode, name) in names.iter().enumerate() {
         let [ns, onion] = [1, 2].map(|i| median(&mut ratio[mode][i]));
         let [ns2, onion2] = [1, 2].map(|i| median(&mut s2[mode][i]));
         println!(

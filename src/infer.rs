@@ -47,10 +47,21 @@ pub fn force_column_blocks(on: bool) {
 /// example-chunk (`true`), for benchmarks that compare the two in one process.
 #[doc(hidden)]
 pub fn force_layer_by_layer(on: bool) {
-    LAYER_BY_LAYER.store(on, std::sync::atomic::Ordering::Relaxed);
+    chunk_below(if on { 0 } else { CHUNK_BELOW });
 }
 
-static LAYER_BY_LAYER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Runs the leading convs chunk by chunk only on batches of fewer than `per_thread` examples
+/// per thread (where the rest of the rule allows; [`CHUNK_BELOW`] by default), for benchmarks.
+#[doc(hidden)]
+pub fn chunk_below(per_thread: usize) {
+    CHUNKED_BELOW.store(per_thread, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Chunk by chunk pays only on a few examples per thread: see `FastNet::forward_branch_with`.
+const CHUNK_BELOW: usize = 8;
+
+static CHUNKED_BELOW: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(CHUNK_BELOW);
 
 /// Which inference path runs trained networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -1296,14 +1307,19 @@ impl FastNet {
         let arch = &self.arch;
         let br = &self.branches[b];
         let (steps, covered) = self.chunkable(b, input, prev);
-        // where it pays: the examples split evenly between the threads (within 5%: else
-        // layer by layer, splitting positions evenly; measured on the retrieval onion's stage
-        // 2, 13 examples: 8% slower chunked, 6 examples: 12% faster) and two examples' maps
-        // fit in the cache budget (fewer gain nothing: measured on 2ch-deep, whose stage 1
-        // maps take 120 KB per example, 2–9% slower)
+        // where it pays: fewer than 8 examples per thread (a compacted batch: measured on the
+        // retrieval networks, whole cascades interleaved in one process, `awake_ab ... chunks`,
+        // chunked from 16 rows on against before, everywhere it fitted: the onion 1–5% faster
+        // at p = 0.05, with stage 1 on 128 rows layer by layer, 1–3% at p = 0.2 and 0.5; the
+        // parallel loops of layer by layer balance the two threads at a finer grain than
+        // whole chunks), split evenly between the threads (within 5%: else layer by layer,
+        // splitting positions evenly; measured on the retrieval onion's stage 2, 13 examples:
+        // 8% slower chunked, 6 examples: 12% faster) and two examples' maps fit in the cache
+        // budget (fewer gain nothing: measured on 2ch-deep, whose stage 1 maps take 120 KB
+        // per example, 2–9% slower)
         let chunked = chunked.unwrap_or_else(|| {
             let (n, threads) = (input.n, rayon::current_num_threads());
-            !LAYER_BY_LAYER.load(std::sync::atomic::Ordering::Relaxed)
+            n < threads.saturating_mul(CHUNKED_BELOW.load(std::sync::atomic::Ordering::Relaxed))
                 && n >= 2 * threads
                 && 20 * threads * n.div_ceil(threads) <= 21 * n
                 && !steps.is_empty()
