@@ -50,8 +50,9 @@ pub fn force_layer_by_layer(on: bool) {
     chunk_below(if on { 0 } else { CHUNK_BELOW });
 }
 
-/// Runs the leading convs chunk by chunk only on batches of fewer than `per_thread` examples
-/// per thread (where the rest of the rule allows; [`CHUNK_BELOW`] by default), for benchmarks.
+/// Runs the leading convs chunk by chunk, where the rest of the rule allows, on batches whose
+/// maps spill L2 and on batches of fewer than `per_thread` examples per thread
+/// ([`CHUNK_BELOW`] by default; 0: never, `usize::MAX`: wherever they fit), for benchmarks.
 #[doc(hidden)]
 pub fn chunk_below(per_thread: usize) {
     CHUNKED_BELOW.store(per_thread, std::sync::atomic::Ordering::Relaxed);
@@ -1307,23 +1308,29 @@ impl FastNet {
         let arch = &self.arch;
         let br = &self.branches[b];
         let (steps, covered) = self.chunkable(b, input, prev);
-        // where it pays: fewer than 8 examples per thread (a compacted batch: measured on the
-        // retrieval networks, whole cascades interleaved in one process, `awake_ab ... chunks`,
-        // chunked from 16 rows on against before, everywhere it fitted: the onion 1–5% faster
-        // at p = 0.05, with stage 1 on 128 rows layer by layer, 1–3% at p = 0.2 and 0.5; the
-        // parallel loops of layer by layer balance the two threads at a finer grain than
-        // whole chunks), split evenly between the threads (within 5%: else layer by layer,
-        // splitting positions evenly; measured on the retrieval onion's stage 2, 13 examples:
-        // 8% slower chunked, 6 examples: 12% faster) and two examples' maps fit in the cache
-        // budget (fewer gain nothing: measured on 2ch-deep, whose stage 1 maps take 120 KB
-        // per example, 2–9% slower)
+        // where it pays: where the maps the chunked layers write for the whole batch would
+        // not fit in the cores' L2 (chunks keep them in cache from one layer to the next), or
+        // on fewer than 8 examples per thread (a compacted batch: one parallel loop instead
+        // of one per layer); elsewhere the per-layer loops balance the threads at a finer
+        // grain than whole chunks (measured on the retrieval networks, whole cascades
+        // interleaved in one process, `awake_ab ... chunks`, against chunked wherever it
+        // fitted: the onion at p = 0.05 0.4–1.6% faster, its stage 1's maps, 0.7 MB per
+        // thread, now layer by layer; the monolithic network's, 2.8 MB, still chunked: layer
+        // by layer it ran 1.4–2% slower); and only where the examples split evenly between the threads
+        // (within 5%: else layer by layer, splitting positions evenly; measured on the
+        // retrieval onion's stage 2, 13 examples: 8% slower chunked, 6 examples: 12% faster)
+        // and two examples' maps fit in the cache budget (fewer gain nothing: measured on
+        // 2ch-deep, whose stage 1 maps take 120 KB per example, 2–9% slower)
         let chunked = chunked.unwrap_or_else(|| {
-            let (n, threads) = (input.n, rayon::current_num_threads());
-            n < threads.saturating_mul(CHUNKED_BELOW.load(std::sync::atomic::Ordering::Relaxed))
-                && n >= 2 * threads
-                && 20 * threads * n.div_ceil(threads) <= 21 * n
-                && !steps.is_empty()
+            let written: usize = steps.iter().map(|s| s.g.example_len() * 4).sum();
+            !steps.is_empty()
                 && chunk_fit(&steps, input, prev) >= 2
+                && chunks_pay(
+                    input.n,
+                    rayon::current_num_threads(),
+                    written,
+                    CHUNKED_BELOW.load(std::sync::atomic::Ordering::Relaxed),
+                )
         });
         let mut own: ActMaps = if chunked && !steps.is_empty() {
             let streamed = self.streamed_after(b, covered, input.n).unwrap_or_default();
@@ -1444,12 +1451,27 @@ fn prefetch() -> bool {
 /// the machine measured), the other half left to the maps.
 const PREFETCH_PER_THREAD: usize = 1 << 20;
 
+/// A core's L2 (bytes, on the machine measured).
+const CORE_L2: usize = 1 << 20;
+
 /// Weights of the layers run chunk by chunk, together (bytes): every chunk reads them again,
 /// from the core's cache.
 const CHUNK_WEIGHTS: usize = 128 << 10;
 /// A chunk's maps and the weights (bytes): a quarter of a core's L2 (1 MiB on the machine
 /// measured).
 const CHUNK_CACHE: usize = 256 << 10;
+
+/// Whether `n` examples run chunk by chunk on `threads` threads, the chunked layers writing
+/// `written` bytes per example (the rule and its measurements: `FastNet::forward_branch_with`):
+/// where the batch's maps spill a core's L2, or on fewer than `below` examples per thread, and
+/// only where the examples split evenly.
+fn chunks_pay(n: usize, threads: usize, written: usize, below: usize) -> bool {
+    let spills = n.div_ceil(threads) * written > CORE_L2;
+    below > 0
+        && (spills || n < threads.saturating_mul(below))
+        && n >= 2 * threads
+        && 20 * threads * n.div_ceil(threads) <= 21 * n
+}
 
 /// Examples whose maps (inputs read and outputs written by the chunked `steps`) fit within
 /// [`CHUNK_CACHE`] beside the steps' weights.
@@ -1999,6 +2021,25 @@ mod tests {
                 assert_eq!(y.buf.as_ptr(), ptr, "appended in place");
             }
         }
+    }
+
+    /// Chunk by chunk where the maps spill L2 or on few examples per thread, evenly split.
+    #[test]
+    fn chunks_pay_where_maps_spill_or_rows_are_few() {
+        // the retrieval networks on 2 threads, 128 rows: the monolithic network's leading
+        // convs write 44 KB per example (2.8 MB per thread: chunked), the onion's stage 1
+        // 11 KB (0.7 MB: layer by layer)
+        assert!(chunks_pay(128, 2, 44 << 10, CHUNK_BELOW));
+        assert!(!chunks_pay(128, 2, 11 << 10, CHUNK_BELOW));
+        // a compacted batch: 6 rows chunked, 26 layer by layer, 13 split unevenly
+        assert!(chunks_pay(6, 2, 11 << 10, CHUNK_BELOW));
+        assert!(!chunks_pay(26, 2, 11 << 10, CHUNK_BELOW));
+        assert!(!chunks_pay(13, 2, 11 << 10, CHUNK_BELOW));
+        // fewer than two examples per thread, or forced off
+        assert!(!chunks_pay(3, 2, 44 << 10, CHUNK_BELOW));
+        assert!(!chunks_pay(128, 2, 44 << 10, 0));
+        // forced on wherever it fits, without overflow
+        assert!(chunks_pay(128, 2, 11 << 10, usize::MAX));
     }
 
     /// A head widened to 8 outputs gives the narrow head's outputs in its first columns.
