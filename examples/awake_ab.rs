@@ -7,7 +7,8 @@
 //! `awake_ab SPEC P ROUNDS chunks` compares instead, each call in its own scope, the thin
 //! leading layers run chunk by chunk wherever they fit (before the twelfth round) against
 //! the default rule (where their maps spill L2, or on fewer than 8 examples per thread); the
-//! monolithic network's median time is printed beside, since it runs under the rule too.
+//! monolithic network's median time is printed beside, since it runs under the rule too;
+//! `prefetch`, without (the default) and with the next fc layer's weights prefetched.
 use burn::tensor::{Distribution, Tensor};
 use onionnet::bench::random_models;
 use onionnet::cascade::{Engine, run_pooled};
@@ -50,6 +51,7 @@ fn main() -> anyhow::Result<()> {
     };
     let rotate = std::env::var("ROTATE").is_ok();
     let chunks = a.get(3).map(String::as_str) == Some("chunks");
+    let prefetch = a.get(3).map(String::as_str) == Some("prefetch");
     // ratio[mode][network]
     let mut ratio = vec![vec![Vec::new(); 3]; 2];
     let mut s2 = ratio.clone();
@@ -60,7 +62,8 @@ fn main() -> anyhow::Result<()> {
                 let i = if rotate { (k + r) % 3 } else { k };
                 let m = &models[i];
                 onionnet::infer::chunk_below(if chunks && mode == 0 { usize::MAX } else { 8 });
-                t[i] = if mode == 0 || chunks {
+                onionnet::infer::set_prefetch(prefetch && mode == 1);
+                t[i] = if mode == 0 || chunks || prefetch {
                     once(m, &mut rng);
                     once(m, &mut rng)
                 } else {
@@ -83,6 +86,8 @@ fn main() -> anyhow::Result<()> {
     };
     let names = if chunks {
         ["chunked", "rule"]
+    } else if prefetch {
+        ["no prefetch", "prefetch"]
     } else {
         ["own scope", "outer scope"]
     };

@@ -1443,12 +1443,28 @@ impl FastNet {
 /// on 6 rows took 2–4% longer with it (the fc layer gains less than the conv whose tiles
 /// issue the loads loses), and 2ch-deep's the same within 1%.
 fn prefetch() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("ONIONNET_PREFETCH").as_deref() == Ok("1"))
+    use std::sync::atomic::Ordering::Relaxed;
+    match PREFETCH.load(Relaxed) {
+        UNSET => {
+            let on = std::env::var("ONIONNET_PREFETCH").as_deref() == Ok("1");
+            PREFETCH.store(on as u8, Relaxed);
+            on
+        }
+        on => on == 1,
+    }
 }
 
-/// Weights a layer prefetches for the next one, per thread (bytes): half a core's L2 (2 MiB on
-/// the machine measured), the other half left to the maps.
+const UNSET: u8 = 2;
+static PREFETCH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNSET);
+
+/// Turns the prefetching of the next layer's weights on or off, for A/B benchmarks.
+#[doc(hidden)]
+pub fn set_prefetch(on: bool) {
+    PREFETCH.store(on as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Weights a layer prefetches for the next one, per thread (bytes): at most a core's L2 (1 MiB
+/// on the machine measured).
 const PREFETCH_PER_THREAD: usize = 1 << 20;
 
 /// A core's L2 (bytes, on the machine measured).
