@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
             for k in 0..3 {
                 let i = if rotate { (k + r) % 3 } else { k };
                 let m = &models[i];
-                onionnet::infer::chunk_below(if chunks && mode == 0 { usize::MAX } else { 8 });
+                onionnet::infer::chunk_below(Some(usize::MAX).filter(|_| chunks && mode == 0));
                 onionnet::infer::set_prefetch(prefetch && mode == 1);
                 t[i] = if mode == 0 || chunks || prefetch {
                     once(m, &mut rng);

@@ -47,18 +47,22 @@ pub fn force_column_blocks(on: bool) {
 /// example-chunk (`true`), for benchmarks that compare the two in one process.
 #[doc(hidden)]
 pub fn force_layer_by_layer(on: bool) {
-    chunk_below(if on { 0 } else { CHUNK_BELOW });
+    chunk_below(Some(0).filter(|_| on));
 }
 
 /// Runs the leading convs chunk by chunk, where the rest of the rule allows, on batches whose
-/// maps spill L2 and on batches of fewer than `per_thread` examples per thread
-/// ([`CHUNK_BELOW`] by default; 0: never, `usize::MAX`: wherever they fit), for benchmarks.
+/// maps spill L2 and on batches of fewer than `per_thread` examples per thread (`None`:
+/// [`CHUNK_BELOW`], the default; 0: never, `usize::MAX`: wherever they fit), for benchmarks.
 #[doc(hidden)]
-pub fn chunk_below(per_thread: usize) {
-    CHUNKED_BELOW.store(per_thread, std::sync::atomic::Ordering::Relaxed);
+pub fn chunk_below(per_thread: Option<usize>) {
+    CHUNKED_BELOW.store(
+        per_thread.unwrap_or(CHUNK_BELOW),
+        std::sync::atomic::Ordering::Relaxed,
+    );
 }
 
-/// Chunk by chunk pays only on a few examples per thread: see `FastNet::forward_branch_with`.
+/// Examples per thread below which a batch runs chunk by chunk even where its maps fit L2:
+/// see `FastNet::forward_branch_with`.
 const CHUNK_BELOW: usize = 8;
 
 static CHUNKED_BELOW: std::sync::atomic::AtomicUsize =
@@ -1316,11 +1320,11 @@ impl FastNet {
         // interleaved in one process, `awake_ab ... chunks`, against chunked wherever it
         // fitted: the onion at p = 0.05 0.4–1.6% faster, its stage 1's maps, 0.7 MB per
         // thread, now layer by layer; the monolithic network's, 2.8 MB, still chunked: layer
-        // by layer it ran 1.4–2% slower); and only where the examples split evenly between the threads
-        // (within 5%: else layer by layer, splitting positions evenly; measured on the
-        // retrieval onion's stage 2, 13 examples: 8% slower chunked, 6 examples: 12% faster)
-        // and two examples' maps fit in the cache budget (fewer gain nothing: measured on
-        // 2ch-deep, whose stage 1 maps take 120 KB per example, 2–9% slower)
+        // by layer it ran 1.4–2% slower); and only where the examples split evenly between
+        // the threads (within 5%: else layer by layer, splitting positions evenly; measured on
+        // the retrieval onion's stage 2, 13 examples: 8% slower chunked, 6 examples: 12%
+        // faster) and two examples' maps fit in the cache budget (fewer gain nothing: measured
+        // on 2ch-deep, whose stage 1 maps take 120 KB per example, 2–9% slower)
         let chunked = chunked.unwrap_or_else(|| {
             let written: usize = steps.iter().map(|s| s.g.example_len() * 4).sum();
             !steps.is_empty()
