@@ -1318,9 +1318,10 @@ impl FastNet {
         // of one per layer); elsewhere the per-layer loops balance the threads at a finer
         // grain than whole chunks (measured on the retrieval networks, whole cascades
         // interleaved in one process, `awake_ab ... chunks`, against chunked wherever it
-        // fitted: the onion at p = 0.05 0.4–1.6% faster, its stage 1's maps, 0.7 MB per
-        // thread, now layer by layer; the monolithic network's, 2.8 MB, still chunked: layer
-        // by layer it ran 1.4–2% slower); and only where the examples split evenly between
+        // fitted: the onion at p = 0.05 0.4–1.6% faster in four of six runs, slower in two;
+        // its stage 1's maps, 0.7 MB per thread, now layer by layer; the monolithic
+        // network's, 2.8 MB, still chunked: layer by layer it ran 1.4–2% slower); and only
+        // where the examples split evenly between
         // the threads (within 5%: else layer by layer, splitting positions evenly; measured on
         // the retrieval onion's stage 2, 13 examples: 8% slower chunked, 6 examples: 12%
         // faster) and two examples' maps fit in the cache budget (fewer gain nothing: measured
