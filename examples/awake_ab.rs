@@ -50,8 +50,14 @@ fn main() -> anyhow::Result<()> {
         )
     };
     let rotate = std::env::var("ROTATE").is_ok();
-    let chunks = a.get(3).map(String::as_str) == Some("chunks");
-    let prefetch = a.get(3).map(String::as_str) == Some("prefetch");
+    // what the two modes (0, 1) differ in, and their names
+    let choice = a.get(3).map_or("scope", String::as_str);
+    let names = match choice {
+        "scope" => ["own scope", "outer scope"],
+        "chunks" => ["chunked", "rule"],
+        "prefetch" => ["no prefetch", "prefetch"],
+        other => anyhow::bail!("unknown comparison {other:?}: scope, chunks or prefetch"),
+    };
     // ratio[mode][network]
     let mut ratio = vec![vec![Vec::new(); 3]; 2];
     let mut s2 = ratio.clone();
@@ -61,9 +67,11 @@ fn main() -> anyhow::Result<()> {
             for k in 0..3 {
                 let i = if rotate { (k + r) % 3 } else { k };
                 let m = &models[i];
-                onionnet::infer::chunk_below(Some(usize::MAX).filter(|_| chunks && mode == 0));
-                onionnet::infer::set_prefetch(prefetch && mode == 1);
-                t[i] = if mode == 0 || chunks || prefetch {
+                onionnet::infer::chunk_below(
+                    Some(usize::MAX).filter(|_| choice == "chunks" && mode == 0),
+                );
+                onionnet::infer::set_prefetch(choice == "prefetch" && mode == 1);
+                t[i] = if !(choice == "scope" && mode == 1) {
                     once(m, &mut rng);
                     once(m, &mut rng)
                 } else {
@@ -83,13 +91,6 @@ fn main() -> anyhow::Result<()> {
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
-    };
-    let names = if chunks {
-        ["chunked", "rule"]
-    } else if prefetch {
-        ["no prefetch", "prefetch"]
-    } else {
-        ["own scope", "outer scope"]
     };
     for (mode, name) in names.iter().enumerate() {
         let [mono, ns, onion] = [0, 1, 2].map(|i| median(&mut ratio[mode][i]));
