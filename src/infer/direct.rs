@@ -425,22 +425,18 @@ fn conv_with(
     }
     #[cfg(target_arch = "x86_64")]
     if wide && single_channel(srcs, g) {
-        // a few examples per task, about 1M multiply-adds
-        let per = (1 << 20) / (g.out.0 * g.out.1 * macs).max(1);
+        let per = examples_per_task(g.n, g.out.0 * g.out.1 * macs, rayon::current_num_threads());
         let d = doubled(srcs, g, bias, k);
-        (0..g.n)
-            .into_par_iter()
-            .with_min_len(per.max(1))
-            .for_each(|b| {
-                let len = g.example_len();
-                // SAFETY: AVX-512VL (`k.wide`) and the shape checked; each task writes example b
-                unsafe {
-                    let ex = base.get().add(b * len).cast::<MaybeUninit<f32>>();
-                    zero_example_border(g, std::slice::from_raw_parts_mut(ex, len));
-                    x86::one_channel_example(srcs[0], g, bias, relu, b, base.get(), k, &d)
-                };
-                ahead.share(b, g.n).fetch();
-            });
+        (0..g.n).into_par_iter().with_min_len(per).for_each(|b| {
+            let len = g.example_len();
+            // SAFETY: AVX-512VL (`k.wide`) and the shape checked; each task writes example b
+            unsafe {
+                let ex = base.get().add(b * len).cast::<MaybeUninit<f32>>();
+                zero_example_border(g, std::slice::from_raw_parts_mut(ex, len));
+                x86::one_channel_example(srcs[0], g, bias, relu, b, base.get(), k, &d)
+            };
+            ahead.share(b, g.n).fetch();
+        });
         return;
     }
     // few positions (an fc layer on a compacted batch: one per example) leave threads idle
@@ -501,6 +497,17 @@ fn conv_with(
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (range, &base, wide, ahead);
     });
+}
+
+/// The fewest examples a task of a one-channel layer takes (rayon's `with_min_len`) on `n`
+/// examples of `example_macs` multiply-adds each: about 1M multiply-adds, so that scheduling
+/// stays cheap, yet at most `n / threads`, so that every thread gets a share (rayon splits a
+/// range only into halves of at least that length: a 32-example batch of 8 filters, 0.9M
+/// multiply-adds per 16 examples, ran on one thread and took as long as 64 examples on two).
+pub(super) fn examples_per_task(n: usize, example_macs: usize, threads: usize) -> usize {
+    ((1 << 20) / example_macs.max(1))
+        .min(n / threads.max(1))
+        .max(1)
 }
 
 /// Register tiles per group where a conv's weights are large ([`grouped`]).
