@@ -2048,21 +2048,31 @@ mod tests {
     /// halving gives every thread a share.
     #[test]
     fn one_channel_tasks_share_every_thread() {
+        // the tasks rayon's `with_min_len(min)` makes of `len` items, at most: it halves a
+        // range while both halves keep `min` items
+        fn tasks(len: usize, min: usize) -> usize {
+            if len / 2 >= min {
+                tasks(len / 2, min) + tasks(len - len / 2, min)
+            } else {
+                1
+            }
+        }
         // the retrieval stage 1's first conv: 28 x 28 outputs x 9 taps x 8 filters
         let macs = 28 * 28 * 9 * 8;
         assert_eq!(direct::examples_per_task(128, macs, 2), 18);
         // (32 examples: two halves of 16; one task of 32 before)
         assert_eq!(direct::examples_per_task(32, macs, 2), 16);
         assert_eq!(direct::examples_per_task(33, macs, 2), 16);
-        for threads in 1..=4 {
+        for threads in 1..=6 {
             for n in 1..200 {
                 for macs in [1, 1000, macs, 1 << 20, 1 << 22] {
                     let per = direct::examples_per_task(n, macs, threads);
                     assert!(per >= 1);
-                    // rayon splits a range whose halves hold at least `per` each
-                    if n >= threads {
-                        assert!(per <= n / threads, "n {n} threads {threads} macs {macs}");
-                    }
+                    assert!(
+                        tasks(n, per) >= threads.min(n),
+                        "n {n} threads {threads} macs {macs}: {} tasks",
+                        tasks(n, per)
+                    );
                     assert!(per == 1 || per * macs <= 1 << 20);
                 }
             }

@@ -501,12 +501,12 @@ fn conv_with(
 
 /// The fewest examples a task of a one-channel layer takes (rayon's `with_min_len`) on `n`
 /// examples of `example_macs` multiply-adds each: about 1M multiply-adds, so that scheduling
-/// stays cheap, yet at most `n / threads`, so that every thread gets a share (rayon splits a
-/// range only into halves of at least that length: a 32-example batch of 8 filters, 0.9M
+/// stays cheap, yet few enough that rayon's halving of the range (into halves of at least
+/// that length) reaches a task per thread (a 32-example batch of 8 filters, 0.9M
 /// multiply-adds per 16 examples, ran on one thread and took as long as 64 examples on two).
 pub(super) fn examples_per_task(n: usize, example_macs: usize, threads: usize) -> usize {
     ((1 << 20) / example_macs.max(1))
-        .min(n / threads.max(1))
+        .min(n / threads.max(1).next_power_of_two())
         .max(1)
 }
 
