@@ -12,7 +12,7 @@ mod run {
     const CHAINS: usize = 12;
 
     /// `n` rounds of one multiply-add on each chain, the input from registers or (with
-    /// `loads`) broadcast from a 512-byte buffer; 16 lanes or 8.
+    /// `loads`) broadcast from a 640-byte buffer; 16 lanes or 8.
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
     pub unsafe fn chains<const PER: usize>(n: usize, loads: bool, wide: bool) -> f32 {
         let src = [1e-3f32; 160];
@@ -70,17 +70,19 @@ mod run {
     }
 }
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     #[cfg(target_arch = "x86_64")]
     {
-        if !(std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl"))
-        {
-            eprintln!("needs AVX-512VL");
-            return;
-        }
-        let millions: usize = std::env::args()
-            .nth(1)
-            .map_or(50, |a| a.parse().expect("MILLIONS: a whole number"));
+        anyhow::ensure!(
+            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl"),
+            "needs AVX-512VL"
+        );
+        let millions: usize = match std::env::args().nth(1) {
+            Some(a) => a
+                .parse()
+                .map_err(|_| anyhow::anyhow!("MILLIONS {a:?}: a whole number expected"))?,
+            None => 50,
+        };
         let n = millions * 1_000_000;
         let rate = |f: &dyn Fn() -> f32| {
             let t = std::time::Instant::now();
@@ -107,4 +109,8 @@ fn main() {
             100.0 * r / regs
         );
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    anyhow::bail!("x86-64 only");
+    #[cfg(target_arch = "x86_64")]
+    Ok(())
 }

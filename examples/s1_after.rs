@@ -12,9 +12,14 @@ use std::time::Instant;
 fn main() -> anyhow::Result<()> {
     onionnet::alloc::keep_freed_memory();
     let a: Vec<String> = std::env::args().skip(1).collect();
+    anyhow::ensure!(a.len() == 4, "usage: s1_after SPEC BATCH ROWS ROUNDS");
     let spec = Spec::from_file(std::path::Path::new(&a[0]))?;
     let (batch, rows, rounds): (usize, usize, usize) =
         (a[1].parse()?, a[2].parse()?, a[3].parse()?);
+    anyhow::ensure!(
+        0 < rows && rows <= batch && rounds > 0,
+        "ROWS {rows} must lie in 1..=BATCH ({batch}), ROUNDS {rounds} at least 1"
+    );
     let device = burn::tensor::Device::default();
     let models = random_models(&spec, &device, 1);
     let onion = FastModel::from_model(&models[2]);
