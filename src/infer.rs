@@ -1321,11 +1321,11 @@ impl FastNet {
         // fitted: the onion at p = 0.05 0.4–1.6% faster in four of six runs, slower in two;
         // its stage 1's maps, 0.7 MB per thread, now layer by layer; the monolithic
         // network's, 2.8 MB, still chunked: layer by layer it ran 1.4–2% slower); and only
-        // where the examples split evenly between
-        // the threads (within 5%: else layer by layer, splitting positions evenly; measured on
-        // the retrieval onion's stage 2, 13 examples: 8% slower chunked, 6 examples: 12%
-        // faster) and two examples' maps fit in the cache budget (fewer gain nothing: measured
-        // on 2ch-deep, whose stage 1 maps take 120 KB per example, 2–9% slower)
+        // where the examples split evenly between the threads (within 5%: else layer by layer,
+        // splitting positions evenly; measured on the retrieval onion's stage 2, 13 examples:
+        // 8% slower chunked, 6 examples: 12% faster) and two examples' maps fit in the cache
+        // budget (fewer gain nothing: measured on 2ch-deep, whose stage 1 maps take 120 KB per
+        // example, 2–9% slower)
         let chunked = chunked.unwrap_or_else(|| {
             let written: usize = steps.iter().map(|s| s.g.example_len() * 4).sum();
             !steps.is_empty()
