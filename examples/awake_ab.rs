@@ -8,7 +8,9 @@
 //! leading layers run chunk by chunk wherever they fit (before the twelfth round) against
 //! the default rule (where their maps spill L2, or on fewer than 8 examples per thread); the
 //! monolithic network's median time is printed beside, since it runs under the rule too;
-//! `prefetch`, without (the default) and with the next fc layer's weights prefetched.
+//! `prefetch`, without (the default) and with the next fc layer's weights prefetched;
+//! `fcahead`, fc layers that stream their weights without and with (the default) their own
+//! prefetches 16 KB ahead.
 use burn::tensor::{Distribution, Tensor};
 use onionnet::bench::random_models;
 use onionnet::cascade::{Engine, run_pooled};
@@ -56,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         "scope" => ["own scope", "outer scope"],
         "chunks" => ["chunked", "rule"],
         "prefetch" => ["no prefetch", "prefetch"],
+        "fcahead" => ["no fc ahead", "fc ahead"],
         other => anyhow::bail!("unknown comparison {other:?}: scope, chunks or prefetch"),
     };
     // ratio[mode][network]
@@ -71,6 +74,11 @@ fn main() -> anyhow::Result<()> {
                     Some(usize::MAX).filter(|_| choice == "chunks" && mode == 0),
                 );
                 onionnet::infer::set_prefetch(choice == "prefetch" && mode == 1);
+                onionnet::infer::set_fc_ahead(if choice == "fcahead" && mode == 0 {
+                    0
+                } else {
+                    16 << 10
+                });
                 t[i] = if !(choice == "scope" && mode == 1) {
                     once(m, &mut rng);
                     once(m, &mut rng)

@@ -1462,6 +1462,13 @@ fn prefetch() -> bool {
 const UNSET: u8 = 2;
 static PREFETCH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNSET);
 
+/// How far ahead (bytes) fc layers that stream their weights prefetch them (default 16 KB; 0:
+/// not at all), for A/B benchmarks.
+#[doc(hidden)]
+pub fn set_fc_ahead(bytes: usize) {
+    direct::FC_AHEAD.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Turns the prefetching of the next layer's weights on or off, for A/B benchmarks.
 #[doc(hidden)]
 pub fn set_prefetch(on: bool) {
