@@ -8,9 +8,10 @@ cd "$(dirname "$0")/../.."
 cargo build --release
 B=target/release/onionnet
 run() { # name batch reps burn-reps pool
-  # (ONLY=NAME reruns one description)
+  # (ONLY=NAME reruns one description; ENGINES="own pooled" leaves burn's results as they
+  # are, for a change that touches only the own path)
   if [ -n "${ONLY:-}" ] && [ "$ONLY" != "$1" ]; then return; fi
-  for e in own pooled burn; do
+  for e in ${ENGINES:-own pooled burn}; do
     o=docs/bench/$1; args="--engine own --reps $3"
     [ $e = pooled ] && o=docs/bench/pooled/$1 && args="--engine own --pool $5 --reps $3"
     [ $e = burn ] && o=docs/bench/burn/$1 && args="--engine burn --reps $4"
