@@ -32,9 +32,10 @@ pub(super) static COLUMNS: AtomicBool = AtomicBool::new(false);
 /// prefetches them into L2, line by line as its tile walks them; 0: not at all (for in-process
 /// A/B benchmarks). The stream is a cold one (stage 1 ran in between and evicted it), longer
 /// than the hardware prefetcher looks ahead: measured interleaved in one process (`awake_ab
-/// SPEC 0.05 300 fcahead`, retrieval networks, six runs at 1–64 KB), the non-sharing cascade's
-/// stage 2 on 6 rows (1.6 MB of fc weights) took 2–10% less time from 4 KB on, the onion's
-/// (1.2 MB) 0–4% less; the gain is largest while the machine's memory is slow.
+/// SPEC 0.05 300 fcahead`, the retrieval networks, eleven runs at 1–64 KB ahead), the
+/// non-sharing cascade's stage 2 on 6 rows (1.6 MB of fc weights) took 2–10% less time, the
+/// onion's (1.2 MB) 0–4% less, the most while the machine ran slow; 2ch-deep's and the
+/// AlexNet-like network's the same within the noise.
 pub(super) static FC_AHEAD: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(16 << 10);
 
