@@ -14,7 +14,11 @@ mod run {
     /// `n` rounds of one multiply-add on each chain, the input from registers or (with
     /// `loads`) broadcast from a 640-byte buffer; 16 lanes or 8.
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-    pub unsafe fn chains<const PER: usize>(n: usize, loads: bool, wide: bool) -> f32 {
+    pub unsafe fn chains<const PER: usize, const SINGLE: bool>(
+        n: usize,
+        loads: bool,
+        wide: bool,
+    ) -> f32 {
         let src = [1e-3f32; 160];
         let p = std::hint::black_box(src.as_ptr());
         // SAFETY: reads stay in `src` (offsets below 63 * 2 + 1 + 2 * CHAINS + 1 <= 160)
@@ -30,7 +34,10 @@ mod run {
                     // reuse)
                     let q = p.add((i & 63) * 2 + 1);
                     for (k, a) in a.chunks_exact_mut(PER).enumerate() {
-                        let v = if loads {
+                        let v = if loads && SINGLE {
+                            // (a 32-bit broadcast, which a multiply-add embeds)
+                            _mm512_set1_ps(*q.add(2 * k))
+                        } else if loads {
                             _mm512_castpd_ps(_mm512_set1_pd(
                                 q.add(2 * k).cast::<f64>().read_unaligned(),
                             ))
@@ -90,20 +97,34 @@ fn main() -> anyhow::Result<()> {
             (n * 12) as f64 / t.elapsed().as_secs_f64() / 1e9
         };
         // SAFETY (every call): AVX-512VL checked above
-        let regs = rate(&|| unsafe { run::chains::<1>(n, false, true) });
+        let regs = rate(&|| unsafe { run::chains::<1, false>(n, false, true) });
         println!("16 lanes: registers only {regs:.2} G multiply-adds/s");
         for (per, r) in [
-            (1, rate(&|| unsafe { run::chains::<1>(n, true, true) })),
-            (2, rate(&|| unsafe { run::chains::<2>(n, true, true) })),
-            (4, rate(&|| unsafe { run::chains::<4>(n, true, true) })),
+            (
+                1,
+                rate(&|| unsafe { run::chains::<1, false>(n, true, true) }),
+            ),
+            (
+                2,
+                rate(&|| unsafe { run::chains::<2, false>(n, true, true) }),
+            ),
+            (
+                4,
+                rate(&|| unsafe { run::chains::<4, false>(n, true, true) }),
+            ),
         ] {
             println!(
                 "16 lanes, a broadcast per {per} multiply-adds: {r:.2} ({:.0}%)",
                 100.0 * r / regs
             );
         }
-        let regs = rate(&|| unsafe { run::chains::<1>(n, false, false) });
-        let r = rate(&|| unsafe { run::chains::<1>(n, true, false) });
+        let r = rate(&|| unsafe { run::chains::<1, true>(n, true, true) });
+        println!(
+            "16 lanes, a 32-bit broadcast per multiply-add: {r:.2} ({:.0}%)",
+            100.0 * r / regs
+        );
+        let regs = rate(&|| unsafe { run::chains::<1, false>(n, false, false) });
+        let r = rate(&|| unsafe { run::chains::<1, false>(n, true, false) });
         println!(
             " 8 lanes: registers only {regs:.2}, a broadcast per multiply-add {r:.2} ({:.0}%)",
             100.0 * r / regs

@@ -1,7 +1,9 @@
 //! Where the time goes per layer. The cost model prices every multiply-add alike and the other
 //! ops (ReLU, pooling, normalisation) at nothing; a stage whose layers run at the monolithic
 //! network's average time per multiply-add meets it. Here every stage of the three networks
-//! runs layer by layer on the rows it gets in a cascade at pass fraction p, each op timed:
+//! runs layer by layer on the rows it gets in a cascade at pass fraction p, each op timed,
+//! each stage right after another stage or network (its caches hold that one's data: a stage
+//! 2 finds its maps and weights colder here than right after its stage 1 in a cascade):
 //! each layer's measured share of the monolithic time beside its share in the model, and
 //! their ratio, the layer's cost per multiply-add against the monolithic average. A thin
 //! layer (one input channel, a quarter of the channels) shows here what makes its stage

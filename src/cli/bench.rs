@@ -211,7 +211,7 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
     print!("{}", breakdown(&rows, mid));
     if let Some(layers) = &layers {
         println!(
-            "\nwhere the time goes per layer at p = {mid}: each stage run layer by layer (not chunked) on the rows it gets; measured: the op's time / the monolithic network's; theory: its share of multiply-adds; per MAC: their ratio (1 where the cost model holds); peak: the op's GFLOP/s / the vector units' peak"
+            "\nwhere the time goes per layer at p = {mid}: each stage run layer by layer (not chunked) on the rows it gets, right after another stage or network (so caches hold that one's data: a stage 2 here finds its maps and weights colder than in a cascade); measured: the op's time / the monolithic network's; theory: its share of multiply-adds; per MAC: their ratio (1 where the cost model holds); peak: the op's GFLOP/s / the vector units' peak"
         );
         print!("{}", layers_table(layers, fma_peak));
     }
