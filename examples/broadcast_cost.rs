@@ -2,7 +2,9 @@
 //! `broadcast_cost [MILLIONS]` times 12 independent 16-lane multiply-add chains on registers
 //! only, then the same with the input a 64-bit pair broadcast from memory (as the 16-lane
 //! tiles load theirs) for every multiply-add, every second and every fourth (a broadcast
-//! meeting 1, 2 or 4 weight vectors), and the 8-lane pair: registers only, and each input a
+//! meeting 1, 2 or 4 weight vectors), a 32-bit broadcast for every multiply-add (embedded in
+//! it, as a tile with its lanes over 16 output channels would read its inputs), and the
+//! 8-lane pair: registers only, and each input a
 //! 32-bit value broadcast from memory (as the 8-lane tiles, or a multiply-add with an
 //! embedded broadcast). Prints multiply-adds per second and the broadcast runs' fraction.
 #[cfg(target_arch = "x86_64")]
