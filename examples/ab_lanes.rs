@@ -4,7 +4,8 @@
 //! median and the stage / monolithic ratio. The choice: the direct kernels' 8-lane tiles
 //! against the 16-lane (AVX-512) ones; with `columns`, the one-channel kernel's
 //! column-vectorised blocks against its channel-vectorised tiles; with `chunks`, every stage
-//! layer by layer against chunked where it pays.
+//! layer by layer against chunked where it pays; with `l16`, convs of 16 output channels on
+//! tiles with their lanes over the channels (the first line) against the paired tiles.
 use burn::tensor::{Distribution, Tensor};
 use onionnet::bench::random_models;
 use onionnet::cascade::Engine;
@@ -22,6 +23,12 @@ fn main() -> anyhow::Result<()> {
     let force = |on: bool| match mode {
         "columns" => force_column_blocks(on),
         "chunks" => force_layer_by_layer(on),
+        // (P16: positions per tile, default 16)
+        "l16" => onionnet::infer::set_lanes16(if on {
+            std::env::var("P16").map_or(16, |v| v.parse().unwrap_or(16))
+        } else {
+            0
+        }),
         _ => force_8_lanes(on),
     };
     let device = burn::tensor::Device::default();
@@ -77,6 +84,8 @@ fn main() -> anyhow::Result<()> {
             ("columns", false) => "channels",
             ("chunks", true) => "layers  ",
             ("chunks", false) => "chunked ",
+            ("l16", true) => "lanes16 ",
+            ("l16", false) => "paired  ",
             (_, true) => " 8 lanes",
             (_, false) => "16 lanes",
         };

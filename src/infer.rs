@@ -1462,6 +1462,13 @@ fn prefetch() -> bool {
 const UNSET: u8 = 2;
 static PREFETCH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNSET);
 
+/// Positions per tile of convs with 16 output channels, on tiles with their lanes over the
+/// channels (default 16; 0: on the paired tiles instead), for A/B benchmarks.
+#[doc(hidden)]
+pub fn set_lanes16(p: usize) {
+    direct::LANES16.store(p, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// How far ahead (bytes) fc layers that stream their weights prefetch them (default 16 KB; 0:
 /// not at all), for A/B benchmarks.
 #[doc(hidden)]
@@ -1784,6 +1791,9 @@ mod tests {
             (vec![72, 24], 72, 3, 1, 0, 2, (8, 8)),
             (vec![16, 48], 64, 5, 1, 2, 1, (6, 6)),
             (vec![3], 16, 5, 2, 2, 2, (11, 11)),
+            // 16 output channels: one 16-lane vector a position (two sources, as an onion
+            // layer; 14 x 14 pooled, as the retrieval stage 1's middle conv)
+            (vec![8, 8], 16, 3, 1, 1, 3, (14, 14)),
             (vec![48], 48, 3, 2, 1, 5, (5, 5)),
             // one input channel, even output >= 8 wide: the column-vectorised kernel when
             // pooled (10 columns: the last block overlaps; 28 as the retrieval networks: the

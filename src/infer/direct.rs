@@ -28,6 +28,11 @@ pub(super) static UNPAIRED: AtomicBool = AtomicBool::new(false);
 /// ones would run, in every thread (for in-process A/B benchmarks).
 pub(super) static COLUMNS: AtomicBool = AtomicBool::new(false);
 
+/// Positions per register tile of a conv with 16 output channels, which runs on tiles with
+/// their lanes over those channels ([`x86`]'s `lanes16`; 0: on the paired 16-lane tiles, for
+/// A/B benchmarks; 12 and 24 for trying the size).
+pub(super) static LANES16: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(16);
+
 /// How far ahead (bytes) an fc layer that streams its weights (a few rows: [`weight_bound`])
 /// prefetches them into L2, line by line as its tile walks them; 0: not at all (for in-process
 /// A/B benchmarks). The stream is a cold one (stage 1 ran in between and evicted it), longer
@@ -806,6 +811,24 @@ mod x86 {
         unsafe {
             let c = cos.clone();
             let pairs = k.pairs && srcs.iter().all(|s| s.pairs.is_some());
+            // a conv of 16 output channels: one 16-lane vector a position (see `lanes16`)
+            let l16 = super::LANES16.load(std::sync::atomic::Ordering::Relaxed);
+            if wide && k.pairs && l16 > 0 && g.cout == 16 && cos.len() == 16 && g.out != (1, 1) {
+                return match (l16, pooled) {
+                    (12, true) => {
+                        lanes::tiles::<2, 12, 4>(srcs, g, bias, relu, first, m, c, out, ahead)
+                    }
+                    (24, true) => {
+                        lanes::tiles::<2, 24, 4>(srcs, g, bias, relu, first, m, c, out, ahead)
+                    }
+                    (_, true) => {
+                        lanes::tiles::<2, 16, 4>(srcs, g, bias, relu, first, m, c, out, ahead)
+                    }
+                    (_, false) => {
+                        lanes::tiles::<2, 16, 1>(srcs, g, bias, relu, first, m, c, out, ahead)
+                    }
+                };
+            }
             match (wide, super::vectors(nv, wide, pooled), pooled) {
                 (true, 3, false) if pairs => {
                     zmm::tiles::<3, 6, 1>(srcs, g, bias, relu, first, m, c, out, ahead)
@@ -1531,6 +1554,73 @@ mod x86 {
                     }
                 }
 
+                /// A conv's 16 output channels `co..co + 16` (V = 2 blocks of 8) in one 16-lane
+                /// vector per position, each input value broadcast to the row of 16 weights
+                /// by the multiply-add itself (an embedded 32-bit broadcast: full rate here,
+                /// `examples/broadcast_cost.rs`), where the paired tile needs two blocks, a
+                /// broadcast per two multiply-adds and a reduction of its lane pairs per
+                /// position. Measured interleaved in one process (`ab_lanes
+                /// specs/fashion-retrieval.toml 2 0 128 200 l16`, the stage 1 whose middle conv
+                /// has 16 filters; with / without, of the monolithic time): 16 positions a tile
+                /// 0.0779 / 0.0794, 0.0760 / 0.0768, 0.0764 / 0.0765, 0.0784 / 0.0791; 12: 0.0766
+                /// / 0.0786; 24: 0.0795 / 0.0804, 0.0753 / 0.0767. The AlexNet-like stage 1,
+                /// whose first conv has 16 filters over 3 channels (8-lane tiles before, its
+                /// runs of 3 x 3 values being odd): 0.0704 / 0.0717 (`... 2 0 32 20 l16`).
+                #[target_feature(enable = $features)]
+                #[inline]
+                #[allow(dead_code)]
+                unsafe fn lanes16<const V: usize, const P: usize, const W: usize>(
+                    srcs: &[Source],
+                    g: Geometry,
+                    pix: &[usize; P],
+                    co: usize,
+                    bias: &[f32],
+                    relu: bool,
+                    dst: &[*mut f32; P],
+                ) {
+                    // SAFETY: see `conv`: pointers stay inside the checked slices
+                    unsafe {
+                        let (kh, kw) = g.kernel;
+                        let mut acc = [_mm512_setzero_ps(); P];
+                        for s in srcs {
+                            let run = kw * s.c;
+                            let w0 = s.weights.as_ptr().add(co);
+                            let stride = g.cout;
+                            let mut at = [std::ptr::null::<f32>(); P];
+                            for j in 0..P {
+                                at[j] = s.data.as_ptr().add(pix[j] * s.c);
+                            }
+                            for dy in 0..kh {
+                                let wrow = w0.add(dy * run * stride);
+                                if dy > 0 {
+                                    for a in at.iter_mut() {
+                                        *a = a.add(g.w * s.c);
+                                    }
+                                }
+                                for t in 0..run {
+                                    let wv = _mm512_loadu_ps(wrow.add(t * stride));
+                                    for j in 0..P {
+                                        let a = _mm512_set1_ps(*at[j].add(t));
+                                        acc[j] = _mm512_fmadd_ps(a, wv, acc[j]);
+                                    }
+                                }
+                            }
+                        }
+                        let bv = _mm512_loadu_ps(bias.as_ptr().add(co));
+                        for k in 0..P / W {
+                            let mut x = acc[k * W];
+                            for t in 1..W {
+                                x = _mm512_max_ps(x, acc[k * W + t]);
+                            }
+                            x = _mm512_add_ps(x, bv);
+                            if relu {
+                                x = _mm512_max_ps(x, _mm512_setzero_ps());
+                            }
+                            _mm512_storeu_ps(dst[k].add(co), x);
+                        }
+                    }
+                }
+
                 /// [`tile`] with 16-lane arithmetic: each 512-bit accumulator holds the 8
                 /// channels' sums over the even and over the odd input values of each run
                 /// (alternate lanes), so that one 64-bit broadcast carries two input values to
@@ -1666,4 +1756,5 @@ mod x86 {
     kernels!(avx2, "avx2,fma", tile);
     kernels!(avx512, "avx2,fma,avx512f,avx512vl", tile);
     kernels!(zmm, "avx2,fma,avx512f,avx512vl", paired);
+    kernels!(lanes, "avx2,fma,avx512f,avx512vl", lanes16);
 }
