@@ -1794,6 +1794,7 @@ mod tests {
             // 16 output channels: one 16-lane vector a position (two sources, as an onion
             // layer; 14 x 14 pooled, as the retrieval stage 1's middle conv)
             (vec![8, 8], 16, 3, 1, 1, 3, (14, 14)),
+            (vec![16], 32, 3, 1, 1, 2, (10, 10)),
             (vec![48], 48, 3, 2, 1, 5, (5, 5)),
             // one input channel, even output >= 8 wide: the column-vectorised kernel when
             // pooled (10 columns: the last block overlaps; 28 as the retrieval networks: the
