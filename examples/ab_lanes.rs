@@ -23,12 +23,7 @@ fn main() -> anyhow::Result<()> {
     let force = |on: bool| match mode {
         "columns" => force_column_blocks(on),
         "chunks" => force_layer_by_layer(on),
-        // (P16: positions per tile, default 16)
-        "l16" => onionnet::infer::set_lanes16(if on {
-            std::env::var("P16").map_or(16, |v| v.parse().unwrap_or(16))
-        } else {
-            0
-        }),
+        "l16" => onionnet::infer::set_lanes16(on),
         _ => force_8_lanes(on),
     };
     let device = burn::tensor::Device::default();

@@ -1462,11 +1462,11 @@ fn prefetch() -> bool {
 const UNSET: u8 = 2;
 static PREFETCH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNSET);
 
-/// Positions per tile of convs with 16 output channels, on tiles with their lanes over the
-/// channels (default 16; 0: on the paired tiles instead), for A/B benchmarks.
+/// Runs convs with 16 output channels on tiles with their lanes over the channels (`true`, the
+/// default) or on the paired tiles, for A/B benchmarks.
 #[doc(hidden)]
-pub fn set_lanes16(p: usize) {
-    direct::LANES16.store(p, std::sync::atomic::Ordering::Relaxed);
+pub fn set_lanes16(on: bool) {
+    direct::LANES16.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// How far ahead (bytes) fc layers that stream their weights prefetch them (default 16 KB; 0:

@@ -28,10 +28,9 @@ pub(super) static UNPAIRED: AtomicBool = AtomicBool::new(false);
 /// ones would run, in every thread (for in-process A/B benchmarks).
 pub(super) static COLUMNS: AtomicBool = AtomicBool::new(false);
 
-/// Positions per register tile of a conv with 16 output channels, which runs on tiles with
-/// their lanes over those channels ([`x86`]'s `lanes16`; 0: on the paired 16-lane tiles, for
-/// A/B benchmarks; 12 and 24 for trying the size).
-pub(super) static LANES16: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(16);
+/// Whether a conv with 16 output channels runs on tiles with their lanes over those channels
+/// ([`x86`]'s `lanes16`; off: on the paired 16-lane tiles, for A/B benchmarks).
+pub(super) static LANES16: AtomicBool = AtomicBool::new(true);
 
 /// How far ahead (bytes) an fc layer that streams its weights (a few rows: [`weight_bound`])
 /// prefetches them into L2, line by line as its tile walks them; 0: not at all (for in-process
@@ -813,20 +812,11 @@ mod x86 {
             let pairs = k.pairs && srcs.iter().all(|s| s.pairs.is_some());
             // a conv of 16 output channels: one 16-lane vector a position (see `lanes16`)
             let l16 = super::LANES16.load(std::sync::atomic::Ordering::Relaxed);
-            if wide && k.pairs && l16 > 0 && g.cout == 16 && cos.len() == 16 && g.out != (1, 1) {
-                return match (l16, pooled) {
-                    (12, true) => {
-                        lanes::tiles::<2, 12, 4>(srcs, g, bias, relu, first, m, c, out, ahead)
-                    }
-                    (24, true) => {
-                        lanes::tiles::<2, 24, 4>(srcs, g, bias, relu, first, m, c, out, ahead)
-                    }
-                    (_, true) => {
-                        lanes::tiles::<2, 16, 4>(srcs, g, bias, relu, first, m, c, out, ahead)
-                    }
-                    (_, false) => {
-                        lanes::tiles::<2, 16, 1>(srcs, g, bias, relu, first, m, c, out, ahead)
-                    }
+            if wide && k.pairs && l16 && g.cout == 16 && cos.len() == 16 && g.out != (1, 1) {
+                return if pooled {
+                    lanes::tiles::<2, 16, 4>(srcs, g, bias, relu, first, m, c, out, ahead)
+                } else {
+                    lanes::tiles::<2, 16, 1>(srcs, g, bias, relu, first, m, c, out, ahead)
                 };
             }
             match (wide, super::vectors(nv, wide, pooled), pooled) {
@@ -1562,8 +1552,9 @@ mod x86 {
                 /// position. Measured interleaved in one process (`ab_lanes
                 /// specs/fashion-retrieval.toml 2 0 128 200 l16`, the stage 1 whose middle conv
                 /// has 16 filters; with / without, of the monolithic time): 16 positions a tile
-                /// 0.0779 / 0.0794, 0.0760 / 0.0768, 0.0764 / 0.0765, 0.0784 / 0.0791; 12: 0.0766
-                /// / 0.0786; 24: 0.0795 / 0.0804, 0.0753 / 0.0767. The AlexNet-like stage 1,
+                /// 0.0779 / 0.0794, 0.0760 / 0.0768, 0.0764 / 0.0765, 0.0784 / 0.0791 (12 and 24,
+                /// tried with a switch since removed: 0.0766 / 0.0786; 0.0795 / 0.0804, 0.0753 /
+                /// 0.0767). The AlexNet-like stage 1,
                 /// whose first conv has 16 filters over 3 channels (8-lane tiles before, its
                 /// runs of 3 x 3 values being odd): 0.0704 / 0.0717 (`... 2 0 32 20 l16`).
                 #[target_feature(enable = $features)]
