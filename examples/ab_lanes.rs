@@ -24,6 +24,8 @@ fn main() -> anyhow::Result<()> {
         "columns" => force_column_blocks(on),
         "chunks" => force_layer_by_layer(on),
         "l16" => onionnet::infer::set_lanes16(on),
+        "reuse" => onionnet::infer::set_reuse(on),
+        "shared" => onionnet::infer::set_shared(on),
         _ => force_8_lanes(on),
     };
     let device = burn::tensor::Device::default();
@@ -81,6 +83,10 @@ fn main() -> anyhow::Result<()> {
             ("chunks", false) => "chunked ",
             ("l16", true) => "lanes16 ",
             ("l16", false) => "paired  ",
+            ("reuse", true) => "reuse   ",
+            ("reuse", false) => "per tap ",
+            ("shared", true) => "shared  ",
+            ("shared", false) => "tasks   ",
             (_, true) => " 8 lanes",
             (_, false) => "16 lanes",
         };

@@ -10,7 +10,8 @@
 //! monolithic network's median time is printed beside, since it runs under the rule too;
 //! `prefetch`, without (the default) and with the next fc layer's weights prefetched;
 //! `fcahead`, fc layers that stream their weights without and with (the default) their own
-//! prefetches 16 KB ahead.
+//! prefetches 16 KB ahead; `shared`, layers split into fixed tasks against shared out as the
+//! threads come for them (the default).
 use burn::tensor::{Distribution, Tensor};
 use onionnet::bench::random_models;
 use onionnet::cascade::{Engine, run_pooled};
@@ -59,7 +60,10 @@ fn main() -> anyhow::Result<()> {
         "chunks" => ["chunked", "rule"],
         "prefetch" => ["no prefetch", "prefetch"],
         "fcahead" => ["no fc ahead", "fc ahead"],
-        other => anyhow::bail!("unknown comparison {other:?}: scope, chunks or prefetch"),
+        "shared" => ["fixed tasks", "shared"],
+        other => anyhow::bail!(
+            "unknown comparison {other:?}: scope, chunks, prefetch, fcahead or shared"
+        ),
     };
     // ratio[mode][network]
     let mut ratio = vec![vec![Vec::new(); 3]; 2];
@@ -74,6 +78,7 @@ fn main() -> anyhow::Result<()> {
                     Some(usize::MAX).filter(|_| choice == "chunks" && mode == 0),
                 );
                 onionnet::infer::set_prefetch(choice == "prefetch" && mode == 1);
+                onionnet::infer::set_shared(!(choice == "shared" && mode == 0));
                 onionnet::infer::set_fc_ahead(if choice == "fcahead" && mode == 0 {
                     0
                 } else {

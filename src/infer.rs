@@ -1191,7 +1191,8 @@ impl FastNet {
     /// one thread through all of them: a thin stage's maps then stay in the core's cache from
     /// one layer to the next, and no layer waits for the other thread at its end (measured on
     /// the retrieval stage 1, 128 examples: per-layer loops cost it 15–30% over the cost
-    /// model). The branch's maps after those ops, each whole-batch.
+    /// model). The chunks are shared out as the threads come for them
+    /// ([`crate::workers::share`]). The branch's maps after those ops, each whole-batch.
     fn forward_chunked(
         &self,
         input: &Act,
@@ -1201,39 +1202,34 @@ impl FastNet {
         ahead: direct::Ahead,
     ) -> ActMaps {
         let n = input.n;
-        let threads = rayon::current_num_threads();
         let fit = chunk_fit(steps, input, prev).max(1);
-        // (as many chunks per thread, sizes differing by one example at most: an uneven
-        // split measured 3% slower on a 64-example stage 2)
-        let chunks = n
-            .div_ceil(fit)
-            .max(threads)
-            .next_multiple_of(threads)
-            .min(n);
-        let rows = |i: usize| i * n / chunks..(i + 1) * n / chunks;
         let mut bufs: Vec<Vec<std::mem::MaybeUninit<f32>>> = steps
             .iter()
             .map(|s| uninit(n * s.g.example_len()))
             .collect();
-        // each chunk's own pieces of every step's output
-        let mut pieces: Vec<Vec<&mut [std::mem::MaybeUninit<f32>]>> = (0..chunks)
-            .map(|_| Vec::with_capacity(steps.len()))
+        let outs: Vec<direct::Out> = bufs
+            .iter_mut()
+            .map(|b| direct::Out(b.as_mut_ptr().cast()))
             .collect();
-        for (buf, s) in bufs.iter_mut().zip(steps) {
-            let mut rest = buf.as_mut_slice();
-            for (i, p) in pieces.iter_mut().enumerate() {
-                let (piece, tail) = rest.split_at_mut(rows(i).len() * s.g.example_len());
-                p.push(piece);
-                rest = tail;
-            }
-        }
-        pieces.into_par_iter().enumerate().for_each(|(i, outs)| {
-            let rows = rows(i);
+        // examples `rows` through every step
+        let run = |rows: std::ops::Range<usize>| {
             let mut done: Vec<&[f32]> = Vec::with_capacity(steps.len());
-            for (k, (s, out)) in steps.iter().zip(outs).enumerate() {
+            for (k, s) in steps.iter().enumerate() {
+                let len = s.g.example_len();
+                // SAFETY: the rows' piece of step k's buffer, written by this call only (the
+                // calls get disjoint rows)
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        outs[k]
+                            .get()
+                            .add(rows.start * len)
+                            .cast::<std::mem::MaybeUninit<f32>>(),
+                        rows.len() * len,
+                    )
+                };
                 // (the next layer's weights prefetched during the last, largest step)
                 let ahead = if k + 1 == steps.len() {
-                    ahead.share(i, chunks)
+                    ahead.span(rows.start, rows.end, n)
                 } else {
                     direct::Ahead::default()
                 };
@@ -1271,7 +1267,30 @@ impl FastNet {
                 // SAFETY: the direct kernel wrote every value of the piece
                 done.push(unsafe { &*(out as *mut [std::mem::MaybeUninit<f32>] as *const [f32]) });
             }
-        });
+        };
+        // pieces shared out as the threads come for them, each run in chunks of at most `fit`
+        // examples, as equal as they can be
+        if direct::shared() {
+            // (pieces of at least a chunk: on a few rows, one a thread as before, measured a
+            // 6-row stage 2 2% slower in pieces of one row)
+            let grain = fit.min(n.div_ceil(rayon::current_num_threads()));
+            crate::workers::share(n, grain, |r| {
+                let k = r.len().div_ceil(fit);
+                for i in 0..k {
+                    run(r.start + i * r.len() / k..r.start + (i + 1) * r.len() / k);
+                }
+            });
+        } else {
+            let threads = rayon::current_num_threads();
+            let chunks = n
+                .div_ceil(fit)
+                .max(threads)
+                .next_multiple_of(threads)
+                .min(n);
+            (0..chunks)
+                .into_par_iter()
+                .for_each(|i| run(i * n / chunks..(i + 1) * n / chunks));
+        }
         let mut own: ActMaps = vec![None; covered];
         for (s, buf) in steps.iter().zip(bufs) {
             let (qh, qw) = s.g.stored();
@@ -1467,6 +1486,16 @@ static PREFETCH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(
 #[doc(hidden)]
 pub fn set_lanes16(on: bool) {
     direct::LANES16.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[doc(hidden)]
+pub fn set_shared(on: bool) {
+    direct::SHARED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[doc(hidden)]
+pub fn set_reuse(on: bool) {
+    direct::REUSE.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// How far ahead (bytes) fc layers that stream their weights prefetch them (default 16 KB; 0:
@@ -1847,6 +1876,10 @@ mod tests {
             ] {
                 direct::UNPAIRED_HERE.set(narrow >= 1);
                 direct::NARROW.set(narrow == 2);
+                // (with the 8-lane tiles, also the fixed tasks and the one-channel tiles that
+                // broadcast per tap)
+                direct::FIXED_HERE.set(narrow == 1);
+                direct::PER_TAP_HERE.set(narrow == 1);
                 // an fc layer's weights also in blocks of the tile's width (made after NARROW
                 // is set, as the tile width depends on it)
                 let whole = (k, k) == (h, w) && p == 0;
@@ -1913,6 +1946,8 @@ mod tests {
             direct::UNPAIRED_HERE.set(false);
             direct::NARROW_SINGLE.set(false);
             direct::COLUMNS_HERE.set(false);
+            direct::FIXED_HERE.set(false);
+            direct::PER_TAP_HERE.set(false);
         }
     }
 
@@ -2148,17 +2183,24 @@ mod tests {
                     if b == 0 {
                         assert!(!steps.is_empty(), "{name}: stage 1 runs chunked");
                     }
-                    let (maps, logits) =
-                        net.forward_branch_with(b, &input, &prev, Some(true), None);
                     let (maps0, logits0) =
                         net.forward_branch_with(b, &input, &prev, Some(false), None);
-                    // (no Debug dump of the maps: thousands of values)
-                    assert!(
-                        maps == maps0,
-                        "{name} branch {b}, {n} examples: maps differ"
-                    );
-                    assert!(logits == logits0, "{name} branch {b}, {n} examples: logits");
-                    prev.push(maps);
+                    // (the chunks shared out as the threads come, and in fixed tasks)
+                    for fixed in [true, false] {
+                        direct::FIXED_HERE.set(fixed);
+                        let (maps, logits) =
+                            net.forward_branch_with(b, &input, &prev, Some(true), None);
+                        // (no Debug dump of the maps: thousands of values)
+                        assert!(
+                            maps == maps0,
+                            "{name} branch {b}, {n} examples, fixed {fixed}: maps differ"
+                        );
+                        assert!(
+                            logits == logits0,
+                            "{name} branch {b}, {n} examples, fixed {fixed}: logits"
+                        );
+                    }
+                    prev.push(maps0);
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! while for the same reason. Here, while [`awake`] runs its closure, every other worker runs
 //! a job that polls the pool for work (`rayon::yield_now`) and spins in between.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A spinning worker gives up after this long without work: a bound on the time it can hold
@@ -50,6 +50,74 @@ pub fn awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     })
 }
 
+/// Runs `f` on disjoint ranges that together cover `0..n`, on every worker of the pool at
+/// once. Each worker owns an equal share of `0..n` and takes pieces from its front (a quarter
+/// of what is left, at least `grain`), then, its share done, takes halves of what is left from
+/// the back of the share with the most left. Against a fixed split into tasks: the workers
+/// finish within a `grain`'s time of each other whatever their speeds (a fixed split leaves
+/// the faster one waiting for the other's last task at the end of every layer), and a worker
+/// keeps the front of its share from one layer to the next (the maps it wrote stay in its
+/// cache) unless it is slower.
+pub fn share(n: usize, grain: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    use rayon::prelude::*;
+    let grain = grain.max(1);
+    let workers = rayon::current_num_threads().min(n.div_ceil(grain));
+    if workers <= 1 {
+        if n > 0 {
+            f(0..n);
+        }
+        return;
+    }
+    assert!(n < 1 << 32, "share: {n} items");
+    // (each share's range in its own cache lines: the owner and a thief update it)
+    #[repr(align(128))]
+    struct Share(AtomicU64);
+    let pack = |lo: usize, hi: usize| ((hi as u64) << 32) | lo as u64;
+    let shares: Vec<Share> = (0..workers)
+        .map(|i| Share(AtomicU64::new(pack(i * n / workers, (i + 1) * n / workers))))
+        .collect();
+    let left = |s: &Share| {
+        let v = s.0.load(Ordering::Relaxed);
+        ((v >> 32) as usize).saturating_sub(v as u32 as usize)
+    };
+    // takes a piece of share `s`: from its front (a quarter of what is left) or back (half)
+    let take = |s: &Share, front: bool| -> Option<std::ops::Range<usize>> {
+        let mut v = s.0.load(Ordering::Relaxed);
+        loop {
+            let (lo, hi) = (v as u32 as usize, (v >> 32) as usize);
+            if lo >= hi {
+                return None;
+            }
+            let k = ((hi - lo) / if front { 4 } else { 2 }).clamp(grain.min(hi - lo), hi - lo);
+            let (new, piece) = if front {
+                (pack(lo + k, hi), lo..lo + k)
+            } else {
+                (pack(lo, hi - k), hi - k..hi)
+            };
+            match s
+                .0
+                .compare_exchange_weak(v, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(piece),
+                Err(now) => v = now,
+            }
+        }
+    };
+    (0..workers).into_par_iter().for_each(|i| {
+        while let Some(r) = take(&shares[i], true) {
+            f(r);
+        }
+        while let Some(j) = (0..workers)
+            .filter(|&j| left(&shares[j]) > 0)
+            .max_by_key(|&j| left(&shares[j]))
+        {
+            if let Some(r) = take(&shares[j], false) {
+                f(r);
+            }
+        }
+    });
+}
+
 /// `ONIONNET_SPIN=0` turns the spinning off, for A/B benchmarks.
 fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -71,6 +139,51 @@ mod tests {
             (0..1000u64).into_par_iter().sum::<u64>()
         });
         assert_eq!(v, 499_500);
+    }
+
+    #[test]
+    fn shared_ranges_cover_every_item_once() {
+        use std::sync::atomic::AtomicUsize;
+        for (n, grain) in [
+            (0, 1),
+            (1, 1),
+            (7, 3),
+            (100, 1),
+            (1000, 7),
+            (523, 5),
+            (5, 100),
+        ] {
+            let seen: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            share(n, grain, |r| {
+                assert!(!r.is_empty() && r.end <= n, "range {r:?} of {n}");
+                for i in r {
+                    seen[i].fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            assert!(
+                seen.iter().all(|s| s.load(Ordering::Relaxed) == 1),
+                "n {n}, grain {grain}"
+            );
+        }
+        // a worker that runs slow leaves the back of its share to the other
+        if rayon::current_num_threads() > 1 {
+            let pieces = std::sync::Mutex::new(Vec::new());
+            share(64, 1, |r| {
+                if r.start == 0 {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                pieces
+                    .lock()
+                    .unwrap()
+                    .push((r, rayon::current_thread_index()));
+            });
+            let pieces = pieces.into_inner().unwrap();
+            let slow = pieces.iter().find(|(r, _)| r.start == 0).unwrap().1;
+            assert!(
+                pieces.iter().any(|(r, t)| r.end <= 32 && *t != slow),
+                "{pieces:?}"
+            );
+        }
     }
 
     #[test]

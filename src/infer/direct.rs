@@ -32,6 +32,30 @@ pub(super) static COLUMNS: AtomicBool = AtomicBool::new(false);
 /// ([`x86`]'s `lanes16`; off: on the paired 16-lane tiles, for A/B benchmarks).
 pub(super) static LANES16: AtomicBool = AtomicBool::new(true);
 
+/// Whether layers (and chunked runs) share their positions (examples) out as the threads come
+/// for them ([`crate::workers::share`]) rather than in fixed tasks, in every thread (for
+/// in-process A/B benchmarks). With fixed tasks (4 a thread), the retrieval onion's stage 1
+/// on 128 rows ran 13–26% slower on two threads than half its time on one (the monolithic
+/// network 3–5%), its middle conv's two threads ending a median 9–20 µs apart (of 310);
+/// shared: 6%, 2 µs apart. Interleaved in one process, shared / fixed, of the monolithic
+/// time: that stage 0.0766 / 0.0807, 0.0753 / 0.0817, 0.0761 / 0.0826 (`ab_lanes
+/// specs/fashion-retrieval.toml 2 0 128 200 shared`); whole cascades at p = 0.05 (`awake_ab
+/// ... 0.05 300 shared`): onion 0.1258 / 0.1290, 0.1254 / 0.1285, non-sharing 0.1400 /
+/// 0.1432, 0.1394 / 0.1425; the monolithic network the same within 1%.
+pub(super) static SHARED: AtomicBool = AtomicBool::new(true);
+
+/// The least work (multiply-adds) of a piece of a shared layer: a few µs, so that the threads
+/// end within that of each other while a piece's set-up stays small beside it.
+const GRAIN: usize = 1 << 18;
+
+/// Whether one-channel layers of 8 filters broadcast each input pair once per tile (`x86`'s
+/// `reuse_tile`) rather than once per tap, in every thread (for in-process A/B benchmarks).
+/// Measured interleaved in one process (`ab_lanes specs/fashion-retrieval.toml 2 0 128 200
+/// reuse`), the retrieval onion's stage 1 (first conv: 8 filters), with / without, of the
+/// monolithic time: 0.0813 / 0.0852, 0.0864 / 0.0893, 0.0714 / 0.0723; the conv alone 89 / 93
+/// µs.
+pub(super) static REUSE: AtomicBool = AtomicBool::new(true);
+
 /// How far ahead (bytes) an fc layer that streams its weights (a few rows: [`weight_bound`])
 /// prefetches them into L2, line by line as its tile walks them; 0: not at all (for in-process
 /// A/B benchmarks). The stream is a cold one (stage 1 ran in between and evicted it), longer
@@ -61,6 +85,13 @@ thread_local! {
     pub(super) static UNPAIRED_HERE: Cell<bool> = const { Cell::new(false) };
     pub(super) static NARROW_SINGLE: Cell<bool> = const { Cell::new(false) };
     pub(super) static COLUMNS_HERE: Cell<bool> = const { Cell::new(false) };
+    pub(super) static PER_TAP_HERE: Cell<bool> = const { Cell::new(false) };
+    pub(super) static FIXED_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the layers this thread starts share their work out ([`SHARED`]).
+pub(super) fn shared() -> bool {
+    SHARED.load(Ordering::Relaxed) && !FIXED_HERE.get()
 }
 
 /// The kernels a layer runs on, chosen on the thread that starts it.
@@ -74,6 +105,8 @@ pub(super) struct Kernels {
     pub sixteen: bool,
     /// The one-channel kernel vectorised over output channels (3 x 3 kernels).
     pub channels: bool,
+    /// Its tiles of 8 filters broadcasting each input pair once ([`REUSE`]).
+    pub reuse: bool,
 }
 
 impl Kernels {
@@ -95,6 +128,7 @@ impl Kernels {
                 && *SIXTEEN.get_or_init(|| env("ONIONNET_SIXTEEN"))
                 && !NARROW_SINGLE.get(),
             channels: wide && !COLUMNS.load(Ordering::Relaxed) && !COLUMNS_HERE.get(),
+            reuse: REUSE.load(Ordering::Relaxed) && !PER_TAP_HERE.get(),
         }
     }
 }
@@ -221,6 +255,11 @@ impl<'a> Ahead<'a> {
 
     /// Share `i` of `n` equal shares of the lines.
     pub fn share(self, i: usize, n: usize) -> Ahead<'a> {
+        self.span(i, i + 1, n)
+    }
+
+    /// Shares `i..j` of `n` equal shares of the lines.
+    pub fn span(self, i: usize, j: usize, n: usize) -> Ahead<'a> {
         let (a, b) = self.lines;
         // (nothing to fetch, the common case: every tile of every conv asks)
         if a == b {
@@ -229,7 +268,7 @@ impl<'a> Ahead<'a> {
         let at = |k: usize| a + (b - a) * k / n.max(1);
         Ahead {
             parts: self.parts,
-            lines: (at(i), at(i + 1)),
+            lines: (at(i), at(j)),
         }
     }
 
@@ -449,18 +488,25 @@ fn conv_with(
     }
     #[cfg(target_arch = "x86_64")]
     if wide && single_channel(srcs, g) {
-        let per = examples_per_task(g.n, g.out.0 * g.out.1 * macs, rayon::current_num_threads());
         let d = doubled(srcs, g, bias, k);
-        (0..g.n).into_par_iter().with_min_len(per).for_each(|b| {
-            let len = g.example_len();
-            // SAFETY: AVX-512VL (`k.wide`) and the shape checked; each task writes example b
+        let len = g.example_len();
+        let example = |b: usize| {
+            // SAFETY: AVX-512VL (`k.wide`) and the shape checked; each call writes example b
             unsafe {
                 let ex = base.get().add(b * len).cast::<MaybeUninit<f32>>();
                 zero_example_border(g, std::slice::from_raw_parts_mut(ex, len));
                 x86::one_channel_example(srcs[0], g, bias, relu, b, base.get(), k, &d)
             };
             ahead.share(b, g.n).fetch();
-        });
+        };
+        if shared() {
+            let grain = (GRAIN / (g.out.0 * g.out.1 * macs).max(1)).max(1);
+            crate::workers::share(g.n, grain, |r| r.for_each(example));
+        } else {
+            let per =
+                examples_per_task(g.n, g.out.0 * g.out.1 * macs, rayon::current_num_threads());
+            (0..g.n).into_par_iter().with_min_len(per).for_each(example);
+        }
         return;
     }
     // few positions (an fc layer on a compacted batch: one per example) leave threads idle
@@ -495,31 +541,38 @@ fn conv_with(
     };
     // (whole register tiles of 8 x V channels)
     let group = (g.cout / parts).next_multiple_of(8 * vectors(g.cout / 8, wide, g.window() > 1));
-    (0..tasks * parts).into_par_iter().for_each(|t| {
-        let ahead = ahead.share(t, tasks * parts);
-        let (t, part) = (t / parts, t % parts);
-        let cos = (part * group).min(g.cout)..((part + 1) * group).min(g.cout);
-        let range = span(t);
+    // positions `range` x channels `cos`
+    let run = |range: std::ops::Range<usize>, cos: std::ops::Range<usize>, ahead: Ahead| {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2/FMA checked above (AVX-512VL by the caller of `wide`); sizes checked
         // above; every read stays inside its source because each window lies inside the
         // padded map, and pooling windows are clamped to the convolution's output; each
-        // task writes only its own positions `range`
+        // call writes only its own positions `range` (channels `cos`)
         unsafe {
-            x86::chunk(
-                srcs,
-                g,
-                bias,
-                relu,
-                range,
-                cos.clone(),
-                base.get(),
-                k,
-                ahead,
-            )
+            x86::chunk(srcs, g, bias, relu, range, cos, base.get(), k, ahead)
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (range, &base, wide, ahead);
+        let _ = (range, cos, &base, wide, ahead);
+    };
+    if parts == 1 && tasks > 1 && shared() {
+        // whole blocks, at least a `GRAIN` (and a group of tiles where grouped)
+        let grain = (GRAIN / (macs * g.window() * 12)).max(1);
+        let grain = if grouped(srcs, g, g.cout) {
+            grain.max(GROUP)
+        } else {
+            grain
+        };
+        crate::workers::share(blocks, grain, |r| {
+            let range = (r.start * 12).min(positions)..(r.end * 12).min(positions);
+            run(range, 0..g.cout, ahead.span(r.start, r.end, blocks));
+        });
+        return;
+    }
+    (0..tasks * parts).into_par_iter().for_each(|t| {
+        let ahead = ahead.share(t, tasks * parts);
+        let (t, part) = (t / parts, t % parts);
+        let cos = (part * group).min(g.cout)..((part + 1) * group).min(g.cout);
+        run(span(t), cos, ahead);
     });
 }
 
@@ -892,7 +945,7 @@ mod x86 {
         // SAFETY: the caller's (a one-channel layer, AVX-512VL)
         unsafe {
             match d {
-                Some(d) => channels_example::<3>(s, g, d, relu, b, out),
+                Some(d) => channels_example::<3>(s, g, d, relu, b, out, k.reuse),
                 None => single_channel_example(s, g, bias, relu, b, out, k.sixteen),
             }
         }
@@ -907,7 +960,8 @@ mod x86 {
     /// channels-last (two permutes per two pooled positions, which come out contiguous), no
     /// columns computed twice (blocks of 4 columns: 28 = 7 x 4, where 16-column blocks
     /// compute 32), and inputs loaded once per tile for every kernel row and filter group.
-    /// Tiles of 4 conv rows x 4 columns for 8 channels, 2 rows x 4 columns for 16–32.
+    /// Tiles of 4 conv rows x 4 columns for 8 channels (where `reuse`: [`reuse_tile`]), 2 rows
+    /// x 4 columns for 16–32.
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn channels_example<const K: usize>(
@@ -917,6 +971,7 @@ mod x86 {
         relu: bool,
         b: usize,
         out: *mut f32,
+        reuse: bool,
     ) {
         let groups = g.cout / 8;
         let mut g0 = 0;
@@ -925,6 +980,7 @@ mod x86 {
             while g0 < groups {
                 let n = (groups - g0).min(4);
                 match n {
+                    1 if g.out.0 >= 4 && reuse => sweep_reuse::<K, 4>(s, g, d, relu, b, out, g0),
                     1 if g.out.0 >= 4 => sweep::<K, 4, 1>(s, g, d, relu, b, out, g0),
                     1 => sweep::<K, 2, 1>(s, g, d, relu, b, out, g0),
                     2 => sweep::<K, 2, 2>(s, g, d, relu, b, out, g0),
@@ -961,6 +1017,115 @@ mod x86 {
             for x in starts(ow, 4) {
                 // SAFETY: y + ROWS <= oh, x + 4 <= ow, both even (oh, ow, ROWS even)
                 unsafe { channels_tile::<K, ROWS, G>(s, g, d, relu, b, y, x, out, g0) };
+            }
+        }
+    }
+
+    /// [`sweep`] of one filter group on [`reuse_tile`]s.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn sweep_reuse<const K: usize, const ROWS: usize>(
+        s: Source,
+        g: Geometry,
+        d: &super::Doubled,
+        relu: bool,
+        b: usize,
+        out: *mut f32,
+        g0: usize,
+    ) {
+        let (oh, ow) = g.out;
+        let starts = |len: usize, step: usize| {
+            (0..len - step + 1)
+                .step_by(step)
+                .chain((!len.is_multiple_of(step)).then_some(len - step))
+        };
+        for y in starts(oh, ROWS) {
+            for x in starts(ow, 4) {
+                // SAFETY: as in `sweep`
+                unsafe { reuse_tile::<K, ROWS>(s, g, d, relu, b, y, x, out, g0) };
+            }
+        }
+    }
+
+    /// [`channels_tile`] for one filter group, each input pair broadcast once for every tap
+    /// that reads it (the kernel's K x K weight vectors held in registers): with 8 filters a
+    /// broadcast meets one multiply-add per tap, and a broadcast per multiply-add runs at 75%
+    /// of the register rate (`examples/broadcast_cost.rs`).
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn reuse_tile<const K: usize, const ROWS: usize>(
+        s: Source,
+        g: Geometry,
+        d: &super::Doubled,
+        relu: bool,
+        b: usize,
+        y: usize,
+        x: usize,
+        out: *mut f32,
+        g0: usize,
+    ) {
+        use std::arch::x86_64::*;
+        // SAFETY: as in `channels_tile` (the same input rows and columns, read in another
+        // order)
+        unsafe {
+            let src = s.data.as_ptr().add(b * g.h * g.w + y * g.w + x);
+            let wts = d.weights.as_ptr().add(g0 * K * K * 16);
+            let zero = _mm512_setzero_ps();
+            let w: [[__m512; K]; K] = std::array::from_fn(|dy| {
+                std::array::from_fn(|dx| _mm512_loadu_ps(wts.add((dy * K + dx) * 16)))
+            });
+            // [conv row][column pair]
+            let mut acc = [[zero; 2]; ROWS];
+            // input row i, pair starting at column c: output (i - dy, (c - dx) / 2) at tap
+            // (dy, dx)
+            #[allow(clippy::needless_range_loop)]
+            for i in 0..ROWS + K - 1 {
+                for c in 0..2 + K {
+                    let at = src.add(i * g.w + c).cast::<f64>();
+                    let v = _mm512_castpd_ps(_mm512_set1_pd(at.read_unaligned()));
+                    for dy in 0..K {
+                        if i < dy || i - dy >= ROWS {
+                            continue;
+                        }
+                        for dx in 0..K {
+                            if c < dx || (c - dx) % 2 == 1 || (c - dx) / 2 >= 2 {
+                                continue;
+                            }
+                            let (r, u) = (i - dy, (c - dx) / 2);
+                            acc[r][u] = _mm512_fmadd_ps(v, w[dy][dx], acc[r][u]);
+                        }
+                    }
+                }
+            }
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            let bv = _mm512_loadu_ps(d.bias.as_ptr().add(g0 * 16));
+            let cg = g0 * 8;
+            for rp in 0..ROWS / 2 {
+                let m0 = _mm512_max_ps(acc[2 * rp][0], acc[2 * rp + 1][0]);
+                let m1 = _mm512_max_ps(acc[2 * rp][1], acc[2 * rp + 1][1]);
+                let p = _mm512_max_ps(
+                    _mm512_permutex2var_ps(m0, even, m1),
+                    _mm512_permutex2var_ps(m0, odd, m1),
+                );
+                let mut v = _mm512_add_ps(p, bv);
+                if relu {
+                    v = _mm512_max_ps(v, zero);
+                }
+                let at = out.add(g.at(b, y / 2 + rp, x / 2) + cg);
+                if g.cout == 8 {
+                    _mm512_storeu_ps(at, v);
+                } else {
+                    _mm256_storeu_ps(at, _mm512_castps512_ps256(v));
+                    _mm256_storeu_ps(
+                        at.add(g.cout),
+                        _mm512_castps512_ps256(_mm512_castpd_ps(_mm512_castpd256_pd512(
+                            _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)),
+                        ))),
+                    );
+                }
             }
         }
     }
