@@ -11,7 +11,8 @@
 //! `prefetch`, without (the default) and with the next fc layer's weights prefetched;
 //! `fcahead`, fc layers that stream their weights without and with (the default) their own
 //! prefetches 16 KB ahead; `shared`, layers split into fixed tasks against shared out as the
-//! threads come for them (the default).
+//! threads come for them (the default); `linger`, the workers going idle as soon as a call
+//! returns against polling for work for 1 ms after it (the default).
 use burn::tensor::{Distribution, Tensor};
 use onionnet::bench::random_models;
 use onionnet::cascade::{Engine, run_pooled};
@@ -61,8 +62,9 @@ fn main() -> anyhow::Result<()> {
         "prefetch" => ["no prefetch", "prefetch"],
         "fcahead" => ["no fc ahead", "fc ahead"],
         "shared" => ["fixed tasks", "shared"],
+        "linger" => ["no linger", "linger"],
         other => anyhow::bail!(
-            "unknown comparison {other:?}: scope, chunks, prefetch, fcahead or shared"
+            "unknown comparison {other:?}: scope, chunks, prefetch, fcahead, shared or linger"
         ),
     };
     // ratio[mode][network]
@@ -79,6 +81,13 @@ fn main() -> anyhow::Result<()> {
                 );
                 onionnet::infer::set_prefetch(choice == "prefetch" && mode == 1);
                 onionnet::infer::set_shared(!(choice == "shared" && mode == 0));
+                onionnet::workers::set_linger(std::time::Duration::from_micros(
+                    if choice == "linger" && mode == 0 {
+                        0
+                    } else {
+                        1000
+                    },
+                ));
                 onionnet::infer::set_fc_ahead(if choice == "fcahead" && mode == 0 {
                     0
                 } else {

@@ -4,7 +4,14 @@
 //! layer's half (measured before this: the second thread started its first chunk of the
 //! retrieval stage 1 8–21 µs late, of 150). OpenMP runtimes keep their threads spinning for a
 //! while for the same reason. Here, while [`awake`] runs its closure, every other worker runs
-//! a job that polls the pool for work (`rayon::yield_now`) and spins in between.
+//! a job that polls the pool for work (`rayon::yield_now`) and spins in between; and after it
+//! returns, every worker keeps polling for a millisecond ([`set_linger`]), so that the next
+//! call finds them awake. Measured interleaved in one process (`awake_ab
+//! specs/fashion-retrieval.toml 0.05 300 linger`, each cascade in its own call, as `onionnet
+//! bench` runs them), without / with, of the monolithic time: onion 0.1208 / 0.1196, 0.1250
+//! / 0.1231, non-sharing 0.1350 / 0.1339, 0.1399 / 0.1356.
+//!
+//! [`share`] deals a parallel loop's work out to the workers as they come for it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,7 +31,7 @@ pub fn awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
     let done = AtomicBool::new(false);
     let done = &done;
-    rayon::scope(|s| {
+    let r = rayon::scope(|s| {
         let home = rayon::current_thread_index();
         for _ in 1..threads {
             s.spawn(move |_| {
@@ -47,7 +54,69 @@ pub fn awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         let r = f();
         done.store(true, Ordering::Release);
         r
-    })
+    });
+    linger(threads);
+    r
+}
+
+/// How long (ns) the workers keep polling for work after [`awake`] returns; 0: not at all.
+static LINGER_NS: AtomicU64 = AtomicU64::new(1_000_000);
+
+/// When the last [`awake`] returned (ns since [`epoch`]).
+static LAST_END: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the workers linger now (one set of lingering jobs at a time).
+static LINGERING: AtomicBool = AtomicBool::new(false);
+
+fn epoch() -> Instant {
+    static E: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *E.get_or_init(Instant::now)
+}
+
+fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+/// Sets how long the workers keep polling for work after [`awake`] returns (default 1 ms;
+/// zero: they go idle at once, as rayon's do), for A/B benchmarks.
+#[doc(hidden)]
+pub fn set_linger(d: Duration) {
+    LINGER_NS.store(d.as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// Keeps every worker polling the pool for work (and running what it finds) until no
+/// [`awake`] has returned for [`LINGER_NS`]: a caller that runs cascades one after another
+/// (a stream of batches, a benchmark) finds them awake at the next one's first layer instead
+/// of asleep, as OpenMP runtimes keep theirs spinning for a while after a parallel region.
+fn linger(threads: usize) {
+    let d = LINGER_NS.load(Ordering::Relaxed);
+    if d == 0 {
+        return;
+    }
+    LAST_END.store(now_ns(), Ordering::Release);
+    if LINGERING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(threads));
+    for _ in 0..threads {
+        let left = left.clone();
+        rayon::spawn(move || {
+            loop {
+                if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                    continue;
+                }
+                if now_ns().saturating_sub(LAST_END.load(Ordering::Acquire))
+                    > LINGER_NS.load(Ordering::Relaxed)
+                {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                LINGERING.store(false, Ordering::Release);
+            }
+        });
+    }
 }
 
 /// Runs `f` on disjoint ranges that together cover `0..n`, on every worker of the pool at
