@@ -980,25 +980,25 @@ mod x86 {
             while g0 < groups {
                 let n = (groups - g0).min(4);
                 match n {
-                    1 if g.out.0 >= 4 && reuse => sweep_reuse::<K, 4>(s, g, d, relu, b, out, g0),
-                    1 if g.out.0 >= 4 => sweep::<K, 4, 1>(s, g, d, relu, b, out, g0),
-                    1 => sweep::<K, 2, 1>(s, g, d, relu, b, out, g0),
-                    2 => sweep::<K, 2, 2>(s, g, d, relu, b, out, g0),
-                    3 => sweep::<K, 2, 3>(s, g, d, relu, b, out, g0),
-                    _ => sweep::<K, 2, 4>(s, g, d, relu, b, out, g0),
+                    1 if g.out.0 >= 4 && reuse => sweep::<K, 4, 1, true>(s, g, d, relu, b, out, g0),
+                    1 if g.out.0 >= 4 => sweep::<K, 4, 1, false>(s, g, d, relu, b, out, g0),
+                    1 => sweep::<K, 2, 1, false>(s, g, d, relu, b, out, g0),
+                    2 => sweep::<K, 2, 2, false>(s, g, d, relu, b, out, g0),
+                    3 => sweep::<K, 2, 3, false>(s, g, d, relu, b, out, g0),
+                    _ => sweep::<K, 2, 4, false>(s, g, d, relu, b, out, g0),
                 }
                 g0 += n;
             }
         }
     }
 
-    /// Every tile of example `b` for filter groups `g0..g0 + G`: the last row (column) of
-    /// tiles overlapping the one before where `ROWS` (4) does not divide the height (width):
-    /// an even start, so whole pooling windows.
+    /// Every tile of example `b` for filter groups `g0..g0 + G` (on [`reuse_tile`]s where
+    /// `REUSE`, one group): the last row (column) of tiles overlapping the one before where
+    /// `ROWS` (4) does not divide the height (width): an even start, so whole pooling windows.
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn sweep<const K: usize, const ROWS: usize, const G: usize>(
+    unsafe fn sweep<const K: usize, const ROWS: usize, const G: usize, const REUSE: bool>(
         s: Source,
         g: Geometry,
         d: &super::Doubled,
@@ -1016,34 +1016,13 @@ mod x86 {
         for y in starts(oh, ROWS) {
             for x in starts(ow, 4) {
                 // SAFETY: y + ROWS <= oh, x + 4 <= ow, both even (oh, ow, ROWS even)
-                unsafe { channels_tile::<K, ROWS, G>(s, g, d, relu, b, y, x, out, g0) };
-            }
-        }
-    }
-
-    /// [`sweep`] of one filter group on [`reuse_tile`]s.
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn sweep_reuse<const K: usize, const ROWS: usize>(
-        s: Source,
-        g: Geometry,
-        d: &super::Doubled,
-        relu: bool,
-        b: usize,
-        out: *mut f32,
-        g0: usize,
-    ) {
-        let (oh, ow) = g.out;
-        let starts = |len: usize, step: usize| {
-            (0..len - step + 1)
-                .step_by(step)
-                .chain((!len.is_multiple_of(step)).then_some(len - step))
-        };
-        for y in starts(oh, ROWS) {
-            for x in starts(ow, 4) {
-                // SAFETY: as in `sweep`
-                unsafe { reuse_tile::<K, ROWS>(s, g, d, relu, b, y, x, out, g0) };
+                unsafe {
+                    if REUSE {
+                        reuse_tile::<K, ROWS>(s, g, d, relu, b, y, x, out, g0)
+                    } else {
+                        channels_tile::<K, ROWS, G>(s, g, d, relu, b, y, x, out, g0)
+                    }
+                };
             }
         }
     }
@@ -1099,34 +1078,17 @@ mod x86 {
                     }
                 }
             }
-            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-            let bv = _mm512_loadu_ps(d.bias.as_ptr().add(g0 * 16));
-            let cg = g0 * 8;
-            for rp in 0..ROWS / 2 {
-                let m0 = _mm512_max_ps(acc[2 * rp][0], acc[2 * rp + 1][0]);
-                let m1 = _mm512_max_ps(acc[2 * rp][1], acc[2 * rp + 1][1]);
-                let p = _mm512_max_ps(
-                    _mm512_permutex2var_ps(m0, even, m1),
-                    _mm512_permutex2var_ps(m0, odd, m1),
-                );
-                let mut v = _mm512_add_ps(p, bv);
-                if relu {
-                    v = _mm512_max_ps(v, zero);
-                }
-                let at = out.add(g.at(b, y / 2 + rp, x / 2) + cg);
-                if g.cout == 8 {
-                    _mm512_storeu_ps(at, v);
-                } else {
-                    _mm256_storeu_ps(at, _mm512_castps512_ps256(v));
-                    _mm256_storeu_ps(
-                        at.add(g.cout),
-                        _mm512_castps512_ps256(_mm512_castpd_ps(_mm512_castpd256_pd512(
-                            _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)),
-                        ))),
-                    );
-                }
-            }
+            pooled_store(
+                &acc,
+                d.bias.as_ptr().add(g0 * 16),
+                relu,
+                g,
+                b,
+                y,
+                x,
+                g0 * 8,
+                out,
+            );
         }
     }
 
@@ -1173,36 +1135,62 @@ mod x86 {
                     }
                 }
             }
+            for (gi, a) in acc.iter().enumerate() {
+                let bias = d.bias.as_ptr().add((g0 + gi) * 16);
+                pooled_store(a, bias, relu, g, b, y, x, (g0 + gi) * 8, out);
+            }
+        }
+    }
+
+    /// The channel-vectorised tiles' last step for one filter group: conv rows `y..y + ROWS`
+    /// (`acc[row][column pair]`, lanes 2i, 2i + 1 channel i at two columns) max-pooled to rows
+    /// `y / 2..` x columns `x / 2, x / 2 + 1`, the group's bias added (`bias`: its 8 values
+    /// twice), ReLU'd where asked, stored at channels `cg..cg + 8`.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pooled_store<const ROWS: usize>(
+        acc: &[[std::arch::x86_64::__m512; 2]; ROWS],
+        bias: *const f32,
+        relu: bool,
+        g: Geometry,
+        b: usize,
+        y: usize,
+        x: usize,
+        cg: usize,
+        out: *mut f32,
+    ) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's: 16 bias values at `bias`, the stored positions in example b
+        unsafe {
+            let zero = _mm512_setzero_ps();
             // even lanes of a then b, odd lanes of a then b: columns x / 2 + 0 and + 1
             let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
             let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-            for (gi, a) in acc.iter().enumerate() {
-                let bv = _mm512_loadu_ps(d.bias.as_ptr().add((g0 + gi) * 16));
-                let cg = (g0 + gi) * 8;
-                for rp in 0..ROWS / 2 {
-                    let m0 = _mm512_max_ps(a[2 * rp][0], a[2 * rp + 1][0]);
-                    let m1 = _mm512_max_ps(a[2 * rp][1], a[2 * rp + 1][1]);
-                    let p = _mm512_max_ps(
-                        _mm512_permutex2var_ps(m0, even, m1),
-                        _mm512_permutex2var_ps(m0, odd, m1),
+            let bv = _mm512_loadu_ps(bias);
+            for rp in 0..ROWS / 2 {
+                let m0 = _mm512_max_ps(acc[2 * rp][0], acc[2 * rp + 1][0]);
+                let m1 = _mm512_max_ps(acc[2 * rp][1], acc[2 * rp + 1][1]);
+                let p = _mm512_max_ps(
+                    _mm512_permutex2var_ps(m0, even, m1),
+                    _mm512_permutex2var_ps(m0, odd, m1),
+                );
+                let mut v = _mm512_add_ps(p, bv);
+                if relu {
+                    v = _mm512_max_ps(v, zero);
+                }
+                let at = out.add(g.at(b, y / 2 + rp, x / 2) + cg);
+                if g.cout == 8 {
+                    // the two pooled columns' channels are contiguous
+                    _mm512_storeu_ps(at, v);
+                } else {
+                    _mm256_storeu_ps(at, _mm512_castps512_ps256(v));
+                    _mm256_storeu_ps(
+                        at.add(g.cout),
+                        _mm512_castps512_ps256(_mm512_castpd_ps(_mm512_castpd256_pd512(
+                            _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)),
+                        ))),
                     );
-                    let mut v = _mm512_add_ps(p, bv);
-                    if relu {
-                        v = _mm512_max_ps(v, zero);
-                    }
-                    let at = out.add(g.at(b, y / 2 + rp, x / 2) + cg);
-                    if g.cout == 8 {
-                        // the two pooled columns' channels are contiguous
-                        _mm512_storeu_ps(at, v);
-                    } else {
-                        _mm256_storeu_ps(at, _mm512_castps512_ps256(v));
-                        _mm256_storeu_ps(
-                            at.add(g.cout),
-                            _mm512_castps512_ps256(_mm512_castpd_ps(_mm512_castpd256_pd512(
-                                _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)),
-                            ))),
-                        );
-                    }
                 }
             }
         }
