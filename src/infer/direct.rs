@@ -35,9 +35,9 @@ pub(super) static LANES16: AtomicBool = AtomicBool::new(true);
 /// Whether layers (and chunked runs) share their positions (examples) out as the threads come
 /// for them ([`crate::workers::share`]) rather than in fixed tasks, in every thread (for
 /// in-process A/B benchmarks). With fixed tasks (4 a thread), the retrieval onion's stage 1
-/// on 128 rows ran 13–26% slower on two threads than half its time on one (the monolithic
-/// network 3–5%), its middle conv's two threads ending a median 9–20 µs apart (of 310);
-/// shared: 6%, 2 µs apart. Interleaved in one process, shared / fixed, of the monolithic
+/// on 128 rows ran 12–36% slower on two threads than half its time on one (the monolithic
+/// network 3–5%; `examples/two_threads.rs`), its middle conv's two threads ending a median
+/// 9–20 µs apart (of 310); shared: 6–10%, 2 µs apart. Interleaved in one process, shared / fixed, of the monolithic
 /// time: that stage 0.0766 / 0.0807, 0.0753 / 0.0817, 0.0761 / 0.0826 (`ab_lanes
 /// specs/fashion-retrieval.toml 2 0 128 200 shared`); whole cascades at p = 0.05 (`awake_ab
 /// ... 0.05 300 shared`): onion 0.1258 / 0.1290, 0.1254 / 0.1285, non-sharing 0.1400 /
