@@ -34,9 +34,9 @@ pub struct BenchConfig {
     /// half a batch of rows waits, [`run_pooled`]); 1: every batch on its own.
     pub pool: usize,
     /// Each measured run right after the network interleaved before it, with nothing of its
-    /// own left in the caches (the previous methodology); otherwise (the default) right after
-    /// an unmeasured run of the same network on a batch of its own survivors, as in a stream
-    /// of batches (what a deployed cascade sees).
+    /// own left in the caches (the first methodology); otherwise (the default) right after
+    /// unmeasured runs of the same network, on batches of its own survivors, lasting at least
+    /// as long as a monolithic run, as in a stream of batches (what a deployed cascade sees).
     pub cold: bool,
 }
 
@@ -154,6 +154,10 @@ pub fn median_interval(v: &[f64]) -> Option<(f64, f64)> {
     Some((v[k - 1], v[n - k]))
 }
 
+/// The most unmeasured runs a measured one follows (a stage 1 at p = 0 takes a tenth of the
+/// monolithic time or less; the cap only bounds a pathological case).
+const MAX_WARM_RUNS: usize = 64;
+
 /// Runs the benchmark; rows in `ps` order, three per p (monolithic, non-sharing, onion).
 pub fn run_bench(spec: &Spec, cfg: &BenchConfig, device: &Device) -> Vec<BenchRow> {
     let models = random_models(spec, device, cfg.seed);
@@ -186,6 +190,8 @@ where
     // times[p][model] over repetitions; breakdown sums
     let mut times = vec![vec![Vec::new(); models.len()]; cfg.ps.len()];
     let mut breakdown = vec![vec![Timing::default(); models.len()]; cfg.ps.len()];
+    // the latest monolithic run's time (s): how long the others' warm-up runs last
+    let mut last_mono = 0.0;
     for rep in 0..cfg.warmup + cfg.reps {
         for (pi, &p) in cfg.ps.iter().enumerate() {
             // the order rotates with the repetition and p, so that no network always runs
@@ -211,11 +217,25 @@ where
                 // stream of batches through one network does not (measured on the retrieval
                 // networks, 21 repetitions, at p = 0.05: the non-sharing cascade 0.17 of the
                 // monolithic time after its own run, 0.19 after the others; the onion 0.15 and
-                // 0.16)
+                // 0.16). One run of its own is not enough after the monolithic network, whose
+                // maps (megabytes, written) fill the caches: the warm-up runs last at least as
+                // long as a monolithic run (measured on the retrieval onion at p = 0.05,
+                // `MONO=1 WARM=k cascade_loop`, each cascade after two monolithic runs and k of
+                // its own: 0.116–0.122 of the monolithic time after one, 0.111–0.114 after 8,
+                // as long as a monolithic run; a stream with no monolithic runs: 0.111)
                 if !cfg.cold {
-                    drop(run(&mut rng));
+                    let mut warm = 0.0;
+                    for _ in 0..MAX_WARM_RUNS {
+                        warm += run(&mut rng).timing.total().as_secs_f64();
+                        if warm >= last_mono {
+                            break;
+                        }
+                    }
                 }
                 let out = run(&mut rng);
+                if mi == 0 {
+                    last_mono = out.timing.total().as_secs_f64();
+                }
                 if rep >= cfg.warmup {
                     times[pi][mi].push(out.timing.total().as_secs_f64());
                     breakdown[pi][mi].add(&out.timing);

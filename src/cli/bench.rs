@@ -49,8 +49,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = BenchConfig::default().pool)]
     pub pool: usize,
     /// Time each run right after the other networks' runs, with its own weights and maps
-    /// evicted from the caches, instead of after an unmeasured run of the same network (a
-    /// stream of batches, the default).
+    /// evicted from the caches, instead of after unmeasured runs of the same network lasting
+    /// at least as long as a monolithic run (a stream of batches, the default).
     #[arg(long)]
     pub cold: bool,
     /// Print `{"rows": [...]}` on stdout instead of the tables.
@@ -171,7 +171,7 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
         if cfg.cold {
             "each run cold (right after the other networks)"
         } else {
-            "each run right after an unmeasured run of the same network"
+            "each run right after unmeasured runs of the same network lasting at least a monolithic run"
         }
     );
     print!("{}", table(&rows));
