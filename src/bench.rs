@@ -158,6 +158,19 @@ pub fn median_interval(v: &[f64]) -> Option<(f64, f64)> {
 /// monolithic time or less; the cap only bounds a pathological case).
 const MAX_WARM_RUNS: usize = 64;
 
+/// Unmeasured runs (`run` returns each one's time, s) until they have lasted `at_least`
+/// seconds: one at least, [`MAX_WARM_RUNS`] at most. Returns how many ran.
+fn warm_up(at_least: f64, mut run: impl FnMut() -> f64) -> usize {
+    let mut warm = 0.0;
+    for n in 1..=MAX_WARM_RUNS {
+        warm += run();
+        if warm >= at_least {
+            return n;
+        }
+    }
+    MAX_WARM_RUNS
+}
+
 /// Runs the benchmark; rows in `ps` order, three per p (monolithic, non-sharing, onion).
 pub fn run_bench(spec: &Spec, cfg: &BenchConfig, device: &Device) -> Vec<BenchRow> {
     let models = random_models(spec, device, cfg.seed);
@@ -224,13 +237,7 @@ where
                 // its own: 0.116–0.122 of the monolithic time after one, 0.111–0.114 after 8,
                 // as long as a monolithic run; a stream with no monolithic runs: 0.111)
                 if !cfg.cold {
-                    let mut warm = 0.0;
-                    for _ in 0..MAX_WARM_RUNS {
-                        warm += run(&mut rng).timing.total().as_secs_f64();
-                        if warm >= last_mono {
-                            break;
-                        }
-                    }
+                    warm_up(last_mono, || run(&mut rng).timing.total().as_secs_f64());
                 }
                 let out = run(&mut rng);
                 if mi == 0 {
@@ -472,6 +479,23 @@ mod peak {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn warm_up_lasts_a_monolithic_run() {
+        // 1 ms runs after a 5 ms monolithic run: five; a network as slow as the monolithic
+        // one, or the first run of all (nothing to wash out): one; a stalled clock: the cap
+        assert_eq!(super::warm_up(0.005, || 0.001), 5);
+        assert_eq!(super::warm_up(0.005, || 0.0049), 2);
+        assert_eq!(super::warm_up(0.005, || 0.006), 1);
+        assert_eq!(super::warm_up(0.0, || 0.001), 1);
+        assert_eq!(super::warm_up(0.005, || 0.0), super::MAX_WARM_RUNS);
+        let mut runs = 0;
+        super::warm_up(0.0035, || {
+            runs += 1;
+            0.001
+        });
+        assert_eq!(runs, 4, "each counted run ran once");
+    }
+
     use super::*;
 
     #[test]
