@@ -479,24 +479,24 @@ mod peak {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn warm_up_lasts_a_monolithic_run() {
         // 1 ms runs after a 5 ms monolithic run: five; a network as slow as the monolithic
         // one, or the first run of all (nothing to wash out): one; a stalled clock: the cap
-        assert_eq!(super::warm_up(0.005, || 0.001), 5);
-        assert_eq!(super::warm_up(0.005, || 0.0049), 2);
-        assert_eq!(super::warm_up(0.005, || 0.006), 1);
-        assert_eq!(super::warm_up(0.0, || 0.001), 1);
-        assert_eq!(super::warm_up(0.005, || 0.0), super::MAX_WARM_RUNS);
+        assert_eq!(warm_up(0.005, || 0.001), 5);
+        assert_eq!(warm_up(0.005, || 0.0049), 2);
+        assert_eq!(warm_up(0.005, || 0.006), 1);
+        assert_eq!(warm_up(0.0, || 0.001), 1);
+        assert_eq!(warm_up(0.005, || 0.0), MAX_WARM_RUNS);
         let mut runs = 0;
-        super::warm_up(0.0035, || {
+        warm_up(0.0035, || {
             runs += 1;
             0.001
         });
         assert_eq!(runs, 4, "each counted run ran once");
     }
-
-    use super::*;
 
     #[test]
     fn paired_ratio_cancels_drift() {
