@@ -5,13 +5,9 @@
 //! the kernel (`sys` 3.5 s of 10 s in `onionnet bench`), and small stages run right after a
 //! large one were slowed 2.5x. Keeping freed memory in the process removes that.
 
-/// Raises glibc's mmap and trim thresholds to their maxima (no-op elsewhere, and when the
-/// environment sets `ONIONNET_SYSTEM_ALLOC=1`, to measure the difference). Call once at
+/// Raises glibc's mmap and trim thresholds to their maxima (no-op elsewhere). Call once at
 /// start-up, before the first large allocation.
 pub fn keep_freed_memory() {
-    if std::env::var_os("ONIONNET_SYSTEM_ALLOC").is_some_and(|v| v == "1") {
-        return;
-    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before worker threads start.
     unsafe {

@@ -3,7 +3,8 @@
 //! (so compaction is exercised), forward time per example measured interleaved across the
 //! networks and set against the cost model's prediction.
 
-use crate::cascade::{Engine, Model, Timing, run_pooled};
+use crate::cascade::{Engine, Timing, run_pooled};
+use crate::model::Model;
 use crate::cost::time_at;
 pub use crate::infer::EngineKind;
 use crate::infer::FastModel;

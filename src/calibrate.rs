@@ -4,7 +4,7 @@
 //! curve of that score at the target TPR. Calibration uses a held-out split, not the training
 //! set (the paper calibrated on training data and missed its TPR at test time).
 
-use crate::cascade::Model;
+use crate::model::Model;
 use crate::data::Dataset;
 use crate::error::CascadeError;
 use burn::tensor::Device;

@@ -6,8 +6,9 @@
 //! previous version intact.
 
 use crate::calibrate::Calibration;
-use crate::cascade::Model;
+use crate::model::Model;
 use crate::error::CheckpointError;
+use crate::files::{read, write_atomic};
 use crate::onion::{Net, NetworkKind, OnionModule, archs};
 use crate::spec::Spec;
 use burn::module::Module;
@@ -15,30 +16,6 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
-    std::fs::read(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
 
 /// Per-epoch record of training.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,7 +37,7 @@ pub struct TrainState {
     pub seed: u64,
     /// The settings and data size it was trained with: a resumed run must match them.
     #[serde(default)]
-    pub config: Option<crate::train::TrainConfig>,
+    pub config: Option<crate::train::config::TrainConfig>,
     #[serde(default)]
     pub train_examples: usize,
     pub log: Vec<Vec<EpochLog>>,

@@ -5,11 +5,8 @@
 //! retrieval stage 1 8–21 µs late, of 150). OpenMP runtimes keep their threads spinning for a
 //! while for the same reason. Here, while [`awake`] runs its closure, every other worker runs
 //! a job that polls the pool for work (`rayon::yield_now`) and spins in between; and after it
-//! returns, every worker keeps polling for a millisecond ([`set_linger`]), so that the next
-//! call finds them awake. Measured interleaved in one process (`awake_ab
-//! specs/fashion-retrieval.toml 0.05 300 linger`, each cascade in its own call, as `onionnet
-//! bench` runs them), without / with, of the monolithic time: onion 0.1208 / 0.1196, 0.1250
-//! / 0.1231, non-sharing 0.1350 / 0.1339, 0.1399 / 0.1356.
+//! returns, every worker keeps polling for a millisecond ([`LINGER`]), so that the next
+//! call finds them awake (figures in `docs/PERFORMANCE.md`).
 //!
 //! [`share`] deals a parallel loop's work out to the workers as they come for it.
 
@@ -26,7 +23,7 @@ const PATIENCE: Duration = Duration::from_millis(2);
 pub fn awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let nested = rayon::current_thread_index().is_some();
     let threads = rayon::current_num_threads();
-    if nested || threads < 2 || !enabled() {
+    if nested || threads < 2 {
         return rayon::scope(|_| f());
     }
     let done = AtomicBool::new(false);
@@ -59,8 +56,8 @@ pub fn awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     r
 }
 
-/// How long (ns) the workers keep polling for work after [`awake`] returns; 0: not at all.
-static LINGER_NS: AtomicU64 = AtomicU64::new(1_000_000);
+/// How long the workers keep polling for work after [`awake`] returns.
+const LINGER: Duration = Duration::from_millis(1);
 
 /// When the last [`awake`] returned (ns since [`epoch`]).
 static LAST_END: AtomicU64 = AtomicU64::new(0);
@@ -77,22 +74,11 @@ fn now_ns() -> u64 {
     epoch().elapsed().as_nanos() as u64
 }
 
-/// Sets how long the workers keep polling for work after [`awake`] returns (default 1 ms;
-/// zero: they go idle at once, as rayon's do), for A/B benchmarks.
-#[doc(hidden)]
-pub fn set_linger(d: Duration) {
-    LINGER_NS.store(d.as_nanos() as u64, Ordering::Relaxed);
-}
-
 /// Keeps every worker polling the pool for work (and running what it finds) until no
-/// [`awake`] has returned for [`LINGER_NS`]: a caller that runs cascades one after another
+/// [`awake`] has returned for [`LINGER`]: a caller that runs cascades one after another
 /// (a stream of batches, a benchmark) finds them awake at the next one's first layer instead
 /// of asleep, as OpenMP runtimes keep theirs spinning for a while after a parallel region.
 fn linger(threads: usize) {
-    let d = LINGER_NS.load(Ordering::Relaxed);
-    if d == 0 {
-        return;
-    }
     LAST_END.store(now_ns(), Ordering::Release);
     if LINGERING.swap(true, Ordering::AcqRel) {
         return;
@@ -106,7 +92,7 @@ fn linger(threads: usize) {
                     continue;
                 }
                 if now_ns().saturating_sub(LAST_END.load(Ordering::Acquire))
-                    > LINGER_NS.load(Ordering::Relaxed)
+                    > LINGER.as_nanos() as u64
                 {
                     break;
                 }
@@ -187,12 +173,6 @@ pub fn share(n: usize, grain: usize, f: impl Fn(std::ops::Range<usize>) + Sync) 
     });
 }
 
-/// `ONIONNET_SPIN=0` turns the spinning off, for A/B benchmarks.
-fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("ONIONNET_SPIN").as_deref() != Ok("0"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,9 +182,10 @@ mod tests {
     fn awake_runs_parallel_work_and_returns() {
         let sum: u64 = awake(|| (0..100_000u64).into_par_iter().map(|x| x * 2).sum());
         assert_eq!(sum, 100_000 * 99_999);
-        // a closure with long serial gaps: the spinners give up and nothing hangs
+        // a closure with a long serial part first: the spinners give up and nothing hangs
         let v = awake(|| {
-            std::thread::sleep(PATIENCE * 3);
+            let serial = (0..20_000_000u64).fold(0u64, |a, x| a.wrapping_add(x ^ (a >> 3)));
+            std::hint::black_box(serial);
             (0..1000u64).into_par_iter().sum::<u64>()
         });
         assert_eq!(v, 499_500);
@@ -232,25 +213,6 @@ mod tests {
             assert!(
                 seen.iter().all(|s| s.load(Ordering::Relaxed) == 1),
                 "n {n}, grain {grain}"
-            );
-        }
-        // a worker that runs slow leaves the back of its share to the other
-        if rayon::current_num_threads() > 1 {
-            let pieces = std::sync::Mutex::new(Vec::new());
-            share(64, 1, |r| {
-                if r.start == 0 {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                pieces
-                    .lock()
-                    .unwrap()
-                    .push((r, rayon::current_thread_index()));
-            });
-            let pieces = pieces.into_inner().unwrap();
-            let slow = pieces.iter().find(|(r, _)| r.start == 0).unwrap().1;
-            assert!(
-                pieces.iter().any(|(r, t)| r.end <= 32 && *t != slow),
-                "{pieces:?}"
             );
         }
     }

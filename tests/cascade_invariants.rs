@@ -2,61 +2,16 @@
 //! description with three stages of different depths (so S > 2 and depth changes are covered).
 
 use burn::tensor::{Distribution, Tensor};
-use onionnet::cascade::{Gate, Model, run};
+use onionnet::cascade::{Gate, run};
+use onionnet::model::Model;
 use onionnet::onion::{Net, NetworkKind, archs};
-use onionnet::spec::Spec;
-use std::path::Path;
 use std::time::Duration;
 
-const SPEC: &str = r#"
-name = "three-stage"
-classes = 6
-input = { channels = 2, height = 12, width = 12 }
-[[layer]]
-type = "conv"
-name = "c1"
-filters = 12
-kernel = 3
-padding = 1
-split = [3, 4, 5]
-[[layer]]
-type = "batchnorm"
-[[layer]]
-type = "relu"
-[[layer]]
-type = "maxpool"
-kernel = 2
-[[layer]]
-type = "conv"
-name = "c2"
-filters = 16
-kernel = 3
-split = [4, 6, 6]
-[[layer]]
-type = "relu"
-[[layer]]
-type = "fc"
-name = "f1"
-units = 20
-split = [0, 8, 12]
-[[layer]]
-type = "relu"
-[[layer]]
-type = "dropout"
-prob = 0.3
-[[stage]]
-ends_at = 6
-loss = "hinge"
-classes = 2
-label_map = [0, 0, 0, 1, 1, 1]
-[[stage]]
-classes = 3
-label_map = [0, 0, 1, 1, 2, 2]
-[[stage]]
-"#;
+mod common;
+
 
 fn model(kind: NetworkKind, seed: u64) -> Model {
-    let spec = Spec::from_toml(SPEC, Path::new("three.toml")).unwrap();
+    let spec = common::three_stage(false);
     let device = burn::tensor::Device::default();
     device.seed(seed);
     let nets = archs(&spec, kind)
@@ -181,7 +136,7 @@ fn compacted_survivors_get_the_same_scores_as_the_full_batch() {
 
 #[test]
 fn the_three_networks_come_from_one_description() {
-    let spec = Spec::from_toml(SPEC, Path::new("three.toml")).unwrap();
+    let spec = common::three_stage(false);
     let mono = &archs(&spec, NetworkKind::Monolithic)[0];
     let ns = archs(&spec, NetworkKind::NonSharing);
     // the non-sharing cascade's last network is the monolithic one

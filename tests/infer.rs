@@ -1,4 +1,4 @@
-//! The own inference path (`infer.rs`) computes what burn computes: every stage's scores of
+//! The own inference path (`src/infer/`) computes what burn computes: every stage's scores of
 //! the three networks agree within 1e-4, on the shipped descriptions with random weights and
 //! on a trained three-stage network with batch norm (non-trivial running statistics), dropout,
 //! fc over a map, a stage ending mid-network and a stage with no channels in a layer — through
@@ -6,9 +6,8 @@
 
 use burn::tensor::{Distribution, Tensor, TensorData};
 use onionnet::bench::random_models;
-use onionnet::cascade::{
-    CascadeOutput, Engine, Gate, Model, run, run_batches_with, run_pooled, run_with,
-};
+use onionnet::cascade::{CascadeOutput, Engine, Gate, run, run_batches_with, run_pooled, run_with};
+use onionnet::model::Model;
 use onionnet::checkpoint::Checkpoint;
 use onionnet::data::Dataset;
 use onionnet::infer::{Act, FastModel};
@@ -17,6 +16,8 @@ use onionnet::spec::Spec;
 use onionnet::train::{TrainConfig, train};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
+
+mod common;
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -138,59 +139,11 @@ fn own_path_matches_burn_on_the_shipped_descriptions() {
     }
 }
 
-const THREE: &str = r#"
-name = "three-stage"
-classes = 6
-input = { channels = 2, height = 12, width = 12 }
-[[layer]]
-type = "conv"
-name = "c1"
-filters = 12
-kernel = 3
-padding = 1
-stride = 2
-split = [3, 4, 5]
-[[layer]]
-type = "batchnorm"
-[[layer]]
-type = "relu"
-[[layer]]
-type = "maxpool"
-kernel = 2
-stride = 1
-[[layer]]
-type = "conv"
-name = "c2"
-filters = 16
-kernel = 3
-split = [4, 6, 6]
-[[layer]]
-type = "relu"
-[[layer]]
-type = "fc"
-name = "f1"
-units = 20
-split = [0, 8, 12]
-[[layer]]
-type = "relu"
-[[layer]]
-type = "dropout"
-prob = 0.3
-[[stage]]
-ends_at = 6
-loss = "hinge"
-classes = 2
-label_map = [0, 0, 0, 1, 1, 1]
-[[stage]]
-classes = 3
-label_map = [0, 0, 1, 1, 2, 2]
-[[stage]]
-"#;
 
 #[test]
 fn own_path_matches_burn_on_a_trained_three_stage_network() {
     let device = burn::tensor::Device::default();
-    let spec = Spec::from_toml(THREE, Path::new("three.toml")).unwrap();
+    let spec = common::three_stage(true);
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);
     let n = 96;
     let data = Dataset {

@@ -18,12 +18,12 @@ fn patch_matching_end_to_end() {
     let device = burn::tensor::Device::default();
     let spec = Spec::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/2ch-deep.toml"))
         .unwrap();
-    let photos = data_dir().join("photos");
+    let photos = data_dir().unwrap().join("photos");
     let train_photos = load_photos(&photos, &TRAIN_PHOTOS).unwrap();
     let (train_set, _) = generate_pairs(&train_photos, 400, 1);
     let (calib, _) = generate_pairs(&train_photos, 200, 2);
     let (balanced, _) = generate_pairs(&load_photos(&photos, &TEST_PHOTOS).unwrap(), 100, 3);
-    let graf = graffiti(&data_dir().join("graffiti"), 16, 4.0).unwrap();
+    let graf = graffiti(&data_dir().unwrap().join("graffiti"), 16, 4.0).unwrap();
     let cfg = TrainConfig {
         epochs: 3,
         lr: 0.01,

@@ -6,7 +6,8 @@
 //! stage 1 ranks below every pair it keeps.
 
 use crate::calibrate::{Calibration, threshold_for_tpr};
-use crate::cascade::{Gate, Model};
+use crate::cascade::Gate;
+use crate::model::Model;
 use crate::cost::speedup;
 use crate::data::Dataset;
 use crate::error::CascadeError;

@@ -9,7 +9,8 @@
 //! rejected ones (by their stage-1 score); the metric is the mean AP over the 10 classes.
 
 use crate::calibrate::{Calibration, calibrate_model};
-use crate::cascade::{Gate, Model};
+use crate::cascade::Gate;
+use crate::model::Model;
 use crate::checkpoint::{Checkpoint, Thresholds};
 use crate::cost::speedup;
 use crate::data::{Dataset, fashion};

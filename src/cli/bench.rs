@@ -5,7 +5,7 @@ use crate::bench::{
     BenchConfig, BenchRow, Deviation, LayerRow, Verdict, deviations, fma_peak_gflops, gemm_gflops,
     layer_profile, ms, run_bench, verdict,
 };
-use crate::checkpoint::write_atomic;
+use crate::files::write_atomic;
 use crate::cost::stage_costs;
 use crate::onion::NetworkKind;
 use crate::report::plot::{Series, line_plot};
@@ -37,7 +37,7 @@ pub struct BenchArgs {
     /// Seed of the random weights, input and survivor positions.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Directory for bench.csv and bench.png [default: docs/bench/NAME, NAME the description's name].
+    /// Directory for bench.csv and bench.png [default: runs/bench/NAME, NAME the description's name].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Inference path: the own path (default) or burn's modules.
@@ -59,7 +59,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
-    let spec = Spec::from_file(&args.spec)?;
+    let spec = crate::shipped::load_spec(&args.spec)?;
     anyhow::ensure!(args.batch >= 1, "--batch {} must be at least 1", args.batch);
     anyhow::ensure!(args.reps >= 1, "--reps {} must be at least 1", args.reps);
     anyhow::ensure!(args.pool >= 1, "--pool {} must be at least 1", args.pool);
@@ -80,7 +80,7 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("docs/bench").join(&spec.name));
+        .unwrap_or_else(|| PathBuf::from("runs/bench").join(&spec.name));
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create the output directory {}", out.display()))?;
     let rows = run_bench(&spec, &cfg, device);

@@ -2,7 +2,6 @@
 
 use crate::cost::{layer_costs, stage_costs, time_at};
 use crate::onion::{NetworkKind, archs};
-use crate::spec::Spec;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -20,7 +19,7 @@ pub struct CostArgs {
 }
 
 pub fn run(args: &CostArgs) -> anyhow::Result<()> {
-    let spec = Spec::from_file(&args.spec)?;
+    let spec = crate::shipped::load_spec(&args.spec)?;
     let mono = time_at(&spec, NetworkKind::Monolithic, 1.0);
     let mut rows = Vec::new();
     for &p in &args.p {

@@ -9,7 +9,6 @@ use crate::apps::retrieval::{groups_from, resolve_groups};
 use crate::checkpoint::Checkpoint;
 use crate::data::fashion::CLASS_NAMES;
 use crate::onion::NetworkKind;
-use crate::spec::Spec;
 use crate::train::train;
 use burn::tensor::Device;
 use clap::Args;
@@ -17,7 +16,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Model description (default: the shipped specs/fashion-retrieval.toml).
+    /// Model description (a file, or a shipped description's name; default: fashion-retrieval).
     #[arg(long)]
     pub spec: Option<PathBuf>,
     /// Where the three trained networks go (an existing run with the same settings is reused).
@@ -35,13 +34,13 @@ pub struct DemoArgs {
 }
 
 pub fn default_spec() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml")
+    PathBuf::from("fashion-retrieval")
 }
 
 pub fn run(args: &DemoArgs, device: &Device) -> anyhow::Result<()> {
     args.eval.check()?;
     let spec_path = args.spec.clone().unwrap_or_else(default_spec);
-    let spec = Spec::from_file(&spec_path)?;
+    let spec = crate::shipped::load_spec(&spec_path)?;
     let splits = args.data.load()?;
     let cfg = args.optim.config(splits.train.len())?;
     eprintln!(

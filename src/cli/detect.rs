@@ -10,7 +10,6 @@ use crate::checkpoint::{Checkpoint, Thresholds};
 use crate::data::scenes::SceneConfig;
 use crate::onion::NetworkKind;
 use crate::report::{json, table};
-use crate::spec::Spec;
 use crate::train::TrainConfig;
 use burn::tensor::Device;
 use clap::Args;
@@ -18,7 +17,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct DetectArgs {
-    /// Model description with a `[detector]` table (default: the shipped specs/detection.toml).
+    /// Model description with a `[detector]` table (a file, or a shipped description's name; default: detection).
     #[arg(long)]
     pub spec: Option<PathBuf>,
     /// Directory with the Fashion-MNIST IDX files the items come from (default: Debian's
@@ -82,8 +81,8 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
     let spec_path = args
         .spec
         .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs/detection.toml"));
-    let spec = Spec::from_file(&spec_path)?;
+        .unwrap_or_else(|| PathBuf::from("detection"));
+    let spec = crate::shipped::load_spec(&spec_path)?;
     let layout = crate::apps::detection::detector::layout(&spec)?;
     anyhow::ensure!(
         layout.image.channels == 1 && layout.image.height == layout.image.width,
@@ -141,7 +140,7 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
         size: layout.image.height,
         ..SceneConfig::default()
     };
-    let fashion = crate::data::fashion::default_dir(args.data.as_deref());
+    let fashion = crate::data::fashion::default_dir(args.data.as_deref())?;
 
     eprintln!(
         "[1/5] composing scenes: Fashion-MNIST items ({}) on real photographs",

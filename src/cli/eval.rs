@@ -2,7 +2,7 @@
 
 use super::DataArgs;
 use crate::apps::retrieval::{evaluate, rows};
-use crate::cascade::Model;
+use crate::model::Model;
 use crate::checkpoint::Checkpoint;
 use crate::onion::NetworkKind;
 use crate::report::{json, table};

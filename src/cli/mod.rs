@@ -97,7 +97,7 @@ pub struct DataArgs {
 
 impl DataArgs {
     pub fn load(&self) -> anyhow::Result<crate::apps::retrieval::Splits> {
-        let dir = crate::data::fashion::default_dir(self.data.as_deref());
+        let dir = crate::data::fashion::default_dir(self.data.as_deref())?;
         eprintln!("data: {}", dir.display());
         crate::apps::retrieval::Splits::load(
             &dir,
@@ -131,14 +131,14 @@ pub fn parse_fraction(s: &str) -> Result<f64, String> {
 /// checkpointed under `out/non-sharing` and `out/onion`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn train_cascades(
-    mono: &crate::cascade::Model,
+    mono: &crate::model::Model,
     spec: &crate::spec::Spec,
     train_set: &crate::data::Dataset,
     valid: &crate::data::Dataset,
     cfg: &crate::train::TrainConfig,
     out: &std::path::Path,
     device: &Device,
-) -> anyhow::Result<[crate::cascade::Model; 2]> {
+) -> anyhow::Result<[crate::model::Model; 2]> {
     use crate::checkpoint::Checkpoint;
     use crate::onion::NetworkKind;
     use burn::module::Module;
@@ -169,15 +169,15 @@ pub(crate) fn train_cascades(
 /// each, and lists the three networks with their operating points (`None` = the monolithic
 /// network, which has no threshold).
 pub(crate) fn calibrate_cascades(
-    mono: crate::cascade::Model,
-    cascades: [crate::cascade::Model; 2],
+    mono: crate::model::Model,
+    cascades: [crate::model::Model; 2],
     calib: &crate::data::Dataset,
     tprs: &[f64],
     out: &std::path::Path,
     device: &Device,
 ) -> anyhow::Result<
     Vec<(
-        crate::cascade::Model,
+        crate::model::Model,
         Vec<Option<crate::calibrate::Calibration>>,
     )>,
 > {

@@ -13,7 +13,6 @@ use crate::data::patches::{
 use crate::onion::NetworkKind;
 use crate::report::plot::{Series, line_plot};
 use crate::report::{json, table};
-use crate::spec::Spec;
 use crate::train::train;
 use burn::tensor::Device;
 use clap::Args;
@@ -21,7 +20,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct PatchesArgs {
-    /// Model description (default: the shipped specs/2ch-deep.toml).
+    /// Model description (a file, or a shipped description's name; default: 2ch-deep).
     #[arg(long)]
     pub spec: Option<PathBuf>,
     /// Where the trained networks, thresholds and the imbalance plot go.
@@ -69,8 +68,8 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
     let spec_path = args
         .spec
         .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs/2ch-deep.toml"));
-    let spec = Spec::from_file(&spec_path)?;
+        .unwrap_or_else(|| PathBuf::from("2ch-deep"));
+    let spec = crate::shipped::load_spec(&spec_path)?;
     anyhow::ensure!(
         spec.input.dims() == [2, 64, 64],
         "{}: input must be 2 x 64 x 64 (two stacked 64x64 patches), it is {:?}",
@@ -103,14 +102,14 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         // the deep hinge-loss network diverges to dead units at the retrieval default (0.05)
         cfg.lr = 0.01;
     }
-    let photos = data_dir().join("photos");
+    let photos = data_dir()?.join("photos");
     eprintln!("[1/5] pairs from real photographs under random homographies");
     let train_photos = load_photos(&photos, &TRAIN_PHOTOS)?;
     let (train_set, _) = generate_pairs(&train_photos, n_train, 1);
     // held out: other pairs (other seed) of the training photographs, for validation and calibration
     let (calib, _) = generate_pairs(&train_photos, (n_train / 6).max(400), 2);
     let (balanced, _) = generate_pairs(&load_photos(&photos, &TEST_PHOTOS)?, n_test, 3);
-    let graf = graffiti(&data_dir().join("graffiti"), corners, args.tolerance)?;
+    let graf = graffiti(&data_dir()?.join("graffiti"), corners, args.tolerance)?;
     let gpos = graf.pairs.labels.iter().sum::<usize>();
     eprintln!(
         "  train {} pairs ({}), held out {}, balanced test {} ({}), Graffiti {} x {} corners = {} pairs, {} matches (1 : {:.0})",

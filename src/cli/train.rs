@@ -4,7 +4,6 @@ use super::DataArgs;
 use crate::apps::retrieval::{groups_from, needs_groups, resolve_groups};
 use crate::checkpoint::Checkpoint;
 use crate::onion::NetworkKind;
-use crate::spec::Spec;
 use crate::train::{TrainConfig, train};
 use burn::tensor::Device;
 use clap::Args;
@@ -88,7 +87,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: &TrainArgs, device: &Device) -> anyhow::Result<()> {
-    let mut spec = Spec::from_file(&args.spec)?;
+    let mut spec = crate::shipped::load_spec(&args.spec)?;
     let splits = args.data.load()?;
     let cfg = args.optim.config(splits.train.len())?;
     if args.network != NetworkKind::Monolithic && needs_groups(&spec) {

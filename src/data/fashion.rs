@@ -22,9 +22,9 @@ pub const CLASS_NAMES: [&str; 10] = [
 /// Where Debian's package puts the full set.
 pub const DEBIAN_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
-/// The committed subset, relative to the crate root.
+/// The committed subset, in a checkout of the repository (relative to the current directory).
 pub fn subset_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist-subset")
+    PathBuf::from("data/fashion-mnist-subset")
 }
 
 /// Loads one split ("train" or "t10k") from `dir`, which holds the four IDX files.
@@ -80,15 +80,26 @@ pub fn load_split(dir: &Path, split: &str) -> Result<Dataset, DataError> {
 }
 
 /// The data directory to use: `--data DIR` if given, else the Debian package if installed,
-/// else the committed subset.
-pub fn default_dir(explicit: Option<&Path>) -> PathBuf {
+/// else the committed subset (running from a checkout); neither is an error that says how to
+/// get the data.
+pub fn default_dir(explicit: Option<&Path>) -> Result<PathBuf, DataError> {
     if let Some(d) = explicit {
-        return d.to_path_buf();
+        return Ok(d.to_path_buf());
     }
     let deb = Path::new(DEBIAN_DIR);
     if deb.join("train-images-idx3-ubyte.gz").exists() {
-        deb.to_path_buf()
+        Ok(deb.to_path_buf())
+    } else if subset_dir().exists() {
+        Ok(subset_dir())
     } else {
-        subset_dir()
+        Err(DataError::Mismatch {
+            what: "Fashion-MNIST".into(),
+            reason: format!(
+                "not found: pass --data DIR (a folder with the four IDX files), install Debian's \
+                 dataset-fashion-mnist (into {DEBIAN_DIR}), or run from a checkout of the \
+                 repository (its {} subset)",
+                subset_dir().display()
+            ),
+        })
     }
 }

@@ -31,8 +31,9 @@ pub const TRAIN_PHOTOS: [&str; 6] = [
 /// Disjoint photographs for the balanced test set.
 pub const TEST_PHOTOS: [&str; 2] = ["camera.png", "gravel.png"];
 
-pub fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+/// The repository's `data/` folder with the photographs (see [`crate::shipped::data_dir`]).
+pub fn data_dir() -> Result<PathBuf, DataError> {
+    crate::shipped::data_dir("photos")
 }
 
 /// Cuts a patch around `c` through `warp` (patch-centred coordinates → image offsets).
@@ -249,7 +250,7 @@ mod tests {
 
     #[test]
     fn generated_pairs_match_their_ground_truth() {
-        let photos = load_photos(&data_dir().join("photos"), &["camera.png"]).unwrap();
+        let photos = load_photos(&data_dir().unwrap().join("photos"), &["camera.png"]).unwrap();
         let (ds, truth) = generate_pairs(&photos, 40, 3);
         assert_eq!(ds.len(), 40);
         assert_eq!(ds.labels.iter().sum::<usize>(), 20);
@@ -273,7 +274,7 @@ mod tests {
 
     #[test]
     fn graffiti_positives_agree_with_the_ground_truth_homography() {
-        let g = graffiti(&data_dir().join("graffiti"), 40, 4.0).unwrap();
+        let g = graffiti(&data_dir().unwrap().join("graffiti"), 40, 4.0).unwrap();
         let (n1, n3) = (g.corners[0].len(), g.corners[1].len());
         assert_eq!(g.pairs.len(), n1 * n3);
         let pos = g.pairs.labels.iter().sum::<usize>();

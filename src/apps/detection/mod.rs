@@ -48,7 +48,7 @@ impl Scenes {
         let test_items = crate::data::fashion::load_split(fashion, "t10k")?;
         let cut = items.len() * 5 / 6;
         let (a, b): (Vec<usize>, Vec<usize>) = ((0..cut).collect(), (cut..items.len()).collect());
-        let photos = data_dir().join("photos");
+        let photos = data_dir()?.join("photos");
         let train_photos = load_photos(&photos, &TRAIN_PHOTOS)?;
         let test_photos = load_photos(&photos, &TEST_PHOTOS)?;
         Ok(Scenes {

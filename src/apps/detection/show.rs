@@ -1,7 +1,7 @@
 //! A picture of what the detector finds: the scene enlarged, ground-truth boxes in green,
 //! detections above a score in red with their class and score.
 
-use crate::checkpoint::write_atomic;
+use crate::files::write_atomic;
 use crate::data::fashion::CLASS_NAMES;
 use crate::data::scenes::{BoxF, Scene};
 use plotters::prelude::*;

@@ -5,7 +5,7 @@
 //! SGD with momentum and weight decay, cosine learning-rate decay, seeded shuffles and
 //! initialisation; a checkpoint after every epoch so `--resume` continues where it stopped.
 
-use crate::cascade::Model;
+use crate::model::Model;
 use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
 use crate::data::Dataset;
 use crate::error::{CheckpointError, DataError, TrainError};
@@ -21,41 +21,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
-/// Optimisation settings shared by the three networks (so the comparison is fair).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub seed: u64,
-    /// Hide progress bars (tests).
-    #[serde(skip)]
-    pub quiet: bool,
-    /// Stop after this many epochs in this call, as if interrupted (the checkpoint then
-    /// resumes); `None` runs to `epochs`.
-    #[serde(skip)]
-    pub stop_after: Option<usize>,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            epochs: 6,
-            batch_size: 64,
-            lr: 0.05,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            seed: 42,
-            quiet: false,
-            stop_after: None,
-        }
-    }
-}
+pub mod config;
+pub use config::TrainConfig;
 
 /// An epoch's log row per trained stage: mean training loss and accuracy from running sums
 /// over `seen` examples, then the validation loss and accuracy.
