@@ -20,14 +20,20 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().unwrap_or_else(|| "runs/o".into()));
     let class: usize = args.next().map_or(Ok(1), |c| c.parse())?;
-    let data = PathBuf::from(args.next().unwrap_or_else(|| "data/fashion-mnist-subset".into()));
+    let data = PathBuf::from(
+        args.next()
+            .unwrap_or_else(|| "data/fashion-mnist-subset".into()),
+    );
 
     let device = Device::default();
     let ckpt = Checkpoint::new(&dir);
     let model = ckpt.load_model(&device)?;
     let thresholds = ckpt.load_thresholds()?;
     let Some(cal) = thresholds.calibrations.first() else {
-        anyhow::bail!("{}: no thresholds; run `onionnet calibrate` first", dir.display());
+        anyhow::bail!(
+            "{}: no thresholds; run `onionnet calibrate` first",
+            dir.display()
+        );
     };
     anyhow::ensure!(
         class < model.spec.classes,
@@ -76,14 +82,24 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .enumerate()
             .fold((0, f32::MIN), |b, (c, &v)| if v > b.1 { (c, v) } else { b });
-        println!("{i:5}  {:13}  yes             {:13}  {score:.3}", name(label), name(top));
+        println!(
+            "{i:5}  {:13}  yes             {:13}  {score:.3}",
+            name(label),
+            name(top)
+        );
     }
     let passed = out.reached.iter().filter(|&&r| r == last).count();
     println!(
         "{passed} of {} passed stage 1; stage 1 {:.2} ms, stage 2 {:.2} ms",
         out.reached.len(),
-        out.timing.stage.first().map_or(0.0, |d| d.as_secs_f64() * 1e3),
-        out.timing.stage.get(1).map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        out.timing
+            .stage
+            .first()
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        out.timing
+            .stage
+            .get(1)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3),
     );
     Ok(())
 }

@@ -4,10 +4,10 @@
 //! networks and set against the cost model's prediction.
 
 use crate::cascade::{Engine, Timing, run_pooled};
-use crate::model::Model;
 use crate::cost::time_at;
 pub use crate::infer::EngineKind;
 use crate::infer::FastModel;
+use crate::model::Model;
 use crate::onion::{Net, NetworkKind, archs};
 use crate::spec::Spec;
 use burn::module::Module;

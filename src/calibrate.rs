@@ -4,9 +4,9 @@
 //! curve of that score at the target TPR. Calibration uses a held-out split, not the training
 //! set (the paper calibrated on training data and missed its TPR at test time).
 
-use crate::model::Model;
 use crate::data::Dataset;
 use crate::error::CascadeError;
+use crate::model::Model;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 

@@ -6,9 +6,9 @@
 //! previous version intact.
 
 use crate::calibrate::Calibration;
-use crate::model::Model;
 use crate::error::CheckpointError;
 use crate::files::{read, write_atomic};
+use crate::model::Model;
 use crate::onion::{Net, NetworkKind, OnionModule, archs};
 use crate::spec::Spec;
 use burn::module::Module;

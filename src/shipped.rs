@@ -91,7 +91,10 @@ mod tests {
         }
         let err = load_spec(Path::new("no-such-net")).unwrap_err().to_string();
         assert!(err.contains("no-such-net"), "{err}");
-        let err = format!("{:#}", anyhow::Error::from(load_spec(Path::new("x/2ch-deep.toml")).unwrap_err()));
+        let err = format!(
+            "{:#}",
+            anyhow::Error::from(load_spec(Path::new("x/2ch-deep.toml")).unwrap_err())
+        );
         assert!(err.contains("fashion-retrieval, 2ch-deep"), "{err}");
     }
 }

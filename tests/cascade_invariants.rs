@@ -9,7 +9,6 @@ use std::time::Duration;
 
 mod common;
 
-
 fn model(kind: NetworkKind, seed: u64) -> Model {
     let spec = common::three_stage(false);
     let device = burn::tensor::Device::default();

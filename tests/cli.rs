@@ -91,8 +91,41 @@ fn bench_output_directory_and_missing_spec_are_named() {
     assert_clean_error(&o, &["output directory", out.to_str().unwrap()]);
     let missing = d.join("missing.toml");
     let o = onionnet(&["bench", missing.to_str().unwrap()]);
-    assert_clean_error(&o, &["missing.toml"]);
-    assert_eq!(stderr(&o).matches("os error").count(), 1, "{}", stderr(&o));
+    assert_clean_error(
+        &o,
+        &["missing.toml", "not the name of a shipped description"],
+    );
+    assert_eq!(
+        stderr(&o).matches("no such file").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The shipped descriptions are in the binary: a name works from any directory, and so does a
+/// path to a description of one's own; the data the experiments need is a clear error there.
+#[test]
+fn shipped_descriptions_work_from_another_directory() {
+    let d = tmp("elsewhere");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_onionnet"))
+            .args(args)
+            .current_dir(&d)
+            .output()
+            .expect("runs")
+    };
+    let o = run(&["cost", "2ch-deep", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(!json["rows"].as_array().unwrap().is_empty());
+    std::fs::copy(spec(), d.join("mine.toml")).unwrap();
+    assert!(run(&["cost", "mine.toml"]).status.success());
+    // (where Debian's full set is installed, the demo would find it there and train)
+    if !Path::new(onionnet::data::fashion::DEBIAN_DIR).exists() {
+        let o = run(&["demo", "--epochs", "1"]);
+        assert_clean_error(&o, &["Fashion-MNIST", "--data", "dataset-fashion-mnist"]);
+    }
 }
 
 /// Output read by a program that stops early (`onionnet cost ... | head -1`): the command ends

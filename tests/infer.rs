@@ -7,10 +7,10 @@
 use burn::tensor::{Distribution, Tensor, TensorData};
 use onionnet::bench::random_models;
 use onionnet::cascade::{CascadeOutput, Engine, Gate, run, run_batches_with, run_pooled, run_with};
-use onionnet::model::Model;
 use onionnet::checkpoint::Checkpoint;
 use onionnet::data::Dataset;
 use onionnet::infer::{Act, FastModel};
+use onionnet::model::Model;
 use onionnet::onion::NetworkKind;
 use onionnet::spec::Spec;
 use onionnet::train::{TrainConfig, train};
@@ -138,7 +138,6 @@ fn own_path_matches_burn_on_the_shipped_descriptions() {
         }
     }
 }
-
 
 #[test]
 fn own_path_matches_burn_on_a_trained_three_stage_network() {

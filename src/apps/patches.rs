@@ -7,11 +7,11 @@
 
 use crate::calibrate::{Calibration, threshold_for_tpr};
 use crate::cascade::Gate;
-use crate::model::Model;
 use crate::cost::speedup;
 use crate::data::Dataset;
 use crate::error::CascadeError;
 use crate::infer::{EngineKind, FastModel, prepare, run_stream_on};
+use crate::model::Model;
 use crate::onion::NetworkKind;
 use crate::report::Row;
 use burn::tensor::{Device, Tensor};

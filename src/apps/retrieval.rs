@@ -10,12 +10,12 @@
 
 use crate::calibrate::{Calibration, calibrate_model};
 use crate::cascade::Gate;
-use crate::model::Model;
 use crate::checkpoint::{Checkpoint, Thresholds};
 use crate::cost::speedup;
 use crate::data::{Dataset, fashion};
 use crate::error::CascadeError;
 use crate::infer::{EngineKind, prepare, run_stream_on};
+use crate::model::Model;
 use crate::onion::NetworkKind;
 use crate::report::Row;
 use crate::spec::{LabelMap, Spec};

@@ -5,8 +5,8 @@ use crate::bench::{
     BenchConfig, BenchRow, Deviation, LayerRow, Verdict, deviations, fma_peak_gflops, gemm_gflops,
     layer_profile, ms, run_bench, verdict,
 };
-use crate::files::write_atomic;
 use crate::cost::stage_costs;
+use crate::files::write_atomic;
 use crate::onion::NetworkKind;
 use crate::report::plot::{Series, line_plot};
 use crate::spec::Spec;

@@ -2,8 +2,8 @@
 
 use super::DataArgs;
 use crate::apps::retrieval::{evaluate, rows};
-use crate::model::Model;
 use crate::checkpoint::Checkpoint;
+use crate::model::Model;
 use crate::onion::NetworkKind;
 use crate::report::{json, table};
 use burn::tensor::Device;

@@ -37,7 +37,14 @@ impl Act {
     }
 
     /// `data` holds `[n, h + 2 border, w + 2 border, c]` values, zero on the border.
-    pub(super) fn with_border(n: usize, h: usize, w: usize, c: usize, border: usize, data: Vec<f32>) -> Act {
+    pub(super) fn with_border(
+        n: usize,
+        h: usize,
+        w: usize,
+        c: usize,
+        border: usize,
+        data: Vec<f32>,
+    ) -> Act {
         let x = Act {
             n,
             h,
@@ -128,12 +135,8 @@ impl Act {
     /// buffer has room (a block compacted in place is a window of its batch's buffer: room
     /// after the window), else the waiting rows and the new ones go once each into a buffer
     /// with room for one and a half of `from`'s batches: a stage runs once half a batch of
-    /// rows waits, so the rows then gather without another copy (growing by doubling copied
-    /// the waiting rows once more on average: at p = 0.05, 16 batches pooled, measured 60%
-    /// more gather time than gathering then stacking). Measured (`onionnet bench ... --pool`,
-    /// the onion's gather per batch at p = 0.3 / 0.4): moving the window to the buffer's
-    /// start, then growing the buffer, then appending, all on one thread, cost 0.136–0.155 ms
-    /// on the retrieval network (16 batches) and 2.06–2.12 ms on 2ch-deep (4 batches).
+    /// rows waits, so the rows then gather without another copy (growing by doubling copies
+    /// the waiting rows once more on average).
     pub fn push_rows_all(into: &mut [&mut Act], from: &[&Act], rows: &[usize]) {
         use direct::Out;
         assert_eq!(into.len(), from.len(), "a source per map");
@@ -214,9 +217,8 @@ impl Act {
     /// [`Act::compact`] on every map of a block (the input and the earlier stages' maps) with
     /// one plan, the copies of all of them shared among the pool's threads (no two copies
     /// touch one row: each goes from a survivor outside the window to a hole inside it, or,
-    /// where a quarter of the rows or fewer survive, into a buffer of the map's own). Measured
-    /// (`cargo bench --bench compaction`, retrieval onion, 15 KB per moved row, p = 0.5):
-    /// 76–83 µs on one thread, 58–63 µs shared, against 2.9–3.6 ms for the stage 2 they feed.
+    /// where a quarter of the rows or fewer survive, into a buffer of the map's own); their
+    /// cost against the stage they feed: `cargo bench --bench compaction`.
     pub fn compact_all(maps: &mut [&mut Act], plan: &Compaction) {
         use direct::Out;
         // (source, destination, values)
@@ -259,9 +261,7 @@ impl Act {
 }
 
 /// Row copies `(from, to, values)`, shared among the pool's threads from 128 KB in all (less
-/// is not worth handing to the other thread; measured with `examples/gather_few.rs` on the
-/// retrieval onion's maps copied out, one thread against shared: 6 rows (90 KB) 7.9–8.4
-/// against 8.4–9.2 µs, 13 rows 14.7–17.4 against 12.8–14.7, 26 rows 30–33 against 21–24).
+/// is not worth handing to the other thread: below that, one thread copied as fast).
 ///
 /// # Safety
 /// Every row lies in a live allocation, no two copies write one row, and no copy reads a row

@@ -15,7 +15,14 @@ thread_local! {
 
 /// `out[m, n] (+)= lhs[m, k] · rhs[k, n]`, all row-major and contiguous; `k` is given, `m` and
 /// `n` follow from the lengths. `threads`: let gemm split a large product over the rayon pool.
-pub(super) fn gemm_rows(out: &mut [f32], lhs: &[f32], rhs: &[f32], k: usize, accumulate: bool, threads: bool) {
+pub(super) fn gemm_rows(
+    out: &mut [f32],
+    lhs: &[f32],
+    rhs: &[f32],
+    k: usize,
+    accumulate: bool,
+    threads: bool,
+) {
     let n = rhs.len() / k;
     let m = out.len() / n;
     assert!(

@@ -17,8 +17,8 @@
 //! only the survivors outside the plan's window, in place.
 
 use crate::cascade::{Block, Engine, prune_maps};
-use crate::model::Model;
 use crate::compaction::Compaction;
+use crate::model::Model;
 use crate::onion::{Arch, Net, NetworkKind};
 use crate::spec::{LayerKind, Loss, Spec, Stage};
 use burn::tensor::Tensor;
@@ -200,12 +200,7 @@ impl FastNet {
             let written: usize = steps.iter().map(|s| s.g.example_len() * 4).sum();
             !steps.is_empty()
                 && chunk_fit(&steps, input, prev) >= 2
-                && chunks_pay(
-                    input.n,
-                    rayon::current_num_threads(),
-                    written,
-                    CHUNK_BELOW,
-                )
+                && chunks_pay(input.n, rayon::current_num_threads(), written, CHUNK_BELOW)
         });
         let mut own: ActMaps = if chunked && !steps.is_empty() {
             self.forward_chunked(input, prev, &steps, covered)

@@ -63,7 +63,13 @@ pub(super) fn host(t: Tensor<1>) -> Vec<f32> {
 
 /// Packs a burn conv `[cout, cin, kh, kw]` whose input channels are the concatenation of
 /// sources with `widths` channels.
-pub(super) fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usize, relu: bool) -> PackedConv {
+pub(super) fn pack(
+    conv: &Conv2d,
+    widths: &[usize],
+    stride: usize,
+    padding: usize,
+    relu: bool,
+) -> PackedConv {
     let [cout, cin, kh, kw] = conv.weight.val().dims();
     debug_assert_eq!(cin, widths.iter().sum::<usize>());
     let w = conv
@@ -118,7 +124,11 @@ pub(super) fn pack(conv: &Conv2d, widths: &[usize], stride: usize, padding: usiz
 /// Each part's weights with rows paired ([`direct::paired`]) where a kernel row's run of
 /// input values (`kw * c`) is even, so that no pair straddles two runs; only where the 16-lane
 /// tiles that read them run (AVX-512VL).
-pub(super) fn pairs_of(parts: &[(usize, Vec<f32>)], kw: usize, cout: usize) -> Vec<Option<direct::Lines>> {
+pub(super) fn pairs_of(
+    parts: &[(usize, Vec<f32>)],
+    kw: usize,
+    cout: usize,
+) -> Vec<Option<direct::Lines>> {
     parts
         .iter()
         .map(|(c, w)| {
@@ -193,9 +203,8 @@ impl PackedConv {
     /// each part in place and the stacked matrix `all` (for an im2col) is not kept (34 MB on
     /// the AlexNet-like network's first fc layer); the weights are also cut into blocks of the
     /// direct kernel's tile width (see `direct::Source::blocks`), where the direct kernel runs
-    /// here, and the paired weights too where its 16-lane tiles run (`direct::paired_blocks`;
-    /// measured in one process, blocked against not, on an fc layer 3136 -> 128: 14 / 22 µs
-    /// on 1 row, 51 / 85 µs on 13, 108 / 178 µs on 32, 509 / 505 µs on 128).
+    /// here, and the paired weights too where its 16-lane tiles run (`direct::paired_blocks`):
+    /// on a few rows the tiles then read their weights in sequence (about 1.6x faster).
     pub(super) fn for_fc(mut self) -> PackedConv {
         self.all = Vec::new();
         if self.direct_runs() {
@@ -293,7 +302,12 @@ impl PackedConv {
 
     /// The layer on the direct kernel, with the max pooling `pool` fused in, each output
     /// example stored within a zero border of `border` pixels.
-    pub(super) fn direct_conv(&self, srcs: &[&Act], pool: Option<(usize, bool)>, border: usize) -> Act {
+    pub(super) fn direct_conv(
+        &self,
+        srcs: &[&Act],
+        pool: Option<(usize, bool)>,
+        border: usize,
+    ) -> Act {
         let x0 = srcs[0];
         let g = self.geometry(x0.n, (x0.h, x0.w), pool, border);
         let mut out = uninit(x0.n * g.example_len());
@@ -356,5 +370,4 @@ impl PackedConv {
             border,
         }
     }
-
 }

@@ -15,7 +15,12 @@ impl FastNet {
     /// [`Self::forward_chunked`]): direct convs with small weights, each with its fused ReLU and
     /// 2 x 2 pooling, whose sources are stored within the conv's padding. Their convs, with
     /// where each reads from, and the number of ops they cover.
-    pub(super) fn chunkable(&self, b: usize, input: &Act, prev: &[ActMaps]) -> (Vec<Step<'_>>, usize) {
+    pub(super) fn chunkable(
+        &self,
+        b: usize,
+        input: &Act,
+        prev: &[ActMaps],
+    ) -> (Vec<Step<'_>>, usize) {
         let ops = &self.branches[b].ops;
         let mut steps: Vec<Step> = Vec::new();
         // the step whose output is this branch's map after each layer so far
@@ -189,7 +194,6 @@ impl FastNet {
         }
         own
     }
-
 }
 
 /// A core's L2 (bytes, on the machine measured).

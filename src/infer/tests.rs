@@ -50,7 +50,10 @@ fn layer(
     ignore = "this CPU has no AVX2/FMA: the direct kernels do not run here"
 )]
 fn direct_avx2_matches_gemm() {
-    assert!(direct::available(), "the build saw AVX2/FMA: so must the test");
+    assert!(
+        direct::available(),
+        "the build saw AVX2/FMA: so must the test"
+    );
     direct_matches_gemm(&[2]);
 }
 
@@ -283,8 +286,7 @@ fn few_survivors_copied_out_in_parallel() {
 #[test]
 fn survivors_stacked_after_waiting_rows() {
     let (n, big) = (16, 16384);
-    let batch =
-        |seed: f32, e: usize| -> Vec<f32> { (0..n * e).map(|v| seed + v as f32).collect() };
+    let batch = |seed: f32, e: usize| -> Vec<f32> { (0..n * e).map(|v| seed + v as f32).collect() };
     let rows_of = |v: &[f32], e: usize, rows: &[usize]| -> Vec<f32> {
         rows.iter()
             .flat_map(|&i| v[i * e..(i + 1) * e].to_vec())
@@ -395,12 +397,13 @@ fn chunked_matches_layer_by_layer() {
                 if b == 0 {
                     assert!(!steps.is_empty(), "{name}: stage 1 runs chunked");
                 }
-                let (maps0, logits0) =
-                    net.forward_branch_with(b, &input, &prev, Some(false), None);
-                let (maps, logits) =
-                    net.forward_branch_with(b, &input, &prev, Some(true), None);
+                let (maps0, logits0) = net.forward_branch_with(b, &input, &prev, Some(false), None);
+                let (maps, logits) = net.forward_branch_with(b, &input, &prev, Some(true), None);
                 // (no Debug dump of the maps: thousands of values)
-                assert!(maps == maps0, "{name} branch {b}, {n} examples: maps differ");
+                assert!(
+                    maps == maps0,
+                    "{name} branch {b}, {n} examples: maps differ"
+                );
                 assert!(logits == logits0, "{name} branch {b}, {n} examples: logits");
                 prev.push(maps0);
             }

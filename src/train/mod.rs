@@ -5,10 +5,10 @@
 //! SGD with momentum and weight decay, cosine learning-rate decay, seeded shuffles and
 //! initialisation; a checkpoint after every epoch so `--resume` continues where it stopped.
 
-use crate::model::Model;
 use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
 use crate::data::Dataset;
 use crate::error::{CheckpointError, DataError, TrainError};
+use crate::model::Model;
 use crate::onion::{Arch, Net, NetworkKind, OnionModule, archs};
 use crate::spec::{Loss, Spec, Stage};
 use burn::module::Module;

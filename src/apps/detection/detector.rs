@@ -11,11 +11,11 @@
 use super::proposals::best_match;
 use super::roi_pool::{roi_pool, roi_pool_direct, roi_pool_direct_nhwc};
 use crate::cascade::{Gate, Timing, run_batches};
-use crate::model::Model;
 use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
 use crate::data::scenes::{BoxF, Scene};
 use crate::error::{DataError, TrainError};
 use crate::infer::{Act, EngineKind, FastModel};
+use crate::model::Model;
 use crate::onion::{Arch, Net, NetworkKind, OnionModule, archs, he};
 use crate::spec::{Detector as Layout, LayerKind, Spec};
 use crate::train::{

@@ -1,9 +1,9 @@
 //! A picture of what the detector finds: the scene enlarged, ground-truth boxes in green,
 //! detections above a score in red with their class and score.
 
-use crate::files::write_atomic;
 use crate::data::fashion::CLASS_NAMES;
 use crate::data::scenes::{BoxF, Scene};
+use crate::files::write_atomic;
 use plotters::prelude::*;
 use std::path::Path;
 

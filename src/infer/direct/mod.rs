@@ -361,16 +361,7 @@ fn conv_with(
                     x86::one_channel_example(srcs[0], g, bias, relu, b, base.get(), k, &d);
                 }
             } else {
-                x86::chunk(
-                    srcs,
-                    g,
-                    bias,
-                    relu,
-                    0..positions,
-                    0..g.cout,
-                    base.get(),
-                    k,
-                );
+                x86::chunk(srcs, g, bias, relu, 0..positions, 0..g.cout, base.get(), k);
             }
         }
         return;

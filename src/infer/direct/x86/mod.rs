@@ -83,8 +83,7 @@ impl Walk {
                 if self.qy < self.full.0 && self.qx < self.full.1 {
                     for dy in 0..side {
                         for dx in 0..side {
-                            pix[k * W + dy * side + dx] =
-                                self.origin + (dy * g.w + dx) * g.stride;
+                            pix[k * W + dy * side + dx] = self.origin + (dy * g.w + dx) * g.stride;
                         }
                     }
                 } else {
@@ -168,39 +167,17 @@ pub(super) unsafe fn chunk(
             (true, _, true) if pairs => {
                 zmm::tiles::<1, 12, 4>(srcs, g, bias, relu, first, m, c, out)
             }
-            (true, 3, false) => {
-                avx512::tiles::<3, 6, 1>(srcs, g, bias, relu, first, m, c, out)
-            }
-            (true, 3, true) => {
-                avx512::tiles::<3, 8, 4>(srcs, g, bias, relu, first, m, c, out)
-            }
-            (true, 2, false) => {
-                avx512::tiles::<2, 12, 1>(srcs, g, bias, relu, first, m, c, out)
-            }
-            (true, 2, true) => {
-                avx512::tiles::<2, 12, 4>(srcs, g, bias, relu, first, m, c, out)
-            }
-            (true, _, false) => {
-                avx512::tiles::<1, 12, 1>(srcs, g, bias, relu, first, m, c, out)
-            }
-            (true, _, true) => {
-                avx512::tiles::<1, 12, 4>(srcs, g, bias, relu, first, m, c, out)
-            }
-            (false, 3, _) => {
-                avx2::tiles::<3, 3, 1>(srcs, g, bias, relu, first, m, c, out)
-            }
-            (false, 2, false) => {
-                avx2::tiles::<2, 6, 1>(srcs, g, bias, relu, first, m, c, out)
-            }
-            (false, 2, true) => {
-                avx2::tiles::<2, 4, 4>(srcs, g, bias, relu, first, m, c, out)
-            }
-            (false, _, false) => {
-                avx2::tiles::<1, 12, 1>(srcs, g, bias, relu, first, m, c, out)
-            }
-            (false, _, true) => {
-                avx2::tiles::<1, 12, 4>(srcs, g, bias, relu, first, m, c, out)
-            }
+            (true, 3, false) => avx512::tiles::<3, 6, 1>(srcs, g, bias, relu, first, m, c, out),
+            (true, 3, true) => avx512::tiles::<3, 8, 4>(srcs, g, bias, relu, first, m, c, out),
+            (true, 2, false) => avx512::tiles::<2, 12, 1>(srcs, g, bias, relu, first, m, c, out),
+            (true, 2, true) => avx512::tiles::<2, 12, 4>(srcs, g, bias, relu, first, m, c, out),
+            (true, _, false) => avx512::tiles::<1, 12, 1>(srcs, g, bias, relu, first, m, c, out),
+            (true, _, true) => avx512::tiles::<1, 12, 4>(srcs, g, bias, relu, first, m, c, out),
+            (false, 3, _) => avx2::tiles::<3, 3, 1>(srcs, g, bias, relu, first, m, c, out),
+            (false, 2, false) => avx2::tiles::<2, 6, 1>(srcs, g, bias, relu, first, m, c, out),
+            (false, 2, true) => avx2::tiles::<2, 4, 4>(srcs, g, bias, relu, first, m, c, out),
+            (false, _, false) => avx2::tiles::<1, 12, 1>(srcs, g, bias, relu, first, m, c, out),
+            (false, _, true) => avx2::tiles::<1, 12, 4>(srcs, g, bias, relu, first, m, c, out),
         }
     }
 }

@@ -3,7 +3,6 @@
 
 use crate::infer::direct::{Doubled, Geometry, Kernels, Source};
 
-
 /// Example `b` of a [`crate::infer::direct::single_channel`] layer: on the channel-vectorised tiles
 /// where `d` holds the doubled weights, else on the column-vectorised blocks.
 #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
@@ -104,7 +103,7 @@ unsafe fn sweep<const K: usize, const ROWS: usize, const G: usize, const REUSE: 
 /// [`channels_tile`] for one filter group, each input pair broadcast once for every tap
 /// that reads it (the kernel's K x K weight vectors held in registers): with 8 filters a
 /// broadcast meets one multiply-add per tap, and a broadcast per multiply-add runs at 75%
-/// of the register rate (`examples/broadcast_cost.rs`).
+/// of the register rate.
 #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
 #[inline]
 #[allow(clippy::too_many_arguments)]

@@ -183,9 +183,7 @@ macro_rules! kernels {
                                     let row = wt.cast::<i8>().wrapping_add(ahead);
                                     _mm_prefetch::<_MM_HINT_T1>(row);
                                     if V > 1 {
-                                        _mm_prefetch::<_MM_HINT_T1>(
-                                            row.wrapping_add(32 * V - 4),
-                                        );
+                                        _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(32 * V - 4));
                                     }
                                 }
                                 let mut wv = [_mm256_setzero_ps(); V];
@@ -223,17 +221,10 @@ macro_rules! kernels {
 
             /// A conv's 16 output channels `co..co + 16` (V = 2 blocks of 8) in one 16-lane
             /// vector per position, each input value broadcast to the row of 16 weights
-            /// by the multiply-add itself (an embedded 32-bit broadcast: full rate here,
-            /// `examples/broadcast_cost.rs`), where the paired tile needs two blocks, a
-            /// broadcast per two multiply-adds and a reduction of its lane pairs per
-            /// position. Measured interleaved in one process (`ab_lanes
-            /// specs/fashion-retrieval.toml 2 0 128 200 l16`, the stage 1 whose middle conv
-            /// has 16 filters; with / without, of the monolithic time): 16 positions a tile
-            /// 0.0779 / 0.0794, 0.0760 / 0.0768, 0.0764 / 0.0765, 0.0784 / 0.0791 (12 and 24,
-            /// tried with a switch since removed: 0.0766 / 0.0786; 0.0795 / 0.0804, 0.0753 /
-            /// 0.0767). The AlexNet-like stage 1,
-            /// whose first conv has 16 filters over 3 channels (8-lane tiles before, its
-            /// runs of 3 x 3 values being odd): 0.0704 / 0.0717 (`... 2 0 32 20 l16`).
+            /// by the multiply-add itself (an embedded 32-bit broadcast: full rate), where the
+            /// paired tile needs two blocks, a broadcast per two multiply-adds and a reduction
+            /// of its lane pairs per position; it measured 1–2% faster on the stages whose
+            /// convs have 16 filters (the retrieval and AlexNet-like stage 1).
             #[target_feature(enable = $features)]
             #[inline]
             #[allow(dead_code)]
