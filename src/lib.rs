@@ -22,6 +22,7 @@ pub mod files;
 pub mod infer;
 pub mod model;
 pub mod onion;
+pub mod pipeline;
 pub mod report;
 pub mod shipped;
 pub mod spec;

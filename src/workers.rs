@@ -5,7 +5,7 @@
 //! retrieval stage 1 8–21 µs late, of 150). OpenMP runtimes keep their threads spinning for a
 //! while for the same reason. Here, while [`awake`] runs its closure, every other worker runs
 //! a job that polls the pool for work (`rayon::yield_now`) and spins in between; and after it
-//! returns, every worker keeps polling for a millisecond ([`LINGER`]), so that the next
+//! returns, every worker keeps polling for a millisecond (`LINGER`), so that the next
 //! call finds them awake (figures in `docs/PERFORMANCE.md`).
 //!
 //! [`share`] deals a parallel loop's work out to the workers as they come for it.

@@ -5,11 +5,8 @@
 use super::eval::EvalOpts;
 use super::train::OptimArgs;
 use super::{DataArgs, parse_tpr};
-use crate::apps::retrieval::{groups_from, resolve_groups};
-use crate::checkpoint::Checkpoint;
 use crate::data::fashion::CLASS_NAMES;
-use crate::onion::NetworkKind;
-use crate::train::train;
+use crate::pipeline::{self, Step};
 use burn::tensor::Device;
 use clap::Args;
 use std::path::PathBuf;
@@ -54,49 +51,33 @@ pub fn run(args: &DemoArgs, device: &Device) -> anyhow::Result<()> {
         cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed
     );
     let step = |i: usize, what: &str| eprintln!("\n[{i}/5] {what}");
-
-    step(1, "monolithic baseline");
-    let mono = train(
+    let loaded = pipeline::retrieval(
         &spec,
-        NetworkKind::Monolithic,
-        &splits.train,
-        &splits.calib,
+        &splits,
         &cfg,
-        &Checkpoint::new(&args.out.join("monolithic")),
-        true,
-        Vec::new(),
-        device,
-    )?;
-
-    step(
-        2,
-        "stage-1 groups: k-means on the monolithic network's class-averaged activations",
-    );
-    let groups = groups_from(&mono, &spec, &splits.train, cfg.seed, device);
-    let k = groups.iter().max().map_or(0, |g| g + 1);
-    for g in 0..k {
-        let names: Vec<&str> = (0..groups.len())
-            .filter(|&c| groups[c] == g)
-            .map(|c| CLASS_NAMES.get(c).copied().unwrap_or("?"))
-            .collect();
-        eprintln!("  group {g}: {}", names.join(", "));
-    }
-    let spec = resolve_groups(&spec, &groups);
-
-    step(3, "non-sharing cascade and onion (joint loss)");
-    let cascades = super::train_cascades(
-        &mono,
-        &spec,
-        &splits.train,
-        &splits.calib,
-        &cfg,
+        &args.tpr,
         &args.out,
         device,
+        |s| match s {
+            Step::Monolithic => step(1, "monolithic baseline"),
+            Step::Groups(groups) => {
+                step(
+                    2,
+                    "stage-1 groups: k-means on the monolithic network's class-averaged activations",
+                );
+                let k = groups.iter().max().map_or(0, |g| g + 1);
+                for g in 0..k {
+                    let names: Vec<&str> = (0..groups.len())
+                        .filter(|&c| groups[c] == g)
+                        .map(|c| CLASS_NAMES.get(c).copied().unwrap_or("?"))
+                        .collect();
+                    eprintln!("  group {g}: {}", names.join(", "));
+                }
+            }
+            Step::Cascades => step(3, "non-sharing cascade and onion (joint loss)"),
+            Step::Calibration => step(4, "calibration on the held-out split"),
+        },
     )?;
-
-    step(4, "calibration on the held-out split");
-    let loaded =
-        super::calibrate_cascades(mono, cascades, &splits.calib, &args.tpr, &args.out, device)?;
 
     step(5, "evaluation: one retrieval query per class");
     super::eval::print_results(&loaded, &splits.test, &args.eval, device)?;

@@ -6,14 +6,13 @@
 use super::parse_tpr;
 use super::train::OptimArgs;
 use crate::apps::patches::{PatchOutcome, evaluate, imbalanced, rows};
-use crate::checkpoint::Checkpoint;
 use crate::data::patches::{
     TEST_PHOTOS, TRAIN_PHOTOS, data_dir, generate_pairs, graffiti, load_photos,
 };
 use crate::onion::NetworkKind;
+use crate::pipeline::Experiment;
 use crate::report::plot::{Series, line_plot};
 use crate::report::{json, table};
-use crate::train::train;
 use burn::tensor::Device;
 use clap::Args;
 use std::path::PathBuf;
@@ -129,23 +128,19 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed
     );
 
-    eprintln!("[2/5] monolithic 2ch-deep");
-    let mono = train(
-        &spec,
-        NetworkKind::Monolithic,
-        &train_set,
-        &calib,
-        &cfg,
-        &Checkpoint::new(&args.out.join("monolithic")),
-        true,
-        Vec::new(),
+    let exp = Experiment {
+        train: &train_set,
+        held_out: &calib,
+        cfg: &cfg,
+        out: &args.out,
         device,
-    )?;
+    };
+    eprintln!("[2/5] monolithic 2ch-deep");
+    let mono = exp.monolithic(&spec)?;
     eprintln!("[3/5] non-sharing cascade and onion (joint hinge loss)");
-    let cascades =
-        super::train_cascades(&mono, &spec, &train_set, &calib, &cfg, &args.out, device)?;
+    let cascades = exp.cascades(&mono, &spec)?;
     eprintln!("[4/5] stage-1 thresholds on the held-out pairs");
-    let loaded = super::calibrate_cascades(mono, cascades, &calib, &args.tpr, &args.out, device)?;
+    let loaded = exp.calibrate(mono, cascades, &args.tpr)?;
     let refs: Vec<_> = loaded.iter().map(|(m, c)| (m, c.clone())).collect();
 
     eprintln!("[5/5] evaluation");
