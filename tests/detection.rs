@@ -401,4 +401,17 @@ fn detect_end_to_end_tiny() {
     let err = String::from_utf8_lossy(&zero.stderr);
     assert_eq!(zero.status.code(), Some(1), "{err}");
     assert!(err.contains("--pool 0"), "{err}");
+    // other settings into the same directory: refused as `train` refuses, not retrained over
+    // the trained detectors
+    let mut other = base.to_vec();
+    let at = other.iter().position(|a| *a == "--epochs").unwrap();
+    other[at + 1] = "4";
+    let o = onionnet(&other);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("train.json") && err.contains("choose another output directory"),
+        "{err}"
+    );
+    assert!(!err.contains("epoch 1/4"), "retrained: {err}");
 }

@@ -5,26 +5,82 @@
 //! SGD with momentum and weight decay, cosine learning-rate decay, seeded shuffles and
 //! initialisation; a checkpoint after every epoch so `--resume` continues where it stopped.
 
-use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
+use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
-use crate::error::{CheckpointError, DataError, TrainError};
+use crate::error::{DataError, TrainError};
 use crate::model::Model;
 use crate::onion::{Arch, Net, NetworkKind, OnionModule, archs};
 use crate::spec::{Loss, Spec, Stage};
 use burn::module::Module;
+use burn::optim::SgdConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use std::time::Instant;
 
 pub mod config;
+pub(crate) mod epochs;
 pub use config::TrainConfig;
+
+/// A classifier's training on images: one step is a batch of images through every branch of
+/// the module.
+struct Classify<'a> {
+    spec: &'a Spec,
+    arch: &'a Arch,
+    /// `(branch, description stage)` of each loss term.
+    objective: &'a [(usize, usize)],
+    train_set: &'a Dataset,
+    valid_set: &'a Dataset,
+    train_device: &'a Device,
+    device: &'a Device,
+}
+
+impl epochs::Task for Classify<'_> {
+    type Module = OnionModule;
+
+    fn items(&self) -> usize {
+        self.train_set.len()
+    }
+
+    fn step(
+        &self,
+        module: &OnionModule,
+        chunk: &[usize],
+        _rng: &mut rand::rngs::StdRng,
+    ) -> (Vec<epochs::Term>, usize) {
+        let x = self.train_set.batch(chunk, self.train_device);
+        let labels: Vec<usize> = chunk.iter().map(|&j| self.train_set.labels[j]).collect();
+        let logits = module.forward_all(self.arch, &x);
+        let terms = self
+            .objective
+            .iter()
+            .map(|&(b, s)| {
+                let st = &self.spec.stages[s];
+                epochs::Term {
+                    loss: stage_loss(st, logits[b].clone(), &labels, self.train_device),
+                    weight: st.weight,
+                    correct: correct(st, &logits[b], &labels),
+                }
+            })
+            .collect();
+        (terms, chunk.len())
+    }
+
+    fn validate(&self, module: &OnionModule) -> Vec<(f64, f64)> {
+        let m = module.valid();
+        evaluate(
+            &m,
+            self.arch,
+            self.spec,
+            self.objective,
+            self.valid_set,
+            256,
+            self.device,
+        )
+    }
+}
 
 /// An epoch's log row per trained stage: mean training loss and accuracy from running sums
 /// over `seen` examples, then the validation loss and accuracy.
@@ -220,46 +276,7 @@ pub fn train(
     let archs = archs(spec, kind);
     let objectives = objectives(spec, kind);
     pretrained.resize_with(archs.len(), || None);
-    let mut state = TrainState {
-        kind,
-        epochs_done: vec![0; archs.len()],
-        epochs: cfg.epochs,
-        seed: cfg.seed,
-        config: Some(cfg.clone()),
-        train_examples: train_set.len(),
-        log: vec![Vec::new(); archs.len()],
-    };
-    if resume && ckpt.exists() {
-        ckpt.check_spec(spec)?;
-        let saved = ckpt.load_state()?;
-        if saved.kind != kind {
-            return Err(CheckpointError::Mismatch {
-                path: ckpt.dir.join("train.json"),
-                reason: format!("it holds a {} network, not {}", saved.kind, kind),
-            }
-            .into());
-        }
-        let same = |a: &TrainConfig, b: &TrainConfig| {
-            (a.epochs, a.batch_size, a.seed) == (b.epochs, b.batch_size, b.seed)
-                && (a.lr, a.momentum, a.weight_decay) == (b.lr, b.momentum, b.weight_decay)
-        };
-        if saved.train_examples != train_set.len()
-            || !saved.config.as_ref().is_some_and(|c| same(c, cfg))
-        {
-            return Err(CheckpointError::Mismatch {
-                path: ckpt.dir.join("train.json"),
-                reason: format!(
-                    "it was trained on {} examples with {:?}; this run has {} examples and {:?} (choose another output directory)",
-                    saved.train_examples, saved.config, train_set.len(), cfg
-                ),
-            }
-            .into());
-        }
-        state.epochs_done = saved.epochs_done;
-        state.log = saved.log;
-    } else {
-        ckpt.save_spec(spec)?;
-    }
+    let mut state = epochs::start(spec, kind, cfg, train_set.len(), archs.len(), ckpt, resume)?;
     let ad = device.clone().autodiff();
     let mut nets = Vec::with_capacity(archs.len());
     for (i, arch) in archs.into_iter().enumerate() {
@@ -272,109 +289,26 @@ pub fn train(
         } else if state.epochs_done[i] > 0 {
             module = ckpt.load_module(i, module)?;
         }
-        let mut optim = sgd(cfg).init();
-        if state.epochs_done[i] > 0
-            && state.epochs_done[i] < cfg.epochs
-            && let Some(bytes) = ckpt.load_optim(i)?
-        {
-            optim = optim
-                .from_bytes(bytes)
-                .map_err(|e| CheckpointError::Corrupt {
-                    path: ckpt.dir.join(format!("optim{i}.bpk")),
-                    reason: format!("{e:?}"),
-                })?;
-        }
-        let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
-        let total_steps = (steps_per_epoch * cfg.epochs).max(1);
-        let objective = &objectives[i];
-        let stop = cfg
-            .stop_after
-            .map_or(cfg.epochs, |n| (state.epochs_done[i] + n).min(cfg.epochs));
-        for epoch in state.epochs_done[i]..stop {
-            let t0 = Instant::now();
-            let mut order: Vec<usize> = (0..train_set.len()).collect();
-            // per-epoch seed: a resumed run shuffles exactly as an uninterrupted one
-            order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
-                cfg.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            ));
-            let unit = if kind == NetworkKind::NonSharing {
-                format!(" N{}", i + 1)
+        let mut optim = epochs::optimiser(cfg, &state, i, ckpt)?;
+        let unit = epochs::Unit {
+            index: i,
+            label: if kind == NetworkKind::NonSharing {
+                format!("{kind} N{}", i + 1)
             } else {
-                String::new()
-            };
-            let pb = bar(
-                steps_per_epoch as u64,
-                format!("{kind}{unit} epoch {}/{}", epoch + 1, cfg.epochs),
-                cfg.quiet,
-            );
-            let mut sums = vec![(0.0f64, 0usize); objective.len()];
-            let mut seen = 0usize;
-            for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
-                let global = epoch * steps_per_epoch + step;
-                let lr = cfg.lr
-                    * 0.5
-                    * (1.0 + (std::f64::consts::PI * global as f64 / total_steps as f64).cos());
-                let x = train_set.batch(chunk, &ad);
-                let labels: Vec<usize> = chunk.iter().map(|&j| train_set.labels[j]).collect();
-                let logits = module.forward_all(&arch, &x);
-                let mut total: Option<Tensor<1>> = None;
-                for (k, &(b, s)) in objective.iter().enumerate() {
-                    let st = &spec.stages[s];
-                    let l = stage_loss(st, logits[b].clone(), &labels, &ad);
-                    sums[k].0 += l.clone().into_scalar::<f32>() as f64 * chunk.len() as f64;
-                    sums[k].1 += correct(st, &logits[b], &labels);
-                    let l = l.mul_scalar(st.weight);
-                    total = Some(match total {
-                        None => l,
-                        Some(t) => t + l,
-                    });
-                }
-                seen += chunk.len();
-                let grads = GradientsParams::from_grads(total.unwrap().backward(), &module);
-                module = optim.step(lr, module, grads);
-                pb.inc(1);
-                pb.set_message(progress(
-                    objective.iter().map(|&(_, s)| s),
-                    &sums,
-                    seen,
-                    "loss",
-                    "acc",
-                ));
-            }
-            let valid = evaluate(
-                &module.valid(),
-                &arch,
-                spec,
-                objective,
-                valid_set,
-                256,
-                device,
-            );
-            let stages = epoch_stages(&sums, &valid, seen);
-            pb.finish_with_message(
-                objective
-                    .iter()
-                    .zip(&stages)
-                    .map(|(&(_, s), v)| {
-                        format!("s{} val loss {:.3} acc {:.1}%", s + 1, v[2], 100.0 * v[3])
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" | "),
-            );
-            state.log[i].push(EpochLog {
-                epoch: epoch + 1,
-                stages,
-                seconds: t0.elapsed().as_secs_f64(),
-            });
-            state.epochs_done[i] = epoch + 1;
-            ckpt.save_module(i, &module)?;
-            let ob = optim.into_bytes().map_err(|e| CheckpointError::Corrupt {
-                path: ckpt.dir.join(format!("optim{i}.bpk")),
-                reason: format!("{e:?}"),
-            })?;
-            ckpt.save_optim(i, &ob)?;
-            ckpt.save_state(&state)?;
-        }
+                kind.to_string()
+            },
+            stages: objectives[i].iter().map(|&(_, s)| s).collect(),
+        };
+        let task = Classify {
+            spec,
+            arch: &arch,
+            objective: &objectives[i],
+            train_set,
+            valid_set,
+            train_device: &ad,
+            device,
+        };
+        module = epochs::run(&task, module, &mut optim, cfg, &unit, &mut state, ckpt)?;
         ckpt.save_state(&state)?;
         nets.push(Net {
             module: module.valid(),

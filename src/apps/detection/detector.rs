@@ -11,25 +11,22 @@
 use super::proposals::best_match;
 use super::roi_pool::{roi_pool, roi_pool_direct, roi_pool_direct_nhwc};
 use crate::cascade::{Gate, Timing, run_batches};
-use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
+use crate::checkpoint::Checkpoint;
 use crate::data::scenes::{BoxF, Scene};
 use crate::error::{DataError, TrainError};
 use crate::infer::{Act, EngineKind, FastModel};
 use crate::model::Model;
 use crate::onion::{Arch, Net, NetworkKind, OnionModule, archs, he};
 use crate::spec::{Detector as Layout, LayerKind, Spec};
-use crate::train::{
-    TrainConfig, bar, correct, epoch_stages, objectives, progress, sgd, stage_loss,
-};
+use crate::train::{TrainConfig, correct, epochs, objectives, stage_loss};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::optim::GradientsParams;
 use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor, TensorData};
-use rand::seq::{IndexedRandom, SliceRandom};
+use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -411,8 +408,9 @@ fn sample_rois(
 }
 
 /// Trains the detector of one network kind end to end, checkpointing after every epoch into
-/// `ckpt`. A checkpoint that already holds this detector fully trained (same description,
-/// settings and number of scenes) is loaded instead.
+/// `ckpt`. A checkpoint of this detector (same description, settings and number of scenes)
+/// is resumed where it stopped, or loaded where it is fully trained; one of another detector
+/// is an error (choose another output directory).
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     spec: &Spec,
@@ -454,137 +452,131 @@ pub fn train(
     let archs: Vec<Arch> = archs(spec, kind);
     let objectives = objectives(spec, kind);
     let fresh = |dev: &Device| DetectorModule::new(spec, kind, dev);
-    let same_config = |state: &TrainState| {
-        state.kind == kind
-            && state.train_examples == train_scenes.len()
-            && state
-                .config
-                .as_ref()
-                .is_some_and(|c| serde_json::to_string(c).ok() == serde_json::to_string(base).ok())
-            && state.epochs_done.first() == Some(&base.epochs)
-    };
-    if ckpt.exists()
-        && ckpt.check_spec(spec).is_ok()
-        && ckpt.load_state().is_ok_and(|s| same_config(&s))
-    {
+    // (one module: the backbone and every head, trained together)
+    let mut state = epochs::start(spec, kind, base, train_scenes.len(), 1, ckpt, true)?;
+    if state.epochs_done[0] >= base.epochs {
         let module: DetectorModule = ckpt.load_module(0, fresh(device))?;
         return Ok(finish(spec, kind, module, archs));
     }
-    ckpt.save_spec(spec)?;
-    let mut state = TrainState {
-        kind,
-        epochs_done: vec![0],
-        epochs: base.epochs,
-        seed: base.seed,
-        config: Some(base.clone()),
-        train_examples: train_scenes.len(),
-        log: vec![Vec::new()],
-    };
-    let labels: Vec<Vec<(usize, f32)>> = train_scenes
-        .iter()
-        .map(|s| proposal_labels(s, proposals))
-        .collect();
-    let valid_labels: Vec<Vec<(usize, f32)>> = valid_scenes
-        .iter()
-        .map(|s| proposal_labels(s, proposals))
-        .collect();
     let ad = device.clone().autodiff();
     ad.seed(base.seed);
     let mut module = fresh(&ad);
-    let mut optim = sgd(base).init();
-    let grid = (spec.input.height, spec.input.width);
-    let steps_per_epoch = train_scenes.len().div_ceil(base.batch_size);
-    let total_steps = (steps_per_epoch * base.epochs).max(1);
-    let n_obj: usize = objectives.iter().map(|o| o.len()).sum();
-    for epoch in 0..base.epochs {
-        let t0 = Instant::now();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(
-            base.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
-        let mut order: Vec<usize> = (0..train_scenes.len()).collect();
-        order.shuffle(&mut rng);
-        let pb = bar(
-            steps_per_epoch as u64,
-            format!("{kind} detector epoch {}/{}", epoch + 1, base.epochs),
-            base.quiet,
-        );
-        let mut sums = vec![(0.0f64, 0usize); n_obj];
-        let mut seen = 0usize;
-        for (step, chunk) in order.chunks(base.batch_size).enumerate() {
-            let global = epoch * steps_per_epoch + step;
-            let lr = base.lr
-                * 0.5
-                * (1.0 + (std::f64::consts::PI * global as f64 / total_steps as f64).cos());
-            let scenes: Vec<&Scene> = chunk.iter().map(|&i| &train_scenes[i]).collect();
-            let mut rois = Vec::new();
-            let mut fine = Vec::new();
-            for (k, &i) in chunk.iter().enumerate() {
-                for (b, l) in sample_rois(&train_scenes[i], &labels[i], proposals, cfg, &mut rng) {
-                    rois.push((k, b));
-                    fine.push(l);
-                }
-            }
-            let maps = module.backbone.forward(&lay, scenes_tensor(&scenes, &ad));
-            let x = roi_pool(maps, &rois, lay.stride, grid);
-            let mut total: Option<Tensor<1>> = None;
-            let mut k = 0;
-            for (i, arch) in archs.iter().enumerate() {
-                let logits = module.heads[i].forward_all(arch, &x);
-                for &(b, s) in &objectives[i] {
-                    let st = &spec.stages[s];
-                    let l = stage_loss(st, logits[b].clone(), &fine, &ad);
-                    sums[k].0 += l.clone().into_scalar::<f32>() as f64 * fine.len() as f64;
-                    sums[k].1 += correct(st, &logits[b], &fine);
-                    k += 1;
-                    let l = l.mul_scalar(st.weight);
-                    total = Some(match total {
-                        None => l,
-                        Some(t) => t + l,
-                    });
-                }
-            }
-            seen += fine.len();
-            let grads =
-                GradientsParams::from_grads(total.expect("a stage to train").backward(), &module);
-            module = optim.step(lr, module, grads);
-            pb.inc(1);
-            pb.set_message(progress(stages_of(&objectives), &sums, seen, "loss", "acc"));
-        }
-        // validation: the same sampling on held-out scenes, fixed seed, no gradients
-        let valid = validate(
-            &module.valid(),
-            spec,
-            &lay,
-            &archs,
-            &objectives,
-            valid_scenes,
-            &valid_labels,
-            proposals,
-            cfg,
-            device,
-        );
-        let stages = epoch_stages(&sums, &valid, seen);
-        let shown: Vec<(f64, usize)> = valid
-            .iter()
-            .map(|&(l, a)| (l, (a * 1e6) as usize))
-            .collect();
-        pb.finish_with_message(progress(
-            stages_of(&objectives),
-            &shown,
-            1_000_000,
-            "val loss",
-            "acc",
-        ));
-        state.log[0].push(EpochLog {
-            epoch: epoch + 1,
-            stages,
-            seconds: t0.elapsed().as_secs_f64(),
-        });
-        state.epochs_done[0] = epoch + 1;
-        ckpt.save_module(0, &module)?;
-        ckpt.save_state(&state)?;
+    if state.epochs_done[0] > 0 {
+        module = ckpt.load_module(0, module)?;
     }
+    let mut optim = epochs::optimiser(base, &state, 0, ckpt)?;
+    let task = Detect {
+        spec,
+        lay: &lay,
+        archs: &archs,
+        objectives: &objectives,
+        scenes: train_scenes,
+        labels: train_scenes
+            .iter()
+            .map(|s| proposal_labels(s, proposals))
+            .collect(),
+        valid_scenes,
+        valid_labels: valid_scenes
+            .iter()
+            .map(|s| proposal_labels(s, proposals))
+            .collect(),
+        proposals,
+        cfg,
+        train_device: &ad,
+        device,
+    };
+    let unit = epochs::Unit {
+        index: 0,
+        label: format!("{kind} detector"),
+        stages: stages_of(&objectives).collect(),
+    };
+    let module = epochs::run(&task, module, &mut optim, base, &unit, &mut state, ckpt)?;
+    ckpt.save_state(&state)?;
     Ok(finish(spec, kind, module.valid(), archs))
+}
+
+/// A detector's training on scenes: one step samples RoIs from a few scenes, runs the
+/// backbone on the scenes and every head on the RoI-pooled maps.
+struct Detect<'a> {
+    spec: &'a Spec,
+    lay: &'a Layout,
+    archs: &'a [Arch],
+    objectives: &'a [Vec<(usize, usize)>],
+    scenes: &'a [Scene],
+    /// Each proposal's fine label and best IoU, per training scene.
+    labels: Vec<Vec<(usize, f32)>>,
+    valid_scenes: &'a [Scene],
+    valid_labels: Vec<Vec<(usize, f32)>>,
+    proposals: &'a [BoxF],
+    cfg: &'a DetectTrainConfig,
+    train_device: &'a Device,
+    device: &'a Device,
+}
+
+impl epochs::Task for Detect<'_> {
+    type Module = DetectorModule;
+
+    fn items(&self) -> usize {
+        self.scenes.len()
+    }
+
+    fn step(
+        &self,
+        module: &DetectorModule,
+        chunk: &[usize],
+        rng: &mut rand::rngs::StdRng,
+    ) -> (Vec<epochs::Term>, usize) {
+        let scenes: Vec<&Scene> = chunk.iter().map(|&i| &self.scenes[i]).collect();
+        let mut rois = Vec::new();
+        let mut fine = Vec::new();
+        for (k, &i) in chunk.iter().enumerate() {
+            let sampled = sample_rois(
+                &self.scenes[i],
+                &self.labels[i],
+                self.proposals,
+                self.cfg,
+                rng,
+            );
+            for (b, l) in sampled {
+                rois.push((k, b));
+                fine.push(l);
+            }
+        }
+        let grid = (self.spec.input.height, self.spec.input.width);
+        let maps = module
+            .backbone
+            .forward(self.lay, scenes_tensor(&scenes, self.train_device));
+        let x = roi_pool(maps, &rois, self.lay.stride, grid);
+        let mut terms = Vec::new();
+        for (i, arch) in self.archs.iter().enumerate() {
+            let logits = module.heads[i].forward_all(arch, &x);
+            for &(b, s) in &self.objectives[i] {
+                let st = &self.spec.stages[s];
+                terms.push(epochs::Term {
+                    loss: stage_loss(st, logits[b].clone(), &fine, self.train_device),
+                    weight: st.weight,
+                    correct: correct(st, &logits[b], &fine),
+                });
+            }
+        }
+        (terms, fine.len())
+    }
+
+    /// The same sampling on the held-out scenes, with a fixed seed, without gradients.
+    fn validate(&self, module: &DetectorModule) -> Vec<(f64, f64)> {
+        validate(
+            &module.valid(),
+            self.spec,
+            self.lay,
+            self.archs,
+            self.objectives,
+            self.valid_scenes,
+            &self.valid_labels,
+            self.proposals,
+            self.cfg,
+            self.device,
+        )
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
