@@ -12,7 +12,7 @@ use crate::error::TrainError;
 use crate::model::Model;
 use crate::onion::{NetworkKind, archs};
 use crate::spec::Spec;
-use crate::train::{TrainConfig, train};
+use crate::train::{TrainConfig, TrainJob, train};
 use burn::module::Module;
 use burn::tensor::Device;
 use std::path::Path;
@@ -50,17 +50,17 @@ impl Experiment<'_> {
     ) -> Result<Model, TrainError> {
         let dir = self.out.join(kind.name());
         let ckpt = Checkpoint::new(&dir);
-        train(
+        train(TrainJob {
             spec,
             kind,
-            self.train,
-            self.held_out,
-            self.cfg,
-            &ckpt,
-            true,
+            train_set: self.train,
+            valid_set: self.held_out,
+            cfg: self.cfg,
+            ckpt: &ckpt,
+            resume: true,
             pretrained,
-            self.device,
-        )
+            device: self.device,
+        })
     }
 
     /// The monolithic baseline.

@@ -2,13 +2,14 @@
 //! networks train, the groups come from k-means, thresholds from the held-out split, and the
 //! cascades retrieve far better than chance while rejecting most images at stage 1.
 
+use onionnet::apps::RunOptions;
 use onionnet::apps::retrieval::{Splits, evaluate, groups_from, resolve_groups, rows};
 use onionnet::calibrate::calibrate_model;
 use onionnet::checkpoint::Checkpoint;
 use onionnet::data::fashion::subset_dir;
 use onionnet::onion::NetworkKind;
 use onionnet::spec::Spec;
-use onionnet::train::{TrainConfig, train};
+use onionnet::train::{TrainConfig, TrainJob, train};
 use std::path::Path;
 
 #[test]
@@ -31,17 +32,17 @@ fn retrieval_end_to_end_on_fashion_mnist() {
     let tmp = std::env::temp_dir().join(format!("onionnet-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
 
-    let mono = train(
-        &spec,
-        NetworkKind::Monolithic,
-        &splits.train,
-        &splits.calib,
-        &cfg,
-        &Checkpoint::new(&tmp.join("mono")),
-        false,
-        Vec::new(),
-        &device,
-    )
+    let mono = train(TrainJob {
+        spec: &spec,
+        kind: NetworkKind::Monolithic,
+        train_set: &splits.train,
+        valid_set: &splits.calib,
+        cfg: &cfg,
+        ckpt: &Checkpoint::new(&tmp.join("mono")),
+        resume: false,
+        pretrained: Vec::new(),
+        device: &device,
+    })
     .unwrap();
     let groups = groups_from(&mono, &spec, &splits.train, 1, &device);
     assert_eq!(groups.len(), 10);
@@ -51,29 +52,29 @@ fn retrieval_end_to_end_on_fashion_mnist() {
         "4 non-empty groups: {groups:?}"
     );
     let spec = resolve_groups(&spec, &groups);
-    let onion = train(
-        &spec,
-        NetworkKind::Onion,
-        &splits.train,
-        &splits.calib,
-        &cfg,
-        &Checkpoint::new(&tmp.join("onion")),
-        false,
-        Vec::new(),
-        &device,
-    )
+    let onion = train(TrainJob {
+        spec: &spec,
+        kind: NetworkKind::Onion,
+        train_set: &splits.train,
+        valid_set: &splits.calib,
+        cfg: &cfg,
+        ckpt: &Checkpoint::new(&tmp.join("onion")),
+        resume: false,
+        pretrained: Vec::new(),
+        device: &device,
+    })
     .unwrap();
-    let ns = train(
-        &spec,
-        NetworkKind::NonSharing,
-        &splits.train,
-        &splits.calib,
-        &cfg,
-        &Checkpoint::new(&tmp.join("ns")),
-        false,
-        Vec::new(),
-        &device,
-    )
+    let ns = train(TrainJob {
+        spec: &spec,
+        kind: NetworkKind::NonSharing,
+        train_set: &splits.train,
+        valid_set: &splits.calib,
+        cfg: &cfg,
+        ckpt: &Checkpoint::new(&tmp.join("ns")),
+        resume: false,
+        pretrained: Vec::new(),
+        device: &device,
+    })
     .unwrap();
 
     // the saved onion reloads to the same network
@@ -98,9 +99,11 @@ fn retrieval_end_to_end_on_fashion_mnist() {
         &models,
         &splits.test,
         1,
-        128,
-        1,
-        onionnet::infer::EngineKind::Own,
+        RunOptions {
+            batch: 128,
+            pool: 1,
+            engine: onionnet::infer::EngineKind::Own,
+        },
         &device,
         true,
     )
@@ -137,9 +140,11 @@ fn retrieval_end_to_end_on_fashion_mnist() {
         &models,
         &splits.test,
         1,
-        128,
-        1,
-        onionnet::infer::EngineKind::Burn,
+        RunOptions {
+            batch: 128,
+            pool: 1,
+            engine: onionnet::infer::EngineKind::Burn,
+        },
         &device,
         true,
     )
@@ -162,9 +167,11 @@ fn retrieval_end_to_end_on_fashion_mnist() {
         &models,
         &splits.test,
         1,
-        32,
-        4,
-        onionnet::infer::EngineKind::Own,
+        RunOptions {
+            batch: 32,
+            pool: 4,
+            engine: onionnet::infer::EngineKind::Own,
+        },
         &device,
         true,
     )

@@ -13,7 +13,7 @@ use onionnet::infer::{Act, FastModel};
 use onionnet::model::Model;
 use onionnet::onion::NetworkKind;
 use onionnet::spec::Spec;
-use onionnet::train::{TrainConfig, train};
+use onionnet::train::{TrainConfig, TrainJob, train};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 
@@ -165,17 +165,17 @@ fn own_path_matches_burn_on_a_trained_three_stage_network() {
         &device,
     );
     for kind in NetworkKind::ALL {
-        let model = train(
-            &spec,
+        let model = train(TrainJob {
+            spec: &spec,
             kind,
-            &data,
-            &data,
-            &cfg,
-            &Checkpoint::new(&tmp.join(kind.name())),
-            false,
-            Vec::new(),
-            &device,
-        )
+            train_set: &data,
+            valid_set: &data,
+            cfg: &cfg,
+            ckpt: &Checkpoint::new(&tmp.join(kind.name())),
+            resume: false,
+            pretrained: Vec::new(),
+            device: &device,
+        })
         .unwrap();
         check(&model, &x, "three-stage (trained)");
     }

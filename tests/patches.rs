@@ -2,6 +2,7 @@
 //! learns (its hinge loss falls), the onion trains jointly, stage 1 is calibrated on held-out
 //! pairs, and both test settings produce FPR95 rows.
 
+use onionnet::apps::RunOptions;
 use onionnet::apps::patches::{evaluate, rows};
 use onionnet::calibrate::calibrate_model;
 use onionnet::checkpoint::Checkpoint;
@@ -10,7 +11,7 @@ use onionnet::data::patches::{
 };
 use onionnet::onion::NetworkKind;
 use onionnet::spec::Spec;
-use onionnet::train::{TrainConfig, train};
+use onionnet::train::{TrainConfig, TrainJob, train};
 use std::path::Path;
 
 #[test]
@@ -33,32 +34,32 @@ fn patch_matching_end_to_end() {
     let tmp = std::env::temp_dir().join(format!("onionnet-patches-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
 
-    let mono = train(
-        &spec,
-        NetworkKind::Monolithic,
-        &train_set,
-        &calib,
-        &cfg,
-        &Checkpoint::new(&tmp.join("m")),
-        false,
-        Vec::new(),
-        &device,
-    )
+    let mono = train(TrainJob {
+        spec: &spec,
+        kind: NetworkKind::Monolithic,
+        train_set: &train_set,
+        valid_set: &calib,
+        cfg: &cfg,
+        ckpt: &Checkpoint::new(&tmp.join("m")),
+        resume: false,
+        pretrained: Vec::new(),
+        device: &device,
+    })
     .unwrap();
     let log = Checkpoint::new(&tmp.join("m")).load_state().unwrap().log;
     let (first, last) = (log[0][0].stages[0][0], log[0][2].stages[0][0]);
     assert!(last < first - 0.05, "hinge loss falls: {first} -> {last}");
-    let onion = train(
-        &spec,
-        NetworkKind::Onion,
-        &train_set,
-        &calib,
-        &cfg,
-        &Checkpoint::new(&tmp.join("o")),
-        false,
-        Vec::new(),
-        &device,
-    )
+    let onion = train(TrainJob {
+        spec: &spec,
+        kind: NetworkKind::Onion,
+        train_set: &train_set,
+        valid_set: &calib,
+        cfg: &cfg,
+        ckpt: &Checkpoint::new(&tmp.join("o")),
+        resume: false,
+        pretrained: Vec::new(),
+        device: &device,
+    })
     .unwrap();
     let cal = calibrate_model(&onion, &calib, &[0.99], &device).unwrap();
     assert_eq!(cal[0].thresholds.len(), 1, "one early stage");
@@ -73,7 +74,19 @@ fn patch_matching_end_to_end() {
         // batches of 64, survivors pooled over `pool` of them
         let run = |pool: usize| {
             let own = onionnet::infer::EngineKind::Own;
-            evaluate(&models, data, 64, pool, 1, own, &device, name).unwrap()
+            evaluate(
+                &models,
+                data,
+                1,
+                RunOptions {
+                    batch: 64,
+                    pool: pool,
+                    engine: own,
+                },
+                &device,
+                name,
+            )
+            .unwrap()
         };
         let out = run(1);
         let r = rows(&spec, &out, name);

@@ -6,7 +6,7 @@ use onionnet::checkpoint::Checkpoint;
 use onionnet::data::fashion::subset_dir;
 use onionnet::onion::NetworkKind;
 use onionnet::spec::Spec;
-use onionnet::train::{TrainConfig, train};
+use onionnet::train::{TrainConfig, TrainJob, train};
 use std::path::Path;
 
 #[test]
@@ -31,17 +31,17 @@ fn interrupted_training_resumes_to_the_same_network() {
     };
 
     let straight = Checkpoint::new(&tmp.join("straight"));
-    let full = train(
-        &spec,
-        NetworkKind::Onion,
-        &splits.train,
-        &splits.calib,
-        &cfg,
-        &straight,
-        false,
-        Vec::new(),
-        &device,
-    )
+    let full = train(TrainJob {
+        spec: &spec,
+        kind: NetworkKind::Onion,
+        train_set: &splits.train,
+        valid_set: &splits.calib,
+        cfg: &cfg,
+        ckpt: &straight,
+        resume: false,
+        pretrained: Vec::new(),
+        device: &device,
+    })
     .unwrap();
 
     let broken = Checkpoint::new(&tmp.join("broken"));
@@ -49,30 +49,30 @@ fn interrupted_training_resumes_to_the_same_network() {
         stop_after: Some(1),
         ..cfg.clone()
     };
-    train(
-        &spec,
-        NetworkKind::Onion,
-        &splits.train,
-        &splits.calib,
-        &first,
-        &broken,
-        false,
-        Vec::new(),
-        &device,
-    )
+    train(TrainJob {
+        spec: &spec,
+        kind: NetworkKind::Onion,
+        train_set: &splits.train,
+        valid_set: &splits.calib,
+        cfg: &first,
+        ckpt: &broken,
+        resume: false,
+        pretrained: Vec::new(),
+        device: &device,
+    })
     .unwrap();
     assert_eq!(broken.load_state().unwrap().epochs_done, vec![1]);
-    let resumed = train(
-        &spec,
-        NetworkKind::Onion,
-        &splits.train,
-        &splits.calib,
-        &cfg,
-        &broken,
-        true,
-        Vec::new(),
-        &device,
-    )
+    let resumed = train(TrainJob {
+        spec: &spec,
+        kind: NetworkKind::Onion,
+        train_set: &splits.train,
+        valid_set: &splits.calib,
+        cfg: &cfg,
+        ckpt: &broken,
+        resume: true,
+        pretrained: Vec::new(),
+        device: &device,
+    })
     .unwrap();
     let state = broken.load_state().unwrap();
     assert_eq!(state.epochs_done, vec![3]);
@@ -100,17 +100,17 @@ fn interrupted_training_resumes_to_the_same_network() {
         Path::new("other.toml"),
     )
     .unwrap();
-    let err = train(
-        &other,
-        NetworkKind::Onion,
-        &splits.train,
-        &splits.calib,
-        &cfg,
-        &broken,
-        true,
-        Vec::new(),
-        &device,
-    )
+    let err = train(TrainJob {
+        spec: &other,
+        kind: NetworkKind::Onion,
+        train_set: &splits.train,
+        valid_set: &splits.calib,
+        cfg: &cfg,
+        ckpt: &broken,
+        resume: true,
+        pretrained: Vec::new(),
+        device: &device,
+    })
     .unwrap_err();
     assert!(
         err.to_string().contains("spec.toml") && err.to_string().contains("other.toml"),
@@ -121,31 +121,31 @@ fn interrupted_training_resumes_to_the_same_network() {
         lr: 0.1,
         ..cfg.clone()
     };
-    let err = train(
-        &spec,
-        NetworkKind::Onion,
-        &splits.train,
-        &splits.calib,
-        &faster,
-        &broken,
-        true,
-        Vec::new(),
-        &device,
-    )
+    let err = train(TrainJob {
+        spec: &spec,
+        kind: NetworkKind::Onion,
+        train_set: &splits.train,
+        valid_set: &splits.calib,
+        cfg: &faster,
+        ckpt: &broken,
+        resume: true,
+        pretrained: Vec::new(),
+        device: &device,
+    })
     .unwrap_err();
     assert!(err.to_string().contains("train.json"), "{err}");
     let fewer = splits.train.take(100);
-    let err = train(
-        &spec,
-        NetworkKind::Onion,
-        &fewer,
-        &splits.calib,
-        &cfg,
-        &broken,
-        true,
-        Vec::new(),
-        &device,
-    )
+    let err = train(TrainJob {
+        spec: &spec,
+        kind: NetworkKind::Onion,
+        train_set: &fewer,
+        valid_set: &splits.calib,
+        cfg: &cfg,
+        ckpt: &broken,
+        resume: true,
+        pretrained: Vec::new(),
+        device: &device,
+    })
     .unwrap_err();
     assert!(err.to_string().contains("trained on 600 examples"), "{err}");
     let _ = std::fs::remove_dir_all(&tmp);

@@ -3,3 +3,16 @@
 pub mod detection;
 pub mod patches;
 pub mod retrieval;
+
+use crate::infer::EngineKind;
+
+/// How an application's evaluation runs its cascades.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Rows per batch.
+    pub batch: usize,
+    /// Batches whose survivors are pooled before a later stage runs (1: each batch alone).
+    pub pool: usize,
+    /// The inference path.
+    pub engine: EngineKind,
+}

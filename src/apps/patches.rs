@@ -10,7 +10,7 @@ use crate::cascade::Gate;
 use crate::cost::speedup;
 use crate::data::Dataset;
 use crate::error::CascadeError;
-use crate::infer::{EngineKind, FastModel, prepare, run_stream_on};
+use crate::infer::{FastModel, prepare, run_stream_on};
 use crate::model::Model;
 use crate::onion::NetworkKind;
 use crate::report::Row;
@@ -90,17 +90,19 @@ fn score(
 /// (the median is kept). The pairs run in batches of `batch`; with `pool` > 1 as streams of
 /// `pool` batches whose survivors wait for each other before the next stage
 /// ([`run_stream_on`]: same scores, stage 2 on fuller blocks).
-#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     models: &[(&Model, Vec<Option<Calibration>>)],
     data: &Dataset,
-    batch: usize,
-    pool: usize,
     reps: usize,
-    engine: EngineKind,
+    run: super::RunOptions,
     device: &Device,
     label: &str,
 ) -> Result<Vec<PatchOutcome>, CascadeError> {
+    let super::RunOptions {
+        batch,
+        pool,
+        engine,
+    } = run;
     let fast = prepare(engine, &models.iter().map(|(m, _)| *m).collect::<Vec<_>>());
     if data.is_empty() {
         return Err(CascadeError::Empty(format!("{label} test set")));

@@ -14,7 +14,7 @@ use crate::checkpoint::{Checkpoint, Thresholds};
 use crate::cost::speedup;
 use crate::data::{Dataset, fashion};
 use crate::error::CascadeError;
-use crate::infer::{EngineKind, prepare, run_stream_on};
+use crate::infer::{prepare, run_stream_on};
 use crate::model::Model;
 use crate::onion::NetworkKind;
 use crate::report::Row;
@@ -276,17 +276,19 @@ pub struct Outcome {
 /// images run in batches of `batch`; with `pool` > 1 as streams of `pool` batches whose
 /// survivors wait for each other before the next stage ([`run_stream_on`]: same scores,
 /// stage 2 on fuller blocks).
-#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     models: &[(&Model, Vec<Option<Calibration>>)],
     test: &Dataset,
     top_k: usize,
-    batch: usize,
-    pool: usize,
-    engine: EngineKind,
+    run: super::RunOptions,
     device: &Device,
     quiet: bool,
 ) -> Result<Vec<Outcome>, CascadeError> {
+    let super::RunOptions {
+        batch,
+        pool,
+        engine,
+    } = run;
     let fast = prepare(engine, &models.iter().map(|(m, _)| *m).collect::<Vec<_>>());
     if test.is_empty() {
         return Err(CascadeError::Empty("test split".into()));

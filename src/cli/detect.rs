@@ -185,9 +185,7 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
         let mut det = train(
             &spec,
             kind,
-            &data.train,
-            &data.valid,
-            &data.proposals,
+            &data,
             &cfg,
             &Checkpoint::new(&args.out.join(kind.name())),
             device,

@@ -1,6 +1,7 @@
 //! `onionnet eval DIR...`: the retrieval table for trained (and calibrated) networks.
 
 use super::DataArgs;
+use crate::apps::RunOptions;
 use crate::apps::retrieval::{evaluate, rows};
 use crate::checkpoint::Checkpoint;
 use crate::model::Model;
@@ -93,9 +94,11 @@ pub fn print_results(
         &refs,
         test,
         top_k,
-        batch,
-        opts.pool,
-        opts.engine,
+        RunOptions {
+            batch: batch,
+            pool: opts.pool,
+            engine: opts.engine,
+        },
         device,
         false,
     )?;

@@ -5,6 +5,7 @@
 
 use super::parse_tpr;
 use super::train::OptimArgs;
+use crate::apps::RunOptions;
 use crate::apps::patches::{PatchOutcome, evaluate, imbalanced, rows};
 use crate::data::patches::{
     TEST_PHOTOS, TRAIN_PHOTOS, data_dir, generate_pairs, graffiti, load_photos,
@@ -154,10 +155,12 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         let out: Vec<PatchOutcome> = evaluate(
             &refs,
             data,
-            args.batch,
-            args.pool,
             reps,
-            args.engine,
+            RunOptions {
+                batch: args.batch,
+                pool: args.pool,
+                engine: args.engine,
+            },
             device,
             name,
         )?;
@@ -192,10 +195,12 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         let out = evaluate(
             &first,
             &sub,
-            args.batch,
-            args.pool,
             3,
-            args.engine,
+            RunOptions {
+                batch: args.batch,
+                pool: args.pool,
+                engine: args.engine,
+            },
             device,
             &format!("imbalance 1:{r}"),
         )?;

@@ -4,7 +4,7 @@ use super::DataArgs;
 use crate::apps::retrieval::{groups_from, needs_groups, resolve_groups};
 use crate::checkpoint::Checkpoint;
 use crate::onion::NetworkKind;
-use crate::train::{TrainConfig, train};
+use crate::train::{TrainConfig, TrainJob, train};
 use burn::tensor::Device;
 use clap::Args;
 use std::path::PathBuf;
@@ -115,17 +115,17 @@ pub fn run(args: &TrainArgs, device: &Device) -> anyhow::Result<()> {
             args.out.display()
         );
     }
-    train(
-        &spec,
-        args.network,
-        &splits.train,
-        &splits.calib,
-        &cfg,
-        &ckpt,
-        args.resume,
-        Vec::new(),
+    train(TrainJob {
+        spec: &spec,
+        kind: args.network,
+        train_set: &splits.train,
+        valid_set: &splits.calib,
+        cfg: &cfg,
+        ckpt: &ckpt,
+        resume: args.resume,
+        pretrained: Vec::new(),
         device,
-    )?;
+    })?;
     eprintln!("saved {} network to {}", args.network, args.out.display());
     Ok(())
 }

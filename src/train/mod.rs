@@ -233,23 +233,38 @@ pub(crate) fn bar(len: u64, prefix: String, quiet: bool) -> ProgressBar {
     pb
 }
 
-/// Trains a network kind from `spec`, checkpointing into `ckpt` after every epoch.
-///
-/// `pretrained[i] = Some(module)` takes module `i` as already trained (the demo reuses the
-/// trained monolithic network as the non-sharing cascade's last stage, which is the same
-/// network). With `resume`, continues from the checkpoint's last completed epoch.
-#[allow(clippy::too_many_arguments)]
-pub fn train(
-    spec: &Spec,
-    kind: NetworkKind,
-    train_set: &Dataset,
-    valid_set: &Dataset,
-    cfg: &TrainConfig,
-    ckpt: &Checkpoint,
-    resume: bool,
-    mut pretrained: Vec<Option<OnionModule>>,
-    device: &Device,
-) -> Result<Model, TrainError> {
+/// One network to train: what, on what, with which settings, and where to.
+pub struct TrainJob<'a> {
+    pub spec: &'a Spec,
+    pub kind: NetworkKind,
+    pub train_set: &'a Dataset,
+    /// The validation split (reported each epoch, never trained on).
+    pub valid_set: &'a Dataset,
+    pub cfg: &'a TrainConfig,
+    /// Checkpointed after every epoch.
+    pub ckpt: &'a Checkpoint,
+    /// Continue from the checkpoint's last completed epoch (same description, settings and
+    /// data, else an error).
+    pub resume: bool,
+    /// `pretrained[i] = Some(module)` takes module `i` as already trained (the non-sharing
+    /// cascade's last stage is the monolithic network when the split adds up); may be empty.
+    pub pretrained: Vec<Option<OnionModule>>,
+    pub device: &'a Device,
+}
+
+/// Trains a network kind from its description, checkpointing after every epoch.
+pub fn train(job: TrainJob<'_>) -> Result<Model, TrainError> {
+    let TrainJob {
+        spec,
+        kind,
+        train_set,
+        valid_set,
+        cfg,
+        ckpt,
+        resume,
+        mut pretrained,
+        device,
+    } = job;
     for (what, d) in [
         ("training split", train_set),
         ("validation split", valid_set),

@@ -411,17 +411,17 @@ fn sample_rois(
 /// `ckpt`. A checkpoint of this detector (same description, settings and number of scenes)
 /// is resumed where it stopped, or loaded where it is fully trained; one of another detector
 /// is an error (choose another output directory).
-#[allow(clippy::too_many_arguments)]
+/// It trains on `scenes.train` and validates on `scenes.valid`, with `scenes.proposals`.
 pub fn train(
     spec: &Spec,
     kind: NetworkKind,
-    train_scenes: &[Scene],
-    valid_scenes: &[Scene],
-    proposals: &[BoxF],
+    scenes: &super::Scenes,
     cfg: &DetectTrainConfig,
     ckpt: &Checkpoint,
     device: &Device,
 ) -> Result<Detector, TrainError> {
+    let (train_scenes, valid_scenes, proposals) =
+        (&scenes.train[..], &scenes.valid[..], &scenes.proposals[..]);
     let lay = layout(spec)?.clone();
     for (what, sc) in [
         ("training scenes", train_scenes),
@@ -562,74 +562,64 @@ impl epochs::Task for Detect<'_> {
         (terms, fine.len())
     }
 
-    /// The same sampling on the held-out scenes, with a fixed seed, without gradients.
     fn validate(&self, module: &DetectorModule) -> Vec<(f64, f64)> {
-        validate(
-            &module.valid(),
+        self.held_out(&module.valid())
+    }
+}
+
+impl Detect<'_> {
+    /// Loss and accuracy of each trained stage on RoIs sampled from the held-out scenes with a
+    /// fixed seed, without gradients.
+    fn held_out(&self, module: &DetectorModule) -> Vec<(f64, f64)> {
+        let (spec, lay, archs, objectives, proposals, cfg, device) = (
             self.spec,
             self.lay,
             self.archs,
             self.objectives,
-            self.valid_scenes,
-            &self.valid_labels,
             self.proposals,
             self.cfg,
             self.device,
-        )
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn validate(
-    module: &DetectorModule,
-    spec: &Spec,
-    lay: &Layout,
-    archs: &[Arch],
-    objectives: &[Vec<(usize, usize)>],
-    scenes: &[Scene],
-    labels: &[Vec<(usize, f32)>],
-    proposals: &[BoxF],
-    cfg: &DetectTrainConfig,
-    device: &Device,
-) -> Vec<(f64, f64)> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.base.seed ^ 0x5eed);
-    let n_obj: usize = objectives.iter().map(|o| o.len()).sum();
-    let mut sums = vec![(0.0f64, 0usize); n_obj];
-    let mut seen = 0usize;
-    let grid = (spec.input.height, spec.input.width);
-    for (chunk, lab) in scenes.chunks(8).zip(labels.chunks(8)) {
-        let mut rois = Vec::new();
-        let mut fine = Vec::new();
-        for (k, (s, l)) in chunk.iter().zip(lab).enumerate() {
-            for (b, f) in sample_rois(s, l, proposals, cfg, &mut rng) {
-                rois.push((k, b));
-                fine.push(f);
-            }
-        }
-        let refs: Vec<&Scene> = chunk.iter().collect();
-        let x = roi_pool(
-            module.backbone.forward(lay, scenes_tensor(&refs, device)),
-            &rois,
-            lay.stride,
-            grid,
         );
-        let mut k = 0;
-        for (i, arch) in archs.iter().enumerate() {
-            let logits = module.heads[i].forward_all(arch, &x);
-            for &(b, s) in &objectives[i] {
-                let st = &spec.stages[s];
-                sums[k].0 += stage_loss(st, logits[b].clone(), &fine, device).into_scalar::<f32>()
-                    as f64
-                    * fine.len() as f64;
-                sums[k].1 += correct(st, &logits[b], &fine);
-                k += 1;
+        let (scenes, labels) = (self.valid_scenes, &self.valid_labels);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.base.seed ^ 0x5eed);
+        let n_obj: usize = objectives.iter().map(|o| o.len()).sum();
+        let mut sums = vec![(0.0f64, 0usize); n_obj];
+        let mut seen = 0usize;
+        let grid = (spec.input.height, spec.input.width);
+        for (chunk, lab) in scenes.chunks(8).zip(labels.chunks(8)) {
+            let mut rois = Vec::new();
+            let mut fine = Vec::new();
+            for (k, (s, l)) in chunk.iter().zip(lab).enumerate() {
+                for (b, f) in sample_rois(s, l, proposals, cfg, &mut rng) {
+                    rois.push((k, b));
+                    fine.push(f);
+                }
             }
+            let refs: Vec<&Scene> = chunk.iter().collect();
+            let x = roi_pool(
+                module.backbone.forward(lay, scenes_tensor(&refs, device)),
+                &rois,
+                lay.stride,
+                grid,
+            );
+            let mut k = 0;
+            for (i, arch) in archs.iter().enumerate() {
+                let logits = module.heads[i].forward_all(arch, &x);
+                for &(b, s) in &objectives[i] {
+                    let st = &spec.stages[s];
+                    sums[k].0 += stage_loss(st, logits[b].clone(), &fine, device)
+                        .into_scalar::<f32>() as f64
+                        * fine.len() as f64;
+                    sums[k].1 += correct(st, &logits[b], &fine);
+                    k += 1;
+                }
+            }
+            seen += fine.len();
         }
-        seen += fine.len();
+        sums.into_iter()
+            .map(|(l, c)| (l / seen.max(1) as f64, c as f64 / seen.max(1) as f64))
+            .collect()
     }
-    sums.into_iter()
-        .map(|(l, c)| (l / seen.max(1) as f64, c as f64 / seen.max(1) as f64))
-        .collect()
 }
 
 /// The description stages the objectives train, in order.
