@@ -95,7 +95,7 @@ pub fn print_results(
         test,
         top_k,
         RunOptions {
-            batch: batch,
+            batch,
             pool: opts.pool,
             engine: opts.engine,
         },

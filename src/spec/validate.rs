@@ -670,7 +670,7 @@ fn backbone_kind(
     };
     if rl.split.is_some() || rl.units.is_some() || rl.prob.is_some() {
         return Err(err(
-            &at,
+            at,
             &name,
             "backbone layers are shared by every stage: no split, units or prob",
         ));
