@@ -80,7 +80,7 @@ fn patch_matching_end_to_end() {
                 1,
                 RunOptions {
                     batch: 64,
-                    pool: pool,
+                    pool,
                     engine: own,
                 },
                 &device,
