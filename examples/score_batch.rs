@@ -9,8 +9,8 @@
 //! Trouser; DATA_DIR default `data/fashion-mnist-subset`).
 
 use burn::tensor::Device;
-use onionnet::apps::retrieval::Splits;
-use onionnet::cascade::{Gate, run};
+use onionnet::apps::retrieval::{Splits, query_gate};
+use onionnet::cascade::run;
 use onionnet::checkpoint::Checkpoint;
 use onionnet::data::fashion::CLASS_NAMES;
 use onionnet::infer::FastModel;
@@ -48,15 +48,8 @@ fn main() -> anyhow::Result<()> {
 
     // a query for one class: each early stage passes a row on the score of that class's
     // s-class only, at the calibrated threshold
+    let gate = query_gate(&model, Some(cal), class);
     let stages = model.num_stages();
-    let gate = Gate {
-        per_stage: (0..stages - 1)
-            .map(|s| {
-                let g = model.stage(s).s_class(class);
-                vec![(g, cal.thresholds[s][g])]
-            })
-            .collect(),
-    };
 
     // the own inference path (weights packed once), through the cascade runner
     let fast = FastModel::from_model(&model);

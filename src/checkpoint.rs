@@ -43,6 +43,18 @@ pub struct TrainState {
     pub log: Vec<Vec<EpochLog>>,
 }
 
+/// `preprocess.json`: what turns an image file into a network's input, so that a model
+/// directory can be applied to new images on its own: the input shape (channels: 1 grey, 3
+/// RGB; images are resized to height x width), the standardisation and the class names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    /// `[channels, height, width]`.
+    pub input: [usize; 3],
+    pub mean: f32,
+    pub std: f32,
+    pub classes: Vec<String>,
+}
+
 /// `thresholds.json`: one calibration per target TPR.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Thresholds {
@@ -159,6 +171,23 @@ impl Checkpoint {
 
     pub fn load_thresholds(&self) -> Result<Thresholds, CheckpointError> {
         self.load_json("thresholds.json")
+    }
+
+    pub fn save_preprocess(&self, p: &Preprocess) -> Result<(), CheckpointError> {
+        self.save_json("preprocess.json", p)
+    }
+
+    /// The preprocessing stored with the model; a model trained without it (before onionnet
+    /// stored it) is an error that says how to get one.
+    pub fn load_preprocess(&self) -> Result<Preprocess, CheckpointError> {
+        let p = self.path("preprocess.json");
+        if !p.exists() {
+            return Err(CheckpointError::Corrupt {
+                path: p,
+                reason: "missing: the model does not say how to prepare images (train it with `onionnet fit` or `onionnet demo`)".into(),
+            });
+        }
+        self.load_json("preprocess.json")
     }
 
     /// Loads a trained network for inference (on a plain, non-autodiff device).

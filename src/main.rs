@@ -1,7 +1,9 @@
 //! `onionnet`: parse the command line, dispatch, print errors with their chain.
 
 use clap::Parser;
-use onionnet::cli::{Cli, Command, bench, calibrate, cost, demo, detect, eval, patches, train};
+use onionnet::cli::{
+    Cli, Command, bench, calibrate, cost, demo, detect, eval, fit, patches, retrieve, train,
+};
 
 fn main() {
     // output piped into `head` and the like: end quietly when the reader goes, as other
@@ -16,6 +18,8 @@ fn main() {
     let device = cli.device.device();
     let result = match &cli.command {
         Command::Demo(a) => demo::run(a, &device),
+        Command::Fit(a) => fit::run(a, &device),
+        Command::Retrieve(a) => retrieve::run(a, &device),
         Command::Train(a) => train::run(a, &device),
         Command::Calibrate(a) => calibrate::run(a, &device),
         Command::Eval(a) => eval::run(a, &device),

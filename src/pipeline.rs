@@ -1,9 +1,12 @@
 //! The experiments' pipeline, as a library: train the monolithic baseline, the non-sharing
 //! cascade and the onion on one data set, and calibrate both cascades on the held-out split.
 //! `onionnet demo` is [`retrieval`] on Fashion-MNIST; `onionnet patches` runs the same steps
-//! on patch pairs. Each network is checkpointed under the output directory, and a finished
-//! one is reused by a later run with the same settings.
+//! on patch pairs; `onionnet detect` is [`detection`] on composed scenes. Each network is
+//! checkpointed under the output directory, and a finished one is reused by a later run with
+//! the same settings.
 
+use crate::apps::detection::Scenes;
+use crate::apps::detection::detector::{self, DetectTrainConfig, Detector};
 use crate::apps::retrieval::{Splits, groups_from, resolve_groups};
 use crate::calibrate::{Calibration, calibrate_model};
 use crate::checkpoint::{Checkpoint, Thresholds};
@@ -129,5 +132,49 @@ pub fn retrieval(
     step(Step::Cascades);
     let cascades = exp.cascades(&mono, &spec)?;
     step(Step::Calibration);
-    exp.calibrate(mono, cascades, tprs)
+    let calibrated = exp.calibrate(mono, cascades, tprs)?;
+    // (each model directory then holds everything needed to apply it to new images)
+    for kind in NetworkKind::ALL {
+        Checkpoint::new(&out.join(kind.name())).save_preprocess(&splits.preprocess())?;
+    }
+    Ok(calibrated)
+}
+
+/// The detection experiment on composed scenes: the detector of each network kind trained end
+/// to end (backbone and head), then the cascades' stage 1 calibrated on the held-out scenes
+/// at every target TPR (`thresholds.json` beside each). `step` hears of each kind as its
+/// training starts.
+pub fn detection(
+    spec: &Spec,
+    scenes: &Scenes,
+    cfg: &DetectTrainConfig,
+    tprs: &[f64],
+    out: &Path,
+    device: &Device,
+    mut step: impl FnMut(NetworkKind),
+) -> anyhow::Result<Vec<(Detector, Vec<Option<Calibration>>)>> {
+    let mut dets = Vec::new();
+    for kind in NetworkKind::ALL {
+        step(kind);
+        let ckpt = Checkpoint::new(&out.join(kind.name()));
+        let det = detector::train(spec, kind, scenes, cfg, &ckpt, device)?;
+        let cals = if kind == NetworkKind::Monolithic {
+            vec![None]
+        } else {
+            let cals = crate::apps::detection::calibrate(
+                &det,
+                &scenes.valid,
+                &scenes.proposals,
+                tprs,
+                50,
+                device,
+            )?;
+            ckpt.save_thresholds(&Thresholds {
+                calibrations: cals.clone(),
+            })?;
+            cals.into_iter().map(Some).collect()
+        };
+        dets.push((det, cals));
+    }
+    Ok(dets)
 }

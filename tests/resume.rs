@@ -148,5 +148,33 @@ fn interrupted_training_resumes_to_the_same_network() {
     })
     .unwrap_err();
     assert!(err.to_string().contains("trained on 600 examples"), "{err}");
+    // a description of another number of classes than the data: refused before training
+    // (it used to train, then panic in evaluation)
+    for classes in ["classes = 12", "classes = 5"] {
+        let other = Spec::from_toml(
+            &spec_text
+                .replace("label_map = [0, 1, 0, 0, 0, 2, 0, 2, 3, 2]", "label_map = \"kmeans\"")
+                .replacen("classes = 10", classes, 1),
+            Path::new("other-classes.toml"),
+        )
+        .unwrap();
+        let err = train(TrainJob {
+            spec: &other,
+            kind: NetworkKind::Monolithic,
+            train_set: &splits.train,
+            valid_set: &splits.calib,
+            cfg: &cfg,
+            ckpt: &Checkpoint::new(&tmp.join(classes)),
+            resume: false,
+            pretrained: Vec::new(),
+            device: &device,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("other-classes.toml field classes") && err.contains("10 classes"),
+            "{err}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -3,6 +3,7 @@
 pub mod detection;
 pub mod patches;
 pub mod retrieval;
+pub mod retrieve;
 
 use crate::infer::EngineKind;
 

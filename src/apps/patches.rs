@@ -221,6 +221,32 @@ pub fn imbalanced(data: &Dataset, ratio: usize, seed: u64) -> Dataset {
     data.subset(&idx)
 }
 
+/// The running time against the imbalance: for each ratio r of `ratios`, every network's time
+/// per 1,000 pairs (in `models`' order) on the subset of `pairs` with r negatives per positive,
+/// at each cascade's first operating point. Stops at the first ratio `pairs` has too few
+/// negatives for.
+pub fn imbalance_sweep(
+    models: &[(&Model, Vec<Option<Calibration>>)],
+    pairs: &Dataset,
+    ratios: &[usize],
+    run: super::RunOptions,
+    device: &Device,
+) -> Result<Vec<(usize, Vec<f64>)>, CascadeError> {
+    let first: Vec<_> = models.iter().map(|(m, c)| (*m, vec![c[0].clone()])).collect();
+    let positives = pairs.labels.iter().sum::<usize>();
+    let mut out = Vec::new();
+    for &r in ratios {
+        let sub = imbalanced(pairs, r, 7);
+        let actual = (sub.len() - positives) as f64 / positives.max(1) as f64;
+        if positives == 0 || (r > 1 && actual < r as f64 * 0.999) {
+            break;
+        }
+        let o = evaluate(&first, &sub, 3, run, device, &format!("imbalance 1:{r}"))?;
+        out.push((r, o.iter().map(|o| o.ms_per_1000).collect()));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

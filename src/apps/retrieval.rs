@@ -22,6 +22,8 @@ use crate::spec::{LabelMap, Spec};
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
+use crate::checkpoint::Preprocess;
+use crate::data::folder::{self, ImageFolder};
 use std::path::Path;
 use std::time::Instant;
 
@@ -30,6 +32,10 @@ pub struct Splits {
     pub train: Dataset,
     pub calib: Dataset,
     pub test: Dataset,
+    /// The training split's mean and standard deviation, applied to every split.
+    pub stats: (f32, f32),
+    /// The name of each fine class.
+    pub class_names: Vec<String>,
 }
 
 impl Splits {
@@ -43,11 +49,61 @@ impl Splits {
         test_limit: Option<usize>,
         seed: u64,
     ) -> anyhow::Result<Splits> {
-        let mut full = fashion::load_split(dir, "train")?;
+        let full = fashion::load_split(dir, "train")?;
+        let test = fashion::load_split(dir, "t10k")?;
+        let names = fashion::CLASS_NAMES.iter().map(|n| n.to_string()).collect();
+        Splits::from_sets(full, test, names, train_limit, calib, test_limit, seed)
+    }
+
+    /// Loads an image folder ([`crate::data::folder`]) as the description's input `shape`: its
+    /// `test/` subtree is the test split, or, without one, a sixth of its images (seeded);
+    /// the rest as in [`Splits::load`]. Also returns the files that could not be decoded.
+    pub fn from_folder(
+        dir: &Path,
+        shape: [usize; 3],
+        train_limit: Option<usize>,
+        calib: Option<usize>,
+        test_limit: Option<usize>,
+        seed: u64,
+    ) -> anyhow::Result<(Splits, Vec<(std::path::PathBuf, String)>)> {
+        let folder = ImageFolder::scan(dir)?;
+        let classes = folder.classes.len();
+        let (all, mut skipped) = folder::load(&folder.train, shape, classes);
+        let (full, test) = match &folder.test {
+            Some(files) => {
+                let (test, more) = folder::load(files, shape, classes);
+                skipped.extend(more);
+                (all, test)
+            }
+            None => {
+                let n = all.len();
+                all.split((n / 6).max(1), seed ^ 0x7e57)?
+            }
+        };
+        let splits = Splits::from_sets(
+            full,
+            test,
+            folder.classes,
+            train_limit,
+            calib,
+            test_limit,
+            seed,
+        )?;
+        Ok((splits, skipped))
+    }
+
+    fn from_sets(
+        mut full: Dataset,
+        mut test: Dataset,
+        class_names: Vec<String>,
+        train_limit: Option<usize>,
+        calib: Option<usize>,
+        test_limit: Option<usize>,
+        seed: u64,
+    ) -> anyhow::Result<Splits> {
         if let Some(n) = train_limit {
             full = full.take(n);
         }
-        let mut test = fashion::load_split(dir, "t10k")?;
         if let Some(n) = test_limit {
             test = test.take(n);
         }
@@ -57,7 +113,23 @@ impl Splits {
         train.normalise(stats);
         calib.normalise(stats);
         test.normalise(stats);
-        Ok(Splits { train, calib, test })
+        Ok(Splits {
+            train,
+            calib,
+            test,
+            stats,
+            class_names,
+        })
+    }
+
+    /// What turns an image file into the networks' input, stored with a model.
+    pub fn preprocess(&self) -> Preprocess {
+        Preprocess {
+            input: self.train.shape,
+            mean: self.stats.0,
+            std: self.stats.1,
+            classes: self.class_names.clone(),
+        }
     }
 }
 
@@ -271,6 +343,74 @@ pub struct Outcome {
     pub ms_per_1000: f64,
 }
 
+/// The gate of a query for fine class `c`: each early stage passes a row on the score of `c`'s
+/// s-class at the calibrated threshold (every row passes where `cal` is `None`).
+pub fn query_gate(model: &Model, cal: Option<&Calibration>, c: usize) -> Gate {
+    Gate {
+        per_stage: match cal {
+            None => Vec::new(),
+            Some(cal) => (0..model.num_stages() - 1)
+                .map(|s| {
+                    let g = model.stage(s).s_class(c);
+                    vec![(g, cal.thresholds[s][g])]
+                })
+                .collect(),
+        },
+    }
+}
+
+/// A query's ranking of the rows: those retrieved (the query's class in the top k) by the
+/// final score `last`, then those that reached the last stage but were not retrieved, by
+/// `last`, then those an early stage rejected, by their stage-1 score `first`.
+fn ranking(
+    reached: &[usize],
+    first: &[f32],
+    last: &[f32],
+    in_topk: &[bool],
+    stages: usize,
+) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..reached.len()).collect();
+    let tier = |r: usize| {
+        if reached[r] + 1 < stages {
+            2
+        } else if in_topk[r] {
+            0
+        } else {
+            1
+        }
+    };
+    let key = |r: usize| if tier(r) == 2 { first[r] } else { last[r] };
+    order.sort_by(|&a, &b| tier(a).cmp(&tier(b)).then(key(b).total_cmp(&key(a))));
+    order
+}
+
+/// The test split against the networks and the run's settings.
+fn check(
+    models: &[(&Model, Vec<Option<Calibration>>)],
+    test: &Dataset,
+    run: super::RunOptions,
+) -> Result<(), CascadeError> {
+    if test.is_empty() {
+        return Err(CascadeError::Empty("test split".into()));
+    }
+    for (m, _) in models {
+        let want = m.spec.input.dims();
+        if test.shape != want {
+            return Err(CascadeError::Shape {
+                got: test.shape,
+                want,
+            });
+        }
+    }
+    let (batch, pool) = (run.batch, run.pool);
+    if batch == 0 || pool == 0 {
+        return Err(CascadeError::Empty(format!(
+            "batches of {batch} images pooled over {pool} batches (both must be at least 1)"
+        )));
+    }
+    Ok(())
+}
+
 /// Evaluates networks (each with its calibrations; `None` = the monolithic network) on the
 /// test split, one query per class, measuring time interleaved across networks. The test
 /// images run in batches of `batch`; with `pool` > 1 as streams of `pool` batches whose
@@ -289,25 +429,9 @@ pub fn evaluate(
         pool,
         engine,
     } = run;
+    check(models, test, run)?;
     let fast = prepare(engine, &models.iter().map(|(m, _)| *m).collect::<Vec<_>>());
-    if test.is_empty() {
-        return Err(CascadeError::Empty("test split".into()));
-    }
-    for (m, _) in models {
-        let want = m.spec.input.dims();
-        if test.shape != want {
-            return Err(CascadeError::Shape {
-                got: test.shape,
-                want,
-            });
-        }
-    }
     let n = test.len();
-    if batch == 0 || pool == 0 {
-        return Err(CascadeError::Empty(format!(
-            "batches of {batch} images pooled over {pool} batches (both must be at least 1)"
-        )));
-    }
     // (each stream one tensor: the runner cuts it into batches)
     let batches = test.batches(batch * pool, device);
     let classes = test.classes;
@@ -345,19 +469,7 @@ pub fn evaluate(
         for (mi, (model, cals)) in models.iter().enumerate() {
             for (ci, cal) in cals.iter().enumerate() {
                 let stages = model.num_stages();
-                let gate = match cal {
-                    None => Gate {
-                        per_stage: Vec::new(),
-                    },
-                    Some(cal) => Gate {
-                        per_stage: (0..stages - 1)
-                            .map(|s| {
-                                let g = model.stage(s).s_class(c);
-                                vec![(g, cal.thresholds[s][g])]
-                            })
-                            .collect(),
-                    },
-                };
+                let gate = query_gate(model, cal.as_ref(), c);
                 let mut reached = vec![0usize; n];
                 let mut first: Vec<f32> = vec![0.0; n];
                 let mut last: Vec<f32> = vec![f32::NAN; n];
@@ -379,19 +491,7 @@ pub fn evaluate(
                     }
                 }
                 let elapsed = t0.elapsed().as_secs_f64();
-                // rank: retrieved by p(c), then reached-but-not-top-k by p(c), then rejected
-                let mut order: Vec<usize> = (0..n).collect();
-                let tier = |r: usize| {
-                    if reached[r] + 1 < stages {
-                        2
-                    } else if in_topk[r] {
-                        0
-                    } else {
-                        1
-                    }
-                };
-                let key = |r: usize| if tier(r) == 2 { first[r] } else { last[r] };
-                order.sort_by(|&a, &b| tier(a).cmp(&tier(b)).then(key(b).total_cmp(&key(a))));
+                let order = ranking(&reached, &first, &last, &in_topk, stages);
                 let relevant: Vec<bool> = order.iter().map(|&r| test.labels[r] == c).collect();
                 let a = &mut acc[mi][ci];
                 a.0.push(average_precision(&relevant));

@@ -121,100 +121,20 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
             (k, w, verdict(&rows, k.name(), TARGET))
         })
         .collect();
+    let measured = Measured {
+        rows: &rows,
+        worst: &worst,
+        mono_gflops,
+        peak,
+        fma_peak,
+        mid,
+        layers: layers.as_deref(),
+    };
     if args.json {
-        let breakdown: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                serde_json::json!({"network": r.network, "p": r.p,
-                    "stage_ms": r.breakdown.stage.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
-                    "threshold_ms": ms(r.breakdown.threshold), "compaction_ms": ms(r.breakdown.compaction),
-                    "gather_ms": ms(r.breakdown.gather), "scatter_ms": ms(r.breakdown.scatter)})
-            })
-            .collect();
-        // (the largest deviation is the worst point's: `bench::max_deviation`)
-        let dev: serde_json::Map<String, serde_json::Value> = worst
-            .iter()
-            .map(|(k, w, _)| (k.name().to_string(), w.map_or(0.0, |w| w.dev).into()))
-            .collect();
-        let target: serde_json::Map<String, serde_json::Value> = worst
-            .iter()
-            .map(|(k, w, v)| {
-                let w = w.map(
-                    |w| serde_json::json!({"p": w.p, "deviation": w.dev, "lo": w.lo, "hi": w.hi}),
-                );
-                (
-                    k.name().to_string(),
-                    serde_json::json!({"worst": w, "verdict": verdict_word(*v)}),
-                )
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"rows": rows, "max_deviation": dev, "target": target,
-                "target_tolerance": TARGET, "breakdown": breakdown,
-                "monolithic_gflops": mono_gflops, "gemm_peak_gflops": peak,
-                "fma_peak_gflops": fma_peak, "layers": layers})
-        );
+        print_json(&measured);
         return Ok(());
     }
-    println!(
-        "{}: {} engine, batch {}{}, median of {} runs after {} warm-up, {}, per example; measured ratio: median over runs of time / the monolithic run of the same repetition and p; theory at the fraction forced, round(p x batch) / batch",
-        spec.name,
-        match cfg.engine {
-            crate::bench::EngineKind::Own => "own",
-            crate::bench::EngineKind::Burn => "burn",
-        },
-        cfg.batch,
-        pooled(&cfg),
-        cfg.reps,
-        cfg.warmup,
-        if cfg.cold {
-            "each run cold (right after the other networks)"
-        } else {
-            "each run right after unmeasured runs of the same network lasting at least a monolithic run"
-        }
-    );
-    print!("{}", table(&rows));
-    println!(
-        "\nlargest |measured/theory - 1| over p >= 0.05, with the 95% interval of the median at that p (from the {} repetitions' spread), against the target (within {:.0}%):",
-        cfg.reps,
-        100.0 * TARGET
-    );
-    for (k, w, v) in &worst {
-        let Some(w) = w else { continue };
-        // (the monolithic network against its own median: the run's noise)
-        let note = if *k == NetworkKind::Monolithic {
-            "  (its spread over p: the noise)".to_string()
-        } else {
-            format!("  {}", verdict_word(*v))
-        };
-        println!(
-            "  {:<12} {:>5.1}%  at p = {:.2}  (interval {:.1}-{:.1}%){note}",
-            k.name(),
-            100.0 * w.dev,
-            w.p,
-            100.0 * w.lo,
-            100.0 * w.hi
-        );
-    }
-    println!(
-        "\nmonolithic forward: {mono_gflops:.1} GFLOP/s (median over p); GEMM peak (1024x1024 matmul, same backend): {peak:.1} GFLOP/s ({:.0}%)",
-        100.0 * mono_gflops / peak
-    );
-    if let Some(f) = fma_peak {
-        println!(
-            "vector units' peak (register-only multiply-adds on every thread at once, best of 9): {f:.1} GFLOP/s; the monolithic forward reaches {:.0}% of it",
-            100.0 * mono_gflops / f
-        );
-    }
-    println!("\nwhere the time goes per batch at p = {mid} (ms):");
-    print!("{}", breakdown(&rows, mid));
-    if let Some(layers) = &layers {
-        println!(
-            "\nwhere the time goes per layer at p = {mid}: each stage run layer by layer (not chunked) on the rows it gets, right after another stage or network (so caches hold that one's data: a stage 2 here finds its maps and weights colder than in a cascade); measured: the op's time / the monolithic network's; theory: its share of multiply-adds; per MAC: their ratio (1 where the cost model holds); peak: the op's GFLOP/s / the vector units' peak"
-        );
-        print!("{}", layers_table(layers, fma_peak));
-    }
+    print_text(&measured, &spec, &cfg);
     eprintln!(
         "\nwrote {}, {}{}",
         out.join("bench.csv").display(),
@@ -439,4 +359,134 @@ fn plot(
         "time / monolithic time (bars: 95% interval of the median)",
         &series,
     )
+}
+
+/// What one benchmark run measured, for printing.
+struct Measured<'a> {
+    rows: &'a [BenchRow],
+    /// Each network's worst p (with its interval) and the verdict on the target.
+    worst: &'a [(NetworkKind, Option<Deviation>, Verdict)],
+    mono_gflops: f64,
+    peak: f64,
+    fma_peak: Option<f64>,
+    /// The p of the breakdowns.
+    mid: f64,
+    layers: Option<&'a [LayerRow]>,
+}
+
+/// `bench --json`: one object with the rows, deviations, verdicts, breakdowns and layers.
+fn print_json(m: &Measured) {
+    let Measured {
+        rows,
+        worst,
+        mono_gflops,
+        peak,
+        fma_peak,
+        layers,
+        ..
+    } = *m;
+    let breakdown: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({"network": r.network, "p": r.p,
+                "stage_ms": r.breakdown.stage.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+                "threshold_ms": ms(r.breakdown.threshold), "compaction_ms": ms(r.breakdown.compaction),
+                "gather_ms": ms(r.breakdown.gather), "scatter_ms": ms(r.breakdown.scatter)})
+        })
+        .collect();
+    // (the largest deviation is the worst point's: `bench::max_deviation`)
+    let dev: serde_json::Map<String, serde_json::Value> = worst
+        .iter()
+        .map(|(k, w, _)| (k.name().to_string(), w.map_or(0.0, |w| w.dev).into()))
+        .collect();
+    let target: serde_json::Map<String, serde_json::Value> = worst
+        .iter()
+        .map(|(k, w, v)| {
+            let w = w.map(
+                |w| serde_json::json!({"p": w.p, "deviation": w.dev, "lo": w.lo, "hi": w.hi}),
+            );
+            (
+                k.name().to_string(),
+                serde_json::json!({"worst": w, "verdict": verdict_word(*v)}),
+            )
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({"rows": rows, "max_deviation": dev, "target": target,
+            "target_tolerance": TARGET, "breakdown": breakdown,
+            "monolithic_gflops": mono_gflops, "gemm_peak_gflops": peak,
+            "fma_peak_gflops": fma_peak, "layers": layers})
+    );
+}
+
+/// The benchmark's table, deviations, throughput and breakdowns as text.
+fn print_text(m: &Measured, spec: &Spec, cfg: &BenchConfig) {
+    let Measured {
+        rows,
+        worst,
+        mono_gflops,
+        peak,
+        fma_peak,
+        mid,
+        layers,
+    } = *m;
+    println!(
+        "{}: {} engine, batch {}{}, median of {} runs after {} warm-up, {}, per example; measured ratio: median over runs of time / the monolithic run of the same repetition and p; theory at the fraction forced, round(p x batch) / batch",
+        spec.name,
+        match cfg.engine {
+            crate::bench::EngineKind::Own => "own",
+            crate::bench::EngineKind::Burn => "burn",
+        },
+        cfg.batch,
+        pooled(&cfg),
+        cfg.reps,
+        cfg.warmup,
+        if cfg.cold {
+            "each run cold (right after the other networks)"
+        } else {
+            "each run right after unmeasured runs of the same network lasting at least a monolithic run"
+        }
+    );
+    print!("{}", table(rows));
+    println!(
+        "\nlargest |measured/theory - 1| over p >= 0.05, with the 95% interval of the median at that p (from the {} repetitions' spread), against the target (within {:.0}%):",
+        cfg.reps,
+        100.0 * TARGET
+    );
+    for (k, w, v) in worst {
+        let Some(w) = w else { continue };
+        // (the monolithic network against its own median: the run's noise)
+        let note = if *k == NetworkKind::Monolithic {
+            "  (its spread over p: the noise)".to_string()
+        } else {
+            format!("  {}", verdict_word(*v))
+        };
+        println!(
+            "  {:<12} {:>5.1}%  at p = {:.2}  (interval {:.1}-{:.1}%){note}",
+            k.name(),
+            100.0 * w.dev,
+            w.p,
+            100.0 * w.lo,
+            100.0 * w.hi
+        );
+    }
+    println!(
+        "\nmonolithic forward: {mono_gflops:.1} GFLOP/s (median over p); GEMM peak (1024x1024 matmul, same backend): {peak:.1} GFLOP/s ({:.0}%)",
+        100.0 * mono_gflops / peak
+    );
+    if let Some(f) = fma_peak {
+        println!(
+            "vector units' peak (register-only multiply-adds on every thread at once, best of 9): {f:.1} GFLOP/s; the monolithic forward reaches {:.0}% of it",
+            100.0 * mono_gflops / f
+        );
+    }
+    println!("\nwhere the time goes per batch at p = {mid} (ms):");
+    print!("{}", breakdown(rows, mid));
+    if let Some(layers) = layers {
+        println!(
+            "\nwhere the time goes per layer at p = {mid}: each stage run layer by layer (not chunked) on the rows it gets, right after another stage or network (so caches hold that one's data: a stage 2 here finds its maps and weights colder than in a cascade); measured: the op's time / the monolithic network's; theory: its share of multiply-adds; per MAC: their ratio (1 where the cost model holds); peak: the op's GFLOP/s / the vector units' peak"
+        );
+        print!("{}", layers_table(layers, fma_peak));
+    }
 }

@@ -1,6 +1,7 @@
 //! `onionnet calibrate DIR --tpr T...`: per-stage thresholds from the held-out split.
 
 use super::{DataArgs, parse_tpr};
+use crate::checkpoint::Checkpoint;
 use crate::apps::retrieval::calibrate_dir;
 use burn::tensor::Device;
 use clap::Args;
@@ -18,7 +19,8 @@ pub struct CalibrateArgs {
 }
 
 pub fn run(args: &CalibrateArgs, device: &Device) -> anyhow::Result<()> {
-    let splits = args.data.load()?;
+    let shape = Checkpoint::new(&args.model).load_spec()?.input.dims();
+    let splits = args.data.load(shape)?;
     for cal in calibrate_dir(&args.model, &splits.calib, &args.tpr, device)? {
         eprintln!(
             "target TPR {}: thresholds {:?}",

@@ -4,11 +4,10 @@
 //! per image and speed-ups; `--show` draws a test scene with what the onion finds.
 
 use super::parse_tpr;
-use crate::apps::detection::detector::{DetectTrainConfig, object_gate, train};
-use crate::apps::detection::{Scenes, calibrate, evaluate, proposals, rows, show};
-use crate::checkpoint::{Checkpoint, Thresholds};
+use crate::apps::detection::detector::{DetectTrainConfig, object_gate};
+use crate::apps::detection::{Scenes, evaluate, proposals, rows, show};
+use crate::pipeline;
 use crate::data::scenes::SceneConfig;
-use crate::onion::NetworkKind;
 use crate::report::{json, table};
 use crate::train::TrainConfig;
 use burn::tensor::Device;
@@ -77,6 +76,53 @@ pub struct DetectArgs {
     pub json: bool,
 }
 
+impl DetectArgs {
+    /// The scene counts (train, held out, test) and the training settings, checked.
+    fn settings(&self) -> anyhow::Result<([usize; 3], DetectTrainConfig)> {
+        let q = self.quick;
+        let counts = [
+            self.train_scenes.unwrap_or(if q { 400 } else { 800 }),
+            self.valid_scenes.unwrap_or(if q { 40 } else { 150 }),
+            self.test_scenes.unwrap_or(if q { 40 } else { 200 }),
+        ];
+        for (n, what) in counts
+            .iter()
+            .zip(["--train-scenes", "--valid-scenes", "--test-scenes"])
+        {
+            anyhow::ensure!(*n >= 1, "{what} {n}: at least 1 scene");
+        }
+        anyhow::ensure!(
+            self.show_scene < counts[2],
+            "--show-scene {} but there are {} test scenes",
+            self.show_scene,
+            counts[2]
+        );
+        anyhow::ensure!(self.pool >= 1, "--pool {} must be at least 1", self.pool);
+        let epochs = self.epochs.unwrap_or(if q { 4 } else { 8 });
+        anyhow::ensure!(
+            epochs >= 1 && self.scenes_per_step >= 1 && self.rois >= 2,
+            "--epochs, --scenes-per-step must be >= 1 and --rois >= 2"
+        );
+        anyhow::ensure!(
+            self.lr.is_finite() && self.lr > 0.0,
+            "--lr {} must be a positive number",
+            self.lr
+        );
+        let cfg = DetectTrainConfig {
+            base: TrainConfig {
+                epochs,
+                batch_size: self.scenes_per_step,
+                lr: self.lr,
+                seed: self.seed,
+                ..TrainConfig::default()
+            },
+            rois_per_scene: self.rois,
+            fg_fraction: 0.25,
+        };
+        Ok((counts, cfg))
+    }
+}
+
 pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
     let spec_path = args
         .spec
@@ -96,46 +142,7 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
         spec_path.display(),
         spec.classes
     );
-    let q = args.quick;
-    let counts = [
-        args.train_scenes.unwrap_or(if q { 400 } else { 800 }),
-        args.valid_scenes.unwrap_or(if q { 40 } else { 150 }),
-        args.test_scenes.unwrap_or(if q { 40 } else { 200 }),
-    ];
-    for (n, what) in counts
-        .iter()
-        .zip(["--train-scenes", "--valid-scenes", "--test-scenes"])
-    {
-        anyhow::ensure!(*n >= 1, "{what} {n}: at least 1 scene");
-    }
-    anyhow::ensure!(
-        args.show_scene < counts[2],
-        "--show-scene {} but there are {} test scenes",
-        args.show_scene,
-        counts[2]
-    );
-    anyhow::ensure!(args.pool >= 1, "--pool {} must be at least 1", args.pool);
-    let epochs = args.epochs.unwrap_or(if q { 4 } else { 8 });
-    anyhow::ensure!(
-        epochs >= 1 && args.scenes_per_step >= 1 && args.rois >= 2,
-        "--epochs, --scenes-per-step must be >= 1 and --rois >= 2"
-    );
-    anyhow::ensure!(
-        args.lr.is_finite() && args.lr > 0.0,
-        "--lr {} must be a positive number",
-        args.lr
-    );
-    let cfg = DetectTrainConfig {
-        base: TrainConfig {
-            epochs,
-            batch_size: args.scenes_per_step,
-            lr: args.lr,
-            seed: args.seed,
-            ..TrainConfig::default()
-        },
-        rois_per_scene: args.rois,
-        fg_fraction: 0.25,
-    };
+    let (counts, cfg) = args.settings()?;
     let scene_cfg = SceneConfig {
         size: layout.image.height,
         ..SceneConfig::default()
@@ -147,64 +154,40 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
         fashion.display()
     );
     let data = Scenes::build(&fashion, counts, &scene_cfg, args.seed)?;
-    let n_obj = |s: &[crate::data::scenes::Scene]| s.iter().map(|s| s.objects.len()).sum::<usize>();
-    let recall = proposals::recall(
-        &data.proposals,
-        data.test.iter().flat_map(|s| &s.objects),
-        0.5,
-    );
-    let recall7 = proposals::recall(
-        &data.proposals,
-        data.test.iter().flat_map(|s| &s.objects),
-        0.7,
-    );
+    let recall = |iou| {
+        proposals::recall(
+            &data.proposals,
+            data.test.iter().flat_map(|s| &s.objects),
+            iou,
+        )
+    };
     eprintln!(
         "  {}x{} scenes: train {} ({} objects), held out {} ({}), test {} ({}); {} sliding-window proposals per scene, recall at IoU 0.5 on the test objects {:.1}%",
         scene_cfg.size,
         scene_cfg.size,
         data.train.len(),
-        n_obj(&data.train),
+        objects(&data.train),
         data.valid.len(),
-        n_obj(&data.valid),
+        objects(&data.valid),
         data.test.len(),
-        n_obj(&data.test),
+        objects(&data.test),
         data.proposals.len(),
-        100.0 * recall
+        100.0 * recall(0.5)
     );
     eprintln!(
-        "  training: {epochs} epochs, {} scenes x {} RoIs per step, lr {} (cosine), seed {}",
-        args.scenes_per_step, args.rois, args.lr, args.seed
+        "  training: {} epochs, {} scenes x {} RoIs per step, lr {} (cosine), seed {}",
+        cfg.base.epochs, args.scenes_per_step, args.rois, args.lr, args.seed
     );
-
-    let mut dets = Vec::new();
-    for (i, kind) in NetworkKind::ALL.into_iter().enumerate() {
-        eprintln!(
-            "[{}/5] {kind} head (backbone and head trained together)",
-            i + 2
-        );
-        let mut det = train(
-            &spec,
-            kind,
-            &data,
-            &cfg,
-            &Checkpoint::new(&args.out.join(kind.name())),
-            device,
-        )?;
+    let mut i = 1;
+    let mut dets = pipeline::detection(&spec, &data, &cfg, &args.tpr, &args.out, device, |kind| {
+        i += 1;
+        eprintln!("[{i}/5] {kind} head (backbone and head trained together; a cascade's stage-1 thresholds then on the held-out scenes)");
+    })?;
+    for (det, _) in &mut dets {
         det.engine = args.engine;
-        dets.push(det);
     }
-    eprintln!("[5/5] stage-1 thresholds on the held-out scenes, then the test scenes");
-    let mut models = vec![(&dets[0], vec![None])];
-    for (det, kind) in dets[1..]
-        .iter()
-        .zip([NetworkKind::NonSharing, NetworkKind::Onion])
-    {
-        let cals = calibrate(det, &data.valid, &data.proposals, &args.tpr, 50, device)?;
-        Checkpoint::new(&args.out.join(kind.name())).save_thresholds(&Thresholds {
-            calibrations: cals.clone(),
-        })?;
-        models.push((det, cals.into_iter().map(Some).collect()));
-    }
+    eprintln!("[5/5] the test scenes");
+    let models: Vec<_> = dets.iter().map(|(d, c)| (d, c.clone())).collect();
     let outcomes = evaluate(&models, &data.test, &data.proposals, args.pool, device)?;
     let r = rows(&spec, &outcomes, data.proposals.len(), "composed scenes");
     if let Some(path) = &args.show {
@@ -230,47 +213,56 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
             } else {
                 String::new()
             },
-            n_obj(&data.test),
+            objects(&data.test),
             data.proposals.len(),
-            100.0 * recall,
-            100.0 * recall7
+            100.0 * recall(0.5),
+            100.0 * recall(0.7)
         );
         print!("{}", table::to_string(&r));
-        println!(
-            "\nwhere the time goes, ms per image (backbone | RoI pooling | head stages | head overhead | NMS):"
-        );
-        for o in &outcomes {
-            let tpr = o.target_tpr.map_or("-".into(), |t| t.to_string());
-            let b = o.breakdown;
-            println!(
-                "  {:<12} TPR {:<6} {:>7.2} | {:>6.2} | {:>7.2} | {:>5.2} | {:>5.2}",
-                o.kind.name(),
-                tpr,
-                b[0],
-                b[1],
-                b[2],
-                b[3],
-                b[4]
-            );
-        }
-        println!("\nAP per class (%), at the first target TPR for the cascades:");
-        let names = crate::data::fashion::CLASS_NAMES;
-        for o in outcomes
-            .iter()
-            .filter(|o| o.target_tpr.is_none() || o.target_tpr == Some(args.tpr[0]))
-        {
-            let aps: Vec<String> = o
-                .aps
-                .iter()
-                .zip(names)
-                .map(|(a, n)| format!("{n} {:.1}", 100.0 * a))
-                .collect();
-            println!("  {:<12} {}", o.kind.name(), aps.join(", "));
-        }
+        print_details(&outcomes, args.tpr[0]);
     }
     eprintln!(
         "\ndetectors and thresholds saved under {}",
         args.out.display()
     );
     Ok(())
+}
+
+fn objects(scenes: &[crate::data::scenes::Scene]) -> usize {
+    scenes.iter().map(|s| s.objects.len()).sum()
+}
+
+/// Where the time goes per image, and the AP of each class at the first target TPR `tpr`.
+fn print_details(outcomes: &[crate::apps::detection::Outcome], tpr: f64) {
+    println!(
+        "\nwhere the time goes, ms per image (backbone | RoI pooling | head stages | head overhead | NMS):"
+    );
+    for o in outcomes {
+        let t = o.target_tpr.map_or("-".into(), |t| t.to_string());
+        let b = o.breakdown;
+        println!(
+            "  {:<12} TPR {:<6} {:>7.2} | {:>6.2} | {:>7.2} | {:>5.2} | {:>5.2}",
+            o.kind.name(),
+            t,
+            b[0],
+            b[1],
+            b[2],
+            b[3],
+            b[4]
+        );
+    }
+    println!("\nAP per class (%), at the first target TPR for the cascades:");
+    let names = crate::data::fashion::CLASS_NAMES;
+    for o in outcomes
+        .iter()
+        .filter(|o| o.target_tpr.is_none() || o.target_tpr == Some(tpr))
+    {
+        let aps: Vec<String> = o
+            .aps
+            .iter()
+            .zip(names)
+            .map(|(a, n)| format!("{n} {:.1}", 100.0 * a))
+            .collect();
+        println!("  {:<12} {}", o.kind.name(), aps.join(", "));
+    }
 }

@@ -56,7 +56,9 @@ pub struct EvalArgs {
 
 pub fn run(args: &EvalArgs, device: &Device) -> anyhow::Result<()> {
     args.eval.check()?;
-    let splits = args.data.load()?;
+    let first = args.models.first().map(|d| Checkpoint::new(d).load_spec());
+    let shape = first.transpose()?.map_or([1, 28, 28], |s| s.input.dims());
+    let splits = args.data.load(shape)?;
     let mut loaded: Vec<(Model, Vec<Option<crate::calibrate::Calibration>>)> = Vec::new();
     for dir in &args.models {
         let ck = Checkpoint::new(dir);

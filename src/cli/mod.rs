@@ -6,7 +6,9 @@ pub mod cost;
 pub mod demo;
 pub mod detect;
 pub mod eval;
+pub mod fit;
 pub mod patches;
+pub mod retrieve;
 pub mod train;
 
 use burn::tensor::Device;
@@ -53,6 +55,11 @@ pub enum Command {
     /// The main job: train the monolithic baseline, the non-sharing cascade and the onion for
     /// retrieval on Fashion-MNIST, calibrate, evaluate and print the paper's table.
     Demo(demo::DemoArgs),
+    /// The same on any description and data: Fashion-MNIST's IDX files or an image folder
+    /// (DIR/<class>/*.png|jpg, optionally under train/ and test/).
+    Fit(fit::FitArgs),
+    /// Retrieve the images of query classes from files and folders with a trained cascade.
+    Retrieve(retrieve::RetrieveArgs),
     /// Patch matching: 2ch-deep, its non-sharing cascade and its onion on pairs from real
     /// photographs; FPR95 on a balanced set and on every Graffiti pair; time vs imbalance plot.
     Patches(patches::PatchesArgs),
@@ -76,8 +83,9 @@ pub enum Command {
 /// Where the data come from and how they are split (shared by train, calibrate, eval, demo).
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
-    /// Directory with the Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist if
-    /// installed, else the committed subset under data/).
+    /// The data: a folder of Fashion-MNIST's IDX files, or an image folder (a sub-folder of
+    /// images per class, optionally under train/ and test/) (default: Debian's
+    /// dataset-fashion-mnist if installed, else the committed subset under data/).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Training images held out for validation and calibration (default: 1/6 of the training
@@ -96,16 +104,40 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    pub fn load(&self) -> anyhow::Result<crate::apps::retrieval::Splits> {
+    /// The splits, as the description's input `shape`: Fashion-MNIST's IDX files, or an image
+    /// folder (files that cannot be decoded are skipped, each named in a warning).
+    pub fn load(&self, shape: [usize; 3]) -> anyhow::Result<crate::apps::retrieval::Splits> {
+        use crate::apps::retrieval::Splits;
         let dir = crate::data::fashion::default_dir(self.data.as_deref())?;
         eprintln!("data: {}", dir.display());
-        crate::apps::retrieval::Splits::load(
+        if !crate::data::folder::ImageFolder::looks_like(&dir) {
+            return Splits::load(
+                &dir,
+                self.train_limit,
+                self.calib_size,
+                self.test_limit,
+                self.split_seed,
+            );
+        }
+        let (splits, skipped) = Splits::from_folder(
             &dir,
+            shape,
             self.train_limit,
             self.calib_size,
             self.test_limit,
             self.split_seed,
-        )
+        )?;
+        for (path, why) in &skipped {
+            eprintln!("warning: skipped {}: {why}", path.display());
+        }
+        eprintln!(
+            "  {} classes ({}); {} images read, {} skipped",
+            splits.class_names.len(),
+            splits.class_names.join(", "),
+            splits.train.len() + splits.calib.len() + splits.test.len(),
+            skipped.len()
+        );
+        Ok(splits)
     }
 }
 

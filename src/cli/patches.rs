@@ -6,9 +6,10 @@
 use super::parse_tpr;
 use super::train::OptimArgs;
 use crate::apps::RunOptions;
-use crate::apps::patches::{PatchOutcome, evaluate, imbalanced, rows};
+use crate::apps::patches::{PatchOutcome, evaluate, imbalance_sweep, rows};
+use crate::data::Dataset;
 use crate::data::patches::{
-    TEST_PHOTOS, TRAIN_PHOTOS, data_dir, generate_pairs, graffiti, load_photos,
+    Graffiti, TEST_PHOTOS, TRAIN_PHOTOS, data_dir, generate_pairs, graffiti, load_photos,
 };
 use crate::onion::NetworkKind;
 use crate::pipeline::Experiment;
@@ -102,28 +103,7 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         // the deep hinge-loss network diverges to dead units at the retrieval default (0.05)
         cfg.lr = 0.01;
     }
-    let photos = data_dir()?.join("photos");
-    eprintln!("[1/5] pairs from real photographs under random homographies");
-    let train_photos = load_photos(&photos, &TRAIN_PHOTOS)?;
-    let (train_set, _) = generate_pairs(&train_photos, n_train, 1);
-    // held out: other pairs (other seed) of the training photographs, for validation and calibration
-    let (calib, _) = generate_pairs(&train_photos, (n_train / 6).max(400), 2);
-    let (balanced, _) = generate_pairs(&load_photos(&photos, &TEST_PHOTOS)?, n_test, 3);
-    let graf = graffiti(&data_dir()?.join("graffiti"), corners, args.tolerance)?;
-    let gpos = graf.pairs.labels.iter().sum::<usize>();
-    eprintln!(
-        "  train {} pairs ({}), held out {}, balanced test {} ({}), Graffiti {} x {} corners = {} pairs, {} matches (1 : {:.0})",
-        train_set.len(),
-        TRAIN_PHOTOS.join(", "),
-        calib.len(),
-        balanced.len(),
-        TEST_PHOTOS.join(", "),
-        graf.corners[0].len(),
-        graf.corners[1].len(),
-        graf.pairs.len(),
-        gpos,
-        (graf.pairs.len() - gpos) as f64 / gpos.max(1) as f64
-    );
+    let (train_set, calib, balanced, graf) = pairs(n_train, n_test, corners, args.tolerance)?;
     eprintln!(
         "  training: {} epochs, batch {}, lr {} (cosine), seed {}",
         cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed
@@ -145,6 +125,11 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
     let refs: Vec<_> = loaded.iter().map(|(m, c)| (m, c.clone())).collect();
 
     eprintln!("[5/5] evaluation");
+    let run = RunOptions {
+        batch: args.batch,
+        pool: args.pool,
+        engine: args.engine,
+    };
     let settings = [
         ("balanced", &balanced, 3),
         ("graffiti (all pairs)", &graf.pairs, 1),
@@ -152,18 +137,7 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
     let mut all_rows = Vec::new();
     let mut tables = String::new();
     for (name, data, reps) in settings {
-        let out: Vec<PatchOutcome> = evaluate(
-            &refs,
-            data,
-            reps,
-            RunOptions {
-                batch: args.batch,
-                pool: args.pool,
-                engine: args.engine,
-            },
-            device,
-            name,
-        )?;
+        let out: Vec<PatchOutcome> = evaluate(&refs, data, reps, run, device, name)?;
         let r = rows(&spec, &out, name);
         let pos = data.labels.iter().sum::<usize>();
         tables.push_str(&format!(
@@ -175,8 +149,7 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         all_rows.extend(r);
     }
     // running time against the imbalance (negatives per positive), first target TPR
-    let first: Vec<_> = refs.iter().map(|(m, c)| (*m, vec![c[0].clone()])).collect();
-    let mut series: Vec<Series> = Vec::new();
+    let sweep = imbalance_sweep(&refs, &graf.pairs, &[1, 3, 10, 30, 100, 300], run, device)?;
     let mut lines = String::from(
         "\ntime per 1,000 pairs (ms) against negatives per positive (Graffiti pairs):\n",
     );
@@ -185,43 +158,29 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         lines.push_str(&format!(" {:>12}", k.name()));
     }
     lines.push('\n');
-    let mut pts = vec![Vec::new(); NetworkKind::ALL.len()];
-    for r in [1usize, 3, 10, 30, 100, 300] {
-        let sub = imbalanced(&graf.pairs, r, 7);
-        let actual = (sub.len() - gpos) as f64 / gpos.max(1) as f64;
-        if gpos == 0 || (r > 1 && actual < r as f64 * 0.999) {
-            break;
-        }
-        let out = evaluate(
-            &first,
-            &sub,
-            3,
-            RunOptions {
-                batch: args.batch,
-                pool: args.pool,
-                engine: args.engine,
-            },
-            device,
-            &format!("imbalance 1:{r}"),
-        )?;
+    for (r, ms) in &sweep {
         lines.push_str(&format!("  {r:>6}"));
-        for (i, o) in out.iter().enumerate() {
-            pts[i].push(((r as f64).log10(), o.ms_per_1000));
-            lines.push_str(&format!(" {:>12.1}", o.ms_per_1000));
+        for m in ms {
+            lines.push_str(&format!(" {m:>12.1}"));
         }
         lines.push('\n');
     }
-    for (i, k) in NetworkKind::ALL.iter().enumerate() {
-        series.push(Series {
+    let series: Vec<Series> = NetworkKind::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Series {
             label: k.name().into(),
-            points: pts[i].clone(),
+            points: sweep
+                .iter()
+                .map(|(r, ms)| ((*r as f64).log10(), ms[i]))
+                .collect(),
             colour: i,
             dashed: false,
             bars: Vec::new(),
-        });
-    }
+        })
+        .collect();
     let png = args.out.join("imbalance.png");
-    if pts[0].len() >= 2 {
+    if sweep.len() >= 2 {
         line_plot(
             &png,
             &format!(
@@ -244,4 +203,38 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The pairs of the experiment, with a summary on stderr: training pairs and held-out pairs
+/// (other seed) of the training photographs, a balanced test set from two other photographs,
+/// and every corner pair of Graffiti.
+fn pairs(
+    n_train: usize,
+    n_test: usize,
+    corners: usize,
+    tolerance: f64,
+) -> anyhow::Result<(Dataset, Dataset, Dataset, Graffiti)> {
+    let photos = data_dir()?.join("photos");
+    eprintln!("[1/5] pairs from real photographs under random homographies");
+    let train_photos = load_photos(&photos, &TRAIN_PHOTOS)?;
+    let (train_set, _) = generate_pairs(&train_photos, n_train, 1);
+    // held out: other pairs (other seed) of the training photographs, for validation and calibration
+    let (calib, _) = generate_pairs(&train_photos, (n_train / 6).max(400), 2);
+    let (balanced, _) = generate_pairs(&load_photos(&photos, &TEST_PHOTOS)?, n_test, 3);
+    let graf = graffiti(&data_dir()?.join("graffiti"), corners, tolerance)?;
+    let gpos = graf.pairs.labels.iter().sum::<usize>();
+    eprintln!(
+        "  train {} pairs ({}), held out {}, balanced test {} ({}), Graffiti {} x {} corners = {} pairs, {} matches (1 : {:.0})",
+        train_set.len(),
+        TRAIN_PHOTOS.join(", "),
+        calib.len(),
+        balanced.len(),
+        TEST_PHOTOS.join(", "),
+        graf.corners[0].len(),
+        graf.corners[1].len(),
+        graf.pairs.len(),
+        gpos,
+        (graf.pairs.len() - gpos) as f64 / gpos.max(1) as f64
+    );
+    Ok((train_set, calib, balanced, graf))
 }

@@ -88,7 +88,7 @@ pub struct TrainArgs {
 
 pub fn run(args: &TrainArgs, device: &Device) -> anyhow::Result<()> {
     let mut spec = crate::shipped::load_spec(&args.spec)?;
-    let splits = args.data.load()?;
+    let splits = args.data.load(spec.input.dims())?;
     let cfg = args.optim.config(splits.train.len())?;
     if args.network != NetworkKind::Monolithic && needs_groups(&spec) {
         let Some(dir) = &args.groups_from else {
@@ -126,6 +126,7 @@ pub fn run(args: &TrainArgs, device: &Device) -> anyhow::Result<()> {
         pretrained: Vec::new(),
         device,
     })?;
+    ckpt.save_preprocess(&splits.preprocess())?;
     eprintln!("saved {} network to {}", args.network, args.out.display());
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Datasets: images as `f32` in `[N, C, H, W]` order with fine labels, plus the readers.
 
 pub mod fashion;
+pub mod folder;
 pub mod homography;
 pub mod idx;
 pub mod image;

@@ -287,6 +287,17 @@ pub fn train(job: TrainJob<'_>) -> Result<Model, TrainError> {
             }
             .into());
         }
+        // (a label past the description's classes would index past its heads)
+        if d.classes != spec.classes || d.labels.iter().any(|&l| l >= spec.classes) {
+            return Err(DataError::Mismatch {
+                what: format!("{what} vs {} field classes", spec.source.display()),
+                reason: format!(
+                    "the data have {} classes but the description says classes = {}",
+                    d.classes, spec.classes
+                ),
+            }
+            .into());
+        }
     }
     let archs = archs(spec, kind);
     let objectives = objectives(spec, kind);

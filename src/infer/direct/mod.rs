@@ -277,7 +277,9 @@ pub(super) fn conv(
     conv_with(srcs, g, bias, relu, out, Kernels::here(), parallel);
 }
 
-/// [`conv`] with the kernels chosen.
+/// [`conv`] with the kernels chosen. One function of ~170 lines on purpose: the split of the
+/// work into tasks and the safety argument of the kernels' raw writes (every task writes only
+/// its own stored positions) are read together.
 #[allow(clippy::too_many_arguments)]
 fn conv_with(
     srcs: &[Source],

@@ -1,5 +1,7 @@
 //! The direct kernels on x86-64: the dispatcher from a layer's shape and the CPU's features to
-//! a register-tile family, and the walk of stored positions the tiles share.
+//! a register-tile family, and the walk of stored positions the tiles share. The kernels take
+//! their geometry, pointers and ranges as plain arguments (hence clippy's
+//! `too_many_arguments` allowed on them): they are called per task or per tile on the hot path.
 
 use super::{Geometry, Source};
 use tiles::{avx2, avx512, lanes, zmm};

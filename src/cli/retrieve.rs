@@ -1,0 +1,155 @@
+//! `onionnet retrieve --model DIR --query CLASS PATH...`: a trained cascade scans image files
+//! and folders and prints the images of the query classes, best first.
+
+use crate::apps::retrieve::{Operating, ScanOptions, scan};
+use crate::checkpoint::Checkpoint;
+use crate::infer::EngineKind;
+use crate::onion::NetworkKind;
+use anyhow::Context;
+use burn::tensor::Device;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct RetrieveArgs {
+    /// A model directory written by `train`, or the output directory of `fit` / `demo` (then
+    /// its onion, or the network `--network` names).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// With an output directory of `fit` / `demo`: which of its networks runs.
+    #[arg(long, value_enum, default_value_t = NetworkKind::Onion)]
+    pub network: NetworkKind,
+    /// A class to retrieve, by name (as the data's folders name it) or index; repeat for more.
+    #[arg(long = "query", required = true)]
+    pub queries: Vec<String>,
+    /// Image files and folders (searched recursively for .png, .jpg, .jpeg).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// The operating point: a target TPR the model was calibrated for [default: the highest].
+    #[arg(long)]
+    pub target_tpr: Option<f64>,
+    /// Images shown per query, best first.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Images per batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value_t = EngineKind::Own)]
+    pub engine: EngineKind,
+    /// JSON Lines on stdout: one object per retrieved image (path, query, score, stages).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The model directory `dir` names: itself, or the `network` of a `fit` / `demo` output.
+fn model_dir(dir: &Path, network: NetworkKind) -> anyhow::Result<PathBuf> {
+    if Checkpoint::new(dir).exists() {
+        return Ok(dir.to_path_buf());
+    }
+    let sub = dir.join(network.name());
+    anyhow::ensure!(
+        Checkpoint::new(&sub).exists(),
+        "{}: not a model directory (no train.json), nor the output of `fit` or `demo` (no {}/train.json)",
+        dir.display(),
+        network.name()
+    );
+    Ok(sub)
+}
+
+pub fn run(args: &RetrieveArgs, device: &Device) -> anyhow::Result<()> {
+    anyhow::ensure!(args.batch >= 1, "--batch {} must be at least 1", args.batch);
+    anyhow::ensure!(args.top >= 1, "--top {} must be at least 1", args.top);
+    let dir = model_dir(&args.model, args.network)?;
+    let ckpt = Checkpoint::new(&dir);
+    let model = ckpt.load_model(device)?;
+    let pre = ckpt.load_preprocess()?;
+    let names = &pre.classes;
+    let queries: Vec<usize> = args
+        .queries
+        .iter()
+        .map(|q| {
+            names
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(q))
+                .or_else(|| q.parse().ok().filter(|&i: &usize| i < names.len()))
+                .with_context(|| {
+                    format!("--query {q}: not a class of the model ({})", names.join(", "))
+                })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let thresholds = if model.kind == NetworkKind::Monolithic {
+        None
+    } else {
+        let t = ckpt.load_thresholds()?;
+        let cal = match args.target_tpr {
+            Some(tpr) => t.calibrations.into_iter().find(|c| c.target_tpr == tpr),
+            None => t
+                .calibrations
+                .into_iter()
+                .max_by(|a, b| a.target_tpr.total_cmp(&b.target_tpr)),
+        };
+        Some(cal.with_context(|| {
+            format!(
+                "{}: no thresholds{} (run `onionnet calibrate`)",
+                dir.join("thresholds.json").display(),
+                args.target_tpr
+                    .map_or(String::new(), |t| format!(" for target TPR {t}"))
+            )
+        })?)
+    };
+    let pb = ProgressBar::new_spinner().with_prefix("images read");
+    pb.set_style(ProgressStyle::with_template("{prefix:>24} {pos} {elapsed} {per_sec}").unwrap());
+    let op = Operating {
+        model: &model,
+        preprocess: &pre,
+        calibration: thresholds.as_ref(),
+    };
+    let opts = ScanOptions {
+        batch: args.batch,
+        top: args.top,
+        engine: args.engine,
+    };
+    let sum = scan(op, &queries, args.paths.clone(), opts, device, |n| {
+        pb.set_position(n as u64)
+    });
+    pb.finish_and_clear();
+    for (i, hits) in sum.hits.iter().enumerate() {
+        if !args.json {
+            let (q, n) = (queries[i], sum.retrieved[i]);
+            println!("{} (best {} of {n} retrieved):", names[q], hits.len());
+        }
+        for h in hits {
+            if args.json {
+                let line = serde_json::json!({"path": h.path, "query": names[h.query],
+                    "score": h.score, "stages": h.stages});
+                println!("{line}");
+            } else {
+                println!("  {:.3}  {}", h.score, h.path.display());
+            }
+        }
+    }
+    for (p, why) in &sum.skipped {
+        eprintln!("warning: skipped {}: {why}", p.display());
+    }
+    eprintln!(
+        "{} images read, {} skipped, {:.0} images/s ({} network of {}{})",
+        sum.read,
+        sum.skipped.len(),
+        sum.read as f64 / sum.seconds.max(1e-9),
+        model.kind,
+        dir.display(),
+        thresholds
+            .as_ref()
+            .map_or(String::new(), |c| format!(", target TPR {}", c.target_tpr))
+    );
+    for (i, q) in queries.iter().enumerate() {
+        eprintln!(
+            "  {}: {} retrieved, {:.1}% rejected at stage 1",
+            names[*q],
+            sum.retrieved[i],
+            100.0 * sum.rejected[i] as f64 / sum.read.max(1) as f64
+        );
+    }
+    Ok(())
+}
