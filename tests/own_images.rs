@@ -25,8 +25,8 @@ fn tmp(name: &str) -> PathBuf {
 
 /// `per_class` images of each class of the subset's `split` as PNGs under `dir/<class name>/`.
 fn write_folder(dir: &Path, split: &str, per_class: usize) {
-    let data = onionnet::data::fashion::load_split(&onionnet::data::fashion::subset_dir(), split)
-        .unwrap();
+    let data =
+        onionnet::data::fashion::load_split(&onionnet::data::fashion::subset_dir(), split).unwrap();
     let names = onionnet::data::fashion::CLASS_NAMES;
     let mut count = [0usize; 10];
     for (i, &l) in data.labels.iter().enumerate() {
@@ -93,13 +93,20 @@ fn fit_on_an_image_folder_then_retrieve_new_files() {
     assert!(mono > 0.3, "monolithic mAP {mono}");
     // the model directory is self-contained: preprocessing and class names beside it
     let pre: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("onion/preprocess.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(out.join("onion/preprocess.json")).unwrap()).unwrap();
     assert_eq!(pre["input"], serde_json::json!([1, 28, 28]));
     // (class names from the folders, sorted)
-    let classes: Vec<&str> = pre["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let classes: Vec<&str> = pre["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
     assert_eq!(classes.len(), 10);
-    assert!(classes.windows(2).all(|w| w[0] < w[1]) && classes.contains(&"Trouser"), "{classes:?}");
+    assert!(
+        classes.windows(2).all(|w| w[0] < w[1]) && classes.contains(&"Trouser"),
+        "{classes:?}"
+    );
 
     // retrieve trousers among new files (the test folder, as a user's pile of images), one
     // of them unreadable
@@ -108,7 +115,11 @@ fn fit_on_an_image_folder_then_retrieve_new_files() {
     let mut n = 0;
     for class in std::fs::read_dir(data.join("test")).unwrap().flatten() {
         for f in std::fs::read_dir(class.path()).unwrap().flatten() {
-            let name = format!("{}-{}", class.file_name().to_string_lossy(), f.file_name().to_string_lossy());
+            let name = format!(
+                "{}-{}",
+                class.file_name().to_string_lossy(),
+                f.file_name().to_string_lossy()
+            );
             std::fs::copy(f.path(), pile.join(name)).unwrap();
             n += 1;
         }
@@ -140,7 +151,10 @@ fn fit_on_an_image_folder_then_retrieve_new_files() {
         let q = h["query"].as_str().unwrap();
         assert!(q == "Trouser" || q == "Bag", "{h}");
         assert!((0.0..=1.0).contains(&h["score"].as_f64().unwrap()));
-        assert!(h["stages"] == 2, "retrieved images went through both stages: {h}");
+        assert!(
+            h["stages"] == 2,
+            "retrieved images went through both stages: {h}"
+        );
         let file = h["path"].as_str().unwrap();
         right += Path::new(file)
             .file_name()
@@ -149,16 +163,41 @@ fn fit_on_an_image_folder_then_retrieve_new_files() {
             .starts_with(q) as usize;
     }
     // most retrieved images are of the query's class (the file names say which)
-    assert!(2 * right > hits.len(), "{right} of {} hits right", hits.len());
+    assert!(
+        2 * right > hits.len(),
+        "{right} of {} hits right",
+        hits.len()
+    );
 
     // bad inputs: an unknown class, a folder that is not a model, a model without its
     // preprocessing, and data with another number of classes than the description
-    let o = onionnet(&["retrieve", "--model", out.to_str().unwrap(), "--query", "Hat", pile.to_str().unwrap()]);
+    let o = onionnet(&[
+        "retrieve",
+        "--model",
+        out.to_str().unwrap(),
+        "--query",
+        "Hat",
+        pile.to_str().unwrap(),
+    ]);
     assert_clean_error(&o, &["--query Hat", "Trouser"]);
-    let o = onionnet(&["retrieve", "--model", d.to_str().unwrap(), "--query", "Bag", pile.to_str().unwrap()]);
+    let o = onionnet(&[
+        "retrieve",
+        "--model",
+        d.to_str().unwrap(),
+        "--query",
+        "Bag",
+        pile.to_str().unwrap(),
+    ]);
     assert_clean_error(&o, &["not a model directory"]);
     std::fs::remove_file(out.join("onion/preprocess.json")).unwrap();
-    let o = onionnet(&["retrieve", "--model", out.to_str().unwrap(), "--query", "Bag", pile.to_str().unwrap()]);
+    let o = onionnet(&[
+        "retrieve",
+        "--model",
+        out.to_str().unwrap(),
+        "--query",
+        "Bag",
+        pile.to_str().unwrap(),
+    ]);
     assert_clean_error(&o, &["preprocess.json", "onionnet fit"]);
     std::fs::remove_dir_all(data.join("train/Bag")).unwrap();
     std::fs::remove_dir_all(data.join("test/Bag")).unwrap();

@@ -153,7 +153,10 @@ fn interrupted_training_resumes_to_the_same_network() {
     for classes in ["classes = 12", "classes = 5"] {
         let other = Spec::from_toml(
             &spec_text
-                .replace("label_map = [0, 1, 0, 0, 0, 2, 0, 2, 3, 2]", "label_map = \"kmeans\"")
+                .replace(
+                    "label_map = [0, 1, 0, 0, 0, 2, 0, 2, 3, 2]",
+                    "label_map = \"kmeans\"",
+                )
                 .replacen("classes = 10", classes, 1),
             Path::new("other-classes.toml"),
         )

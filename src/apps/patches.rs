@@ -232,7 +232,10 @@ pub fn imbalance_sweep(
     run: super::RunOptions,
     device: &Device,
 ) -> Result<Vec<(usize, Vec<f64>)>, CascadeError> {
-    let first: Vec<_> = models.iter().map(|(m, c)| (*m, vec![c[0].clone()])).collect();
+    let first: Vec<_> = models
+        .iter()
+        .map(|(m, c)| (*m, vec![c[0].clone()]))
+        .collect();
     let positives = pairs.labels.iter().sum::<usize>();
     let mut out = Vec::new();
     for &r in ratios {

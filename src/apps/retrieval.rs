@@ -10,8 +10,10 @@
 
 use crate::calibrate::{Calibration, calibrate_model};
 use crate::cascade::Gate;
+use crate::checkpoint::Preprocess;
 use crate::checkpoint::{Checkpoint, Thresholds};
 use crate::cost::speedup;
+use crate::data::folder::{self, ImageFolder};
 use crate::data::{Dataset, fashion};
 use crate::error::CascadeError;
 use crate::infer::{prepare, run_stream_on};
@@ -22,8 +24,6 @@ use crate::spec::{LabelMap, Spec};
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
-use crate::checkpoint::Preprocess;
-use crate::data::folder::{self, ImageFolder};
 use std::path::Path;
 use std::time::Instant;
 

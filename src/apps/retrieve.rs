@@ -106,7 +106,9 @@ pub fn scan(
             (0..stages - 1)
                 .map(|s| {
                     let g = model.stage(s).s_class(q);
-                    let t = op.calibration.map_or(f32::NEG_INFINITY, |c| c.thresholds[s][g]);
+                    let t = op
+                        .calibration
+                        .map_or(f32::NEG_INFINITY, |c| c.thresholds[s][g]);
                     (g, t)
                 })
                 .collect()
@@ -117,7 +119,7 @@ pub fn scan(
         per_stage: (0..stages - 1)
             .map(|s| {
                 let mut u: Vec<(usize, f32)> = gates.iter().map(|g| g[s]).collect();
-                u.sort_by(|a, b| a.0.cmp(&b.0));
+                u.sort_by_key(|p| p.0);
                 u.dedup_by_key(|p| p.0);
                 u
             })
@@ -248,9 +250,16 @@ mod tests {
             stages: 2,
         };
         let mut hits: Vec<Hit> = [0.1, 0.9, 0.5, 0.7, 0.3].iter().map(|&s| hit(s)).collect();
+        keep_best(&mut hits, 3, false);
+        assert_eq!(hits.len(), 5, "kept until more than twice the top");
         keep_best(&mut hits, 2, false);
-        assert_eq!(hits.len(), 5, "kept until twice the top");
+        assert_eq!(
+            hits,
+            vec![hit(0.9), hit(0.7)],
+            "cut to the top past twice it"
+        );
+        hits.push(hit(0.8));
         keep_best(&mut hits, 2, true);
-        assert_eq!(hits, vec![hit(0.9), hit(0.7)]);
+        assert_eq!(hits, vec![hit(0.9), hit(0.8)]);
     }
 }

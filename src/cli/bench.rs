@@ -402,9 +402,8 @@ fn print_json(m: &Measured) {
     let target: serde_json::Map<String, serde_json::Value> = worst
         .iter()
         .map(|(k, w, v)| {
-            let w = w.map(
-                |w| serde_json::json!({"p": w.p, "deviation": w.dev, "lo": w.lo, "hi": w.hi}),
-            );
+            let w = w
+                .map(|w| serde_json::json!({"p": w.p, "deviation": w.dev, "lo": w.lo, "hi": w.hi}));
             (
                 k.name().to_string(),
                 serde_json::json!({"worst": w, "verdict": verdict_word(*v)}),
@@ -439,7 +438,7 @@ fn print_text(m: &Measured, spec: &Spec, cfg: &BenchConfig) {
             crate::bench::EngineKind::Burn => "burn",
         },
         cfg.batch,
-        pooled(&cfg),
+        pooled(cfg),
         cfg.reps,
         cfg.warmup,
         if cfg.cold {

@@ -1,8 +1,8 @@
 //! `onionnet calibrate DIR --tpr T...`: per-stage thresholds from the held-out split.
 
 use super::{DataArgs, parse_tpr};
-use crate::checkpoint::Checkpoint;
 use crate::apps::retrieval::calibrate_dir;
+use crate::checkpoint::Checkpoint;
 use burn::tensor::Device;
 use clap::Args;
 use std::path::PathBuf;
@@ -19,7 +19,10 @@ pub struct CalibrateArgs {
 }
 
 pub fn run(args: &CalibrateArgs, device: &Device) -> anyhow::Result<()> {
-    let shape = Checkpoint::new(&args.model).load_spec()?.input.dims();
+    // (image folders are read as the model's input; a model that cannot be read is reported
+    // when it is loaded)
+    let spec = Checkpoint::new(&args.model).load_spec().ok();
+    let shape = spec.map_or([1, 28, 28], |s| s.input.dims());
     let splits = args.data.load(shape)?;
     for cal in calibrate_dir(&args.model, &splits.calib, &args.tpr, device)? {
         eprintln!(

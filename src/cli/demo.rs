@@ -83,14 +83,8 @@ impl Fit<'_> {
         );
         let step = |i: usize, what: &str| eprintln!("\n[{i}/5] {what}");
         let names = &splits.class_names;
-        let loaded = pipeline::retrieval(
-            &spec,
-            &splits,
-            &cfg,
-            self.tpr,
-            self.out,
-            device,
-            |s| match s {
+        let loaded = pipeline::retrieval(&spec, &splits, &cfg, self.tpr, self.out, device, |s| {
+            match s {
                 Step::Monolithic => step(1, "monolithic baseline"),
                 Step::Groups(groups) => {
                     step(
@@ -108,8 +102,8 @@ impl Fit<'_> {
                 }
                 Step::Cascades => step(3, "non-sharing cascade and onion (joint loss)"),
                 Step::Calibration => step(4, "calibration on the held-out split"),
-            },
-        )?;
+            }
+        })?;
         step(5, "evaluation: one retrieval query per class");
         super::eval::print_results(&loaded, &splits.test, self.eval, device)?;
         eprintln!(

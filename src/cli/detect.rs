@@ -6,8 +6,8 @@
 use super::parse_tpr;
 use crate::apps::detection::detector::{DetectTrainConfig, object_gate};
 use crate::apps::detection::{Scenes, evaluate, proposals, rows, show};
-use crate::pipeline;
 use crate::data::scenes::SceneConfig;
+use crate::pipeline;
 use crate::report::{json, table};
 use crate::train::TrainConfig;
 use burn::tensor::Device;
@@ -181,7 +181,9 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
     let mut i = 1;
     let mut dets = pipeline::detection(&spec, &data, &cfg, &args.tpr, &args.out, device, |kind| {
         i += 1;
-        eprintln!("[{i}/5] {kind} head (backbone and head trained together; a cascade's stage-1 thresholds then on the held-out scenes)");
+        eprintln!(
+            "[{i}/5] {kind} head (backbone and head trained together; a cascade's stage-1 thresholds then on the held-out scenes)"
+        );
     })?;
     for (det, _) in &mut dets {
         det.engine = args.engine;

@@ -56,8 +56,13 @@ pub struct EvalArgs {
 
 pub fn run(args: &EvalArgs, device: &Device) -> anyhow::Result<()> {
     args.eval.check()?;
-    let first = args.models.first().map(|d| Checkpoint::new(d).load_spec());
-    let shape = first.transpose()?.map_or([1, 28, 28], |s| s.input.dims());
+    // (image folders are read as the first model's input; a model that cannot be read is
+    // reported when it is loaded, below)
+    let spec = args
+        .models
+        .first()
+        .and_then(|d| Checkpoint::new(d).load_spec().ok());
+    let shape = spec.map_or([1, 28, 28], |s| s.input.dims());
     let splits = args.data.load(shape)?;
     let mut loaded: Vec<(Model, Vec<Option<crate::calibrate::Calibration>>)> = Vec::new();
     for dir in &args.models {

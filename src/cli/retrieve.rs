@@ -74,7 +74,10 @@ pub fn run(args: &RetrieveArgs, device: &Device) -> anyhow::Result<()> {
                 .position(|n| n.eq_ignore_ascii_case(q))
                 .or_else(|| q.parse().ok().filter(|&i: &usize| i < names.len()))
                 .with_context(|| {
-                    format!("--query {q}: not a class of the model ({})", names.join(", "))
+                    format!(
+                        "--query {q}: not a class of the model ({})",
+                        names.join(", ")
+                    )
                 })
         })
         .collect::<anyhow::Result<_>>()?;

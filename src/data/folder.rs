@@ -226,7 +226,9 @@ mod tests {
             std::fs::create_dir_all(d.join(class)).unwrap();
             for i in 0..3 {
                 let crop = image::imageops::crop_imm(&photo, 40 * (i + c as u32), 30, 50, 40);
-                crop.to_image().save(d.join(class).join(format!("{i}.png"))).unwrap();
+                crop.to_image()
+                    .save(d.join(class).join(format!("{i}.png")))
+                    .unwrap();
             }
         }
         d

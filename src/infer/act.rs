@@ -102,11 +102,13 @@ impl Act {
 
     /// The stored values: `[n, h, w, c]`, each example within its zero border (none for
     /// maps that leave the own path: inputs, logits).
+    #[inline]
     pub fn values(&self) -> &[f32] {
         let e = self.example_len();
         &self.buf[self.first * e..(self.first + self.n) * e]
     }
 
+    #[inline]
     pub(super) fn values_mut(&mut self) -> &mut [f32] {
         let e = self.example_len();
         &mut self.buf[self.first * e..(self.first + self.n) * e]
@@ -191,6 +193,7 @@ impl Act {
     }
 
     /// Stored values per example (border included).
+    #[inline]
     pub(super) fn example_len(&self) -> usize {
         (self.h + 2 * self.border) * (self.w + 2 * self.border) * self.c
     }

@@ -29,6 +29,7 @@ const GRAIN: usize = 1 << 18;
 const FC_AHEAD: usize = 16 << 10;
 
 /// [`FC_AHEAD`] where the layer streams its weights, else 0.
+#[inline]
 fn fc_ahead(g: Geometry) -> usize {
     if g.out == (1, 1) && weight_bound(g.cout, g.n) {
         FC_AHEAD
@@ -169,6 +170,7 @@ impl Lines {
         }
     }
 
+    #[inline]
     pub(super) fn values(&self) -> &[f32] {
         // SAFETY: `Line` is 16 f32 with no padding (repr(C), size 64), `len` <= 16 x lines
         unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f32>(), self.len) }
@@ -219,17 +221,20 @@ pub(super) struct Geometry {
 
 impl Geometry {
     /// The stored map's size: pooled, or the convolution's.
+    #[inline]
     pub fn stored(&self) -> (usize, usize) {
         self.pool.map_or(self.out, |(_, hw)| hw)
     }
 
     /// Stored output values per example, border included.
+    #[inline]
     pub fn example_len(&self) -> usize {
         let (qh, qw) = self.stored();
         (qh + 2 * self.border) * (qw + 2 * self.border) * self.cout
     }
 
     /// Where stored position (b, y, x) starts in the output.
+    #[inline]
     fn at(&self, b: usize, y: usize, x: usize) -> usize {
         let (qh, qw) = self.stored();
         let (bh, bw) = (qh + 2 * self.border, qw + 2 * self.border);
@@ -237,6 +242,7 @@ impl Geometry {
     }
 
     /// Convolution positions per stored position.
+    #[inline]
     fn window(&self) -> usize {
         self.pool.map_or(1, |(k, _)| k * k)
     }
@@ -456,6 +462,7 @@ const GROUP: usize = 32;
 /// Whether a conv computing output channels `cos` (a count) has weights too large to be read
 /// again for every register tile: more than a quarter of a core's L2 (512 KiB on the machine
 /// measured), so its tiles run in groups of [`GROUP`].
+#[inline]
 fn grouped(srcs: &[Source], g: Geometry, cos: usize) -> bool {
     let k: usize = g.kernel.0 * g.kernel.1 * srcs.iter().map(|s| s.c).sum::<usize>();
     g.out != (1, 1) && k * cos * 4 > 512 << 10
@@ -463,6 +470,7 @@ fn grouped(srcs: &[Source], g: Geometry, cos: usize) -> bool {
 
 /// Whether an fc layer of `cout` outputs on `positions` rows (one per example) reads more
 /// weights (K x cout values) than inputs (positions x K), 4 to 1: bound by streaming them.
+#[inline]
 pub(super) fn weight_bound(cout: usize, positions: usize) -> bool {
     cout >= 4 * positions
 }
@@ -471,6 +479,7 @@ pub(super) fn weight_bound(cout: usize, positions: usize) -> bool {
 /// channels: P x V accumulators + V weight vectors + 1 broadcast within the vector registers
 /// (AVX-512VL's 32 where `wide`, AVX2's 16); with pooling, P holds whole windows (a multiple
 /// of 4), so AVX2 keeps V <= 2 there.
+#[inline]
 fn vectors(nv: usize, wide: bool, pooled: bool) -> usize {
     if nv.is_multiple_of(3) && (wide || !pooled) {
         3
@@ -543,6 +552,7 @@ unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
 impl Out {
+    #[inline]
     pub(super) fn get(self) -> *mut f32 {
         self.0
     }

@@ -36,6 +36,7 @@ pub(super) struct Walk {
 }
 
 impl Walk {
+    #[inline]
     pub(super) fn new(g: Geometry, first: usize) -> Walk {
         let (qh, qw) = g.stored();
         let side = g.pool.map_or(1, |p| p.0);
