@@ -56,7 +56,7 @@ pub enum Command {
     /// retrieval on Fashion-MNIST, calibrate, evaluate and print the paper's table.
     Demo(demo::DemoArgs),
     /// The same on any description and data: Fashion-MNIST's IDX files or an image folder
-    /// (DIR/<class>/*.png|jpg, optionally under train/ and test/).
+    /// (`DIR/<class>/*.png|jpg`, optionally under train/ and test/).
     Fit(fit::FitArgs),
     /// Retrieve the images of query classes from files and folders with a trained cascade.
     Retrieve(retrieve::RetrieveArgs),
