@@ -1,19 +1,11 @@
 //! The command line on real inputs and on bad ones: every bad input is a clear error (file,
 //! field, value) and a non-zero exit, never a panic.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-fn onionnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onionnet"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{assert_clean_error, onionnet, stderr, tmp};
 
 fn spec() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,22 +16,6 @@ fn spec() -> String {
 
 fn subset() -> String {
     onionnet::data::fashion::subset_dir().display().to_string()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("onionnet-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn assert_clean_error(o: &Output, needles: &[&str]) {
-    let e = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "exit code; stderr: {e}");
-    assert!(!e.contains("panicked"), "no panic: {e}");
-    for n in needles {
-        assert!(e.contains(n), "stderr should mention {n:?}: {e}");
-    }
 }
 
 #[test]
@@ -82,7 +58,7 @@ fn p_lists_and_repeats_agree() {
 /// (not after minutes of measuring); a missing description names its file once.
 #[test]
 fn bench_output_directory_and_missing_spec_are_named() {
-    let d = tmp("bench-out");
+    let d = tmp("cli-bench-out");
     let file = d.join("a-file");
     std::fs::write(&file, "").unwrap();
     let out = file.join("sub");
@@ -107,7 +83,7 @@ fn bench_output_directory_and_missing_spec_are_named() {
 /// path to a description of one's own; the data the experiments need is a clear error there.
 #[test]
 fn shipped_descriptions_work_from_another_directory() {
-    let d = tmp("elsewhere");
+    let d = tmp("cli-elsewhere");
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_onionnet"))
             .args(args)
@@ -161,7 +137,7 @@ fn closed_pipe_ends_quietly() {
 /// (whose layers.csv is written beside bench.csv and bench.png).
 #[test]
 fn bench_prints_json_rows_and_layers() {
-    let d = tmp("bench");
+    let d = tmp("cli-bench");
     let out = d.display().to_string();
     let args = ["--json", "--batch", "8", "--reps", "1", "--warmup", "0"];
     let o = onionnet(&[&["bench", &spec(), "--p", "0.5", "--out", &out][..], &args].concat());
@@ -235,7 +211,7 @@ fn bench_prints_json_rows_and_layers() {
 
 #[test]
 fn malformed_descriptions_name_file_field_and_value() {
-    let d = tmp("spec");
+    let d = tmp("cli-spec");
     let text = std::fs::read_to_string(spec()).unwrap();
     let bad = d.join("bad.toml");
     std::fs::write(&bad, text.replace("split = [16, 48]", "split = [16, 40]")).unwrap();
@@ -268,7 +244,7 @@ fn tpr_outside_the_unit_interval_is_refused() {
 
 #[test]
 fn missing_or_corrupt_data_is_a_clear_error() {
-    let d = tmp("data");
+    let d = tmp("cli-data");
     assert_clean_error(
         &onionnet(&["eval", "x", "--data", d.to_str().unwrap()]),
         &["train-images-idx3-ubyte.gz"],
@@ -285,7 +261,7 @@ fn missing_or_corrupt_data_is_a_clear_error() {
 /// then damaged checkpoints.
 #[test]
 fn demo_json_then_eval_and_damaged_checkpoints() {
-    let d = tmp("demo");
+    let d = tmp("cli-demo");
     let out = d.join("run");
     let common = [
         "--data",
@@ -384,7 +360,7 @@ fn demo_json_then_eval_and_damaged_checkpoints() {
 
 #[test]
 fn wrong_image_size_is_refused() {
-    let d = tmp("size");
+    let d = tmp("cli-size");
     let bad = d.join("big.toml");
     std::fs::write(
         &bad,
@@ -416,7 +392,7 @@ fn wrong_image_size_is_refused() {
 #[test]
 fn calibrating_on_images_of_another_size_is_refused() {
     // a checkpoint of 32x32 inputs, calibrated on 28x28 Fashion-MNIST images
-    let d = tmp("calsize");
+    let d = tmp("cli-calsize");
     let spec32 = std::fs::read_to_string(spec())
         .unwrap()
         .replace("height = 28, width = 28", "height = 32, width = 32")

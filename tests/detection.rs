@@ -7,8 +7,10 @@ use onionnet::apps::detection::roi_pool::{bin, cells, roi_pool, roi_pool_direct}
 use onionnet::data::image::GreyImage;
 use onionnet::data::scenes::{BoxF, SceneConfig, compose};
 use rand::{Rng, SeedableRng};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+
+mod common;
+use common::{onionnet, tmp};
 
 /// The definition, written out: crop the covered cells of the box, split them into the grid
 /// as adaptive pooling does, take each bin's maximum.
@@ -218,20 +220,6 @@ fn a_single_paste_gives_a_tight_box() {
     }
 }
 
-fn onionnet(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_onionnet"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("onionnet-detect-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn spec_text() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/detection.toml"))
         .unwrap()
@@ -239,7 +227,7 @@ fn spec_text() -> String {
 
 #[test]
 fn bad_detection_descriptions_are_clear_errors() {
-    let d = tmp("bad");
+    let d = tmp("detect-bad");
     let bad = d.join("bad.toml");
     let cases: [(String, &[&str]); 3] = [
         (
@@ -281,7 +269,7 @@ fn bad_detection_descriptions_are_clear_errors() {
 
 #[test]
 fn detect_end_to_end_tiny() {
-    let d = tmp("e2e");
+    let d = tmp("detect-e2e");
     let out = d.join("run");
     let png = d.join("scene.png");
     let subset = onionnet::data::fashion::subset_dir();

@@ -2,26 +2,10 @@
 //! Fashion-MNIST subset, with class-named folders), then `retrieve` with the trained onion on
 //! new files — and the bad inputs of both.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn onionnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onionnet"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("onionnet-own-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{assert_clean_error, onionnet, stderr, tmp};
 
 /// `per_class` images of each class of the subset's `split` as PNGs under `dir/<class name>/`.
 fn write_folder(dir: &Path, split: &str, per_class: usize) {
@@ -48,18 +32,9 @@ fn write_folder(dir: &Path, split: &str, per_class: usize) {
     }
 }
 
-fn assert_clean_error(o: &Output, needles: &[&str]) {
-    let e = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "exit code; stderr: {e}");
-    assert!(!e.contains("panicked"), "no panic: {e}");
-    for n in needles {
-        assert!(e.contains(n), "stderr should mention {n:?}: {e}");
-    }
-}
-
 #[test]
 fn fit_on_an_image_folder_then_retrieve_new_files() {
-    let d = tmp("fit");
+    let d = tmp("own-fit");
     let data = d.join("clothes");
     write_folder(&data.join("train"), "train", 40);
     write_folder(&data.join("test"), "t10k", 8);

@@ -1,7 +1,39 @@
-//! Fixtures shared by the integration tests.
+//! Fixtures shared by the integration tests (each test binary uses some of them).
+#![allow(dead_code)]
 
 use onionnet::spec::Spec;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the `onionnet` binary with `args`.
+pub fn onionnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_onionnet"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A fresh temporary directory for test `name` of this process.
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("onionnet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A clean failure: exit code 1, no panic, and every one of `needles` in the message.
+pub fn assert_clean_error(o: &Output, needles: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "exit code; stderr: {e}");
+    assert!(!e.contains("panicked"), "no panic: {e}");
+    for n in needles {
+        assert!(e.contains(n), "stderr should mention {n:?}: {e}");
+    }
+}
 
 /// A three-stage description with stages of different depths (S > 2, a stage ending
 /// mid-network with no channels past its end), batch norm and dropout, on 2 x 12 x 12 inputs
