@@ -6,6 +6,7 @@
 //! memory stays bounded whatever the number of files: at most [`AHEAD`] decoded batches wait,
 //! and only the best `top` hits of each query are kept.
 
+use crate::apps::retrieval::query_gate;
 use crate::calibrate::Calibration;
 use crate::cascade::Gate;
 use crate::checkpoint::Preprocess;
@@ -99,19 +100,12 @@ pub fn scan(
     let t0 = Instant::now();
     let (model, pre) = (op.model, op.preprocess);
     let stages = model.num_stages();
-    // each query's s-class and threshold at every early stage
+    // each query's s-class and threshold at every early stage (its query gate's one pair)
     let gates: Vec<Vec<(usize, f32)>> = queries
         .iter()
         .map(|&q| {
-            (0..stages - 1)
-                .map(|s| {
-                    let g = model.stage(s).s_class(q);
-                    let t = op
-                        .calibration
-                        .map_or(f32::NEG_INFINITY, |c| c.thresholds[s][g]);
-                    (g, t)
-                })
-                .collect()
+            let own = query_gate(model, op.calibration, q).per_stage;
+            own.into_iter().map(|pairs| pairs[0]).collect()
         })
         .collect();
     // the union: a row goes on where any query's group passes

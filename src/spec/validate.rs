@@ -168,16 +168,7 @@ fn layer(
         .clone()
         .unwrap_or_else(|| format!("{}{}", rl.kind, i + 1));
     let kind = kind_of(&at, rl, path)?;
-    let need = |f: &str, v: Option<usize>| {
-        v.ok_or_else(|| err(&format!("{at}.{f}"), &"(missing)", "required"))
-            .and_then(|v| {
-                if v == 0 {
-                    Err(err(&format!("{at}.{f}"), &v, "must be at least 1"))
-                } else {
-                    Ok(v)
-                }
-            })
-    };
+    let need = |f: &str, v: Option<usize>| required(&format!("{at}.{f}"), v, path);
     if i == 0 && !kind.is_weighted() {
         return Err(err(
             &format!("{at}.type"),
@@ -268,16 +259,7 @@ fn kind_of(at: &str, rl: &RawLayer, path: &Path) -> Result<LayerKind, SpecError>
             ));
         }
     }
-    let need = |f: &str, v: Option<usize>| {
-        v.ok_or_else(|| err(&format!("{at}.{f}"), &"(missing)", "required"))
-            .and_then(|v| {
-                if v == 0 {
-                    Err(err(&format!("{at}.{f}"), &v, "must be at least 1"))
-                } else {
-                    Ok(v)
-                }
-            })
-    };
+    let need = |f: &str, v: Option<usize>| required(&format!("{at}.{f}"), v, path);
     let kind = match rl.kind.as_str() {
         "conv" => LayerKind::Conv {
             kernel: need("kernel", rl.kernel)?,
@@ -305,6 +287,15 @@ fn kind_of(at: &str, rl: &RawLayer, path: &Path) -> Result<LayerKind, SpecError>
         _ => unreachable!("checked above"),
     };
     Ok(kind)
+}
+
+/// A count the field `field` must give, at least 1.
+fn required(field: &str, v: Option<usize>, path: &Path) -> Result<usize, SpecError> {
+    match v {
+        None => Err(SpecError::invalid(path, field, "(missing)", "required")),
+        Some(0) => Err(SpecError::invalid(path, field, 0, "must be at least 1")),
+        Some(v) => Ok(v),
+    }
 }
 
 /// Stage `s` of the description over `layers`, after a stage ending at `prev_depth`.
