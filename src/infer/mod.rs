@@ -3,7 +3,7 @@
 //! at 2 threads that reached 40% of the GEMM peak. Here activations stay channels-last (NHWC)
 //! from layer to layer, and each example is stored within the zero border its next conv pads
 //! with (written by the conv that makes it), so no pass pads a map. Convs, fc layers and
-//! heads run on the direct kernels of `infer/direct.rs` (no im2col; the onion's source branches summed
+//! heads run on the direct kernels of `infer/direct/` (no im2col; the onion's source branches summed
 //! in the register tile; a following 2x2 max pooling fused in). Layers with large weights run
 //! as an im2col built in cache-sized tiles of output rows, each consumed at once by one GEMM
 //! (the `gemm` crate burn-flex itself uses) with bias and ReLU applied while the tile is in
@@ -41,7 +41,7 @@ use plan::{CHUNK_BELOW, chunk_fit, chunks_pay, sources};
 /// Which inference path runs trained networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum EngineKind {
-    /// The project's own inference path (`infer.rs`: direct conv kernels, GEMM for large
+    /// The project's own inference path (`src/infer/`: direct conv kernels, GEMM for large
     /// layers), weights packed from the burn modules.
     #[default]
     Own,
