@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     let device = Device::default();
     let ckpt = Checkpoint::new(&dir);
     let model = ckpt.load_model(&device)?;
-    let thresholds = ckpt.load_thresholds()?;
+    let thresholds = ckpt.load_thresholds(&model.spec)?;
     let Some(cal) = thresholds.calibrations.first() else {
         anyhow::bail!(
             "{}: no thresholds; run `onionnet calibrate` first",

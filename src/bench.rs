@@ -209,8 +209,7 @@ where
     for rep in 0..cfg.warmup + cfg.reps {
         for (pi, &p) in cfg.ps.iter().enumerate() {
             // the order rotates with the repetition and p, so that no network always runs
-            // right after the same one (measured: a stage 1 run right after the monolithic
-            // network, whose maps fill the caches, took up to 20% longer than after a stage 1)
+            // right after the same one (whose maps fill the caches; docs/PERFORMANCE.md)
             for k in 0..models.len() {
                 let mi = (k + rep + pi) % models.len();
                 let model = &models[mi];
@@ -226,17 +225,9 @@ where
                         keep
                     })
                 };
-                // the networks run interleaved (the machine's drift cancels in the paired
-                // ratios) but each evicts the others' weights and maps from the caches: a
-                // stream of batches through one network does not (measured on the retrieval
-                // networks, 21 repetitions, at p = 0.05: the non-sharing cascade 0.17 of the
-                // monolithic time after its own run, 0.19 after the others; the onion 0.15 and
-                // 0.16). One run of its own is not enough after the monolithic network, whose
-                // maps (megabytes, written) fill the caches: the warm-up runs last at least as
-                // long as a monolithic run (measured on the retrieval onion at p = 0.05,
-                // `MONO=1 WARM=k cascade_loop`, each cascade after two monolithic runs and k of
-                // its own: 0.116–0.122 of the monolithic time after one, 0.111–0.114 after 8,
-                // as long as a monolithic run; a stream with no monolithic runs: 0.111)
+                // interleaved runs cancel the machine's drift in the paired ratios, but each
+                // evicts the others' weights and maps: warm-up runs of this network, lasting
+                // at least one monolithic run, come first (unless --cold)
                 if !cfg.cold {
                     warm_up(last_mono, || run(&mut rng).timing.total().as_secs_f64());
                 }
@@ -257,9 +248,8 @@ where
     // the monolithic network does not depend on p: its median over every run shows the noise
     let mono_med = median(times.iter().flat_map(|t| t[0].clone()).collect());
     // each network against the monolithic run of the same repetition and p: paired, so that
-    // a machine whose speed drifts by 10% over minutes moves both alike (measured: medians of
-    // times at batch 32 and 9 repetitions put the monolithic network itself 7% off its own
-    // median at some p); the monolithic network's own runs against its median over all p
+    // a drift of the machine's speed moves both alike; the monolithic network's own runs
+    // against its median over all p
     let ratios_at = |pi: usize, mi: usize| -> Vec<f64> {
         if mi == 0 {
             times[pi][0].iter().map(|t| t / mono_med).collect()

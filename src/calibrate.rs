@@ -49,6 +49,9 @@ pub fn calibrate(
     tpr: f64,
 ) -> Result<Calibration, CascadeError> {
     let tpr = check_tpr(tpr)?;
+    if let Some(s) = scores.iter().position(|v| v.iter().any(|x| !x.is_finite())) {
+        return Err(CascadeError::NonFinite { stage: s + 1 });
+    }
     let mut thresholds = Vec::with_capacity(scores.len());
     for (s, (sc, labels)) in scores.iter().zip(s_labels).enumerate() {
         let nc = classes[s];

@@ -55,10 +55,14 @@ pub struct Preprocess {
     pub classes: Vec<String>,
 }
 
-/// `thresholds.json`: one calibration per target TPR.
+/// `thresholds.json`: one calibration per target TPR, and the fingerprint of the description
+/// and weights they were computed on ([`Checkpoint::fingerprint`]): thresholds are only
+/// meaningful for the network that produced the scores.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Thresholds {
     pub calibrations: Vec<Calibration>,
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 pub struct Checkpoint {
@@ -165,12 +169,87 @@ impl Checkpoint {
         self.load_json("train.json")
     }
 
-    pub fn save_thresholds(&self, t: &Thresholds) -> Result<(), CheckpointError> {
-        self.save_json("thresholds.json", t)
+    /// A digest of the description and weights stored here (FNV-1a over `spec.toml` and
+    /// every `net{i}.bpk`): what a `thresholds.json` says it was calibrated on.
+    pub fn fingerprint(&self) -> Result<String, CheckpointError> {
+        let mut h = crate::files::Fnv1a::default();
+        h.write(&read(&self.path("spec.toml"))?);
+        for i in 0.. {
+            let p = self.path(&format!("net{i}.bpk"));
+            if !p.exists() {
+                break;
+            }
+            h.write(&read(&p)?);
+        }
+        Ok(format!("{:016x}", h.finish()))
     }
 
-    pub fn load_thresholds(&self) -> Result<Thresholds, CheckpointError> {
-        self.load_json("thresholds.json")
+    /// Writes `thresholds.json` for the network stored here (with its fingerprint).
+    pub fn save_thresholds(&self, calibrations: &[Calibration]) -> Result<(), CheckpointError> {
+        let t = Thresholds {
+            calibrations: calibrations.to_vec(),
+            fingerprint: Some(self.fingerprint()?),
+        };
+        self.save_json("thresholds.json", &t)
+    }
+
+    /// Reads `thresholds.json`, refusing one that was not calibrated on this directory's
+    /// description and weights, or whose counts and values do not fit `spec`.
+    pub fn load_thresholds(&self, spec: &Spec) -> Result<Thresholds, CheckpointError> {
+        let p = self.path("thresholds.json");
+        let t: Thresholds = self.load_json("thresholds.json")?;
+        let bad = |reason: String| CheckpointError::Mismatch {
+            path: p.clone(),
+            reason,
+        };
+        let here = self.fingerprint()?;
+        match &t.fingerprint {
+            None => {
+                return Err(bad(
+                    "it has no fingerprint of the network it was calibrated on: run `onionnet calibrate` again".into(),
+                ));
+            }
+            Some(f) if *f != here => {
+                return Err(bad(format!(
+                    "fingerprint = {f:?}, but this directory's description and weights have {here:?}: the thresholds were calibrated on another network (run `onionnet calibrate` again)"
+                )));
+            }
+            Some(_) => {}
+        }
+        if t.calibrations.is_empty() {
+            return Err(bad("calibrations = []: it holds no operating point".into()));
+        }
+        let early = spec.stages.len().saturating_sub(1);
+        for (i, c) in t.calibrations.iter().enumerate() {
+            if !(c.target_tpr.is_finite() && c.target_tpr > 0.0 && c.target_tpr <= 1.0) {
+                return Err(bad(format!(
+                    "calibrations[{i}].target_tpr = {}: must be in (0, 1]",
+                    c.target_tpr
+                )));
+            }
+            if c.thresholds.len() != early {
+                return Err(bad(format!(
+                    "calibrations[{i}].thresholds has {} stages, the description {early} early stages",
+                    c.thresholds.len()
+                )));
+            }
+            for (s, row) in c.thresholds.iter().enumerate() {
+                let want = spec.stages[s].classes;
+                if row.len() != want {
+                    return Err(bad(format!(
+                        "calibrations[{i}].thresholds[{s}] has {} values, stage {} has {want} s-classes",
+                        row.len(),
+                        s + 1
+                    )));
+                }
+                if let Some(v) = row.iter().find(|v| !v.is_finite()) {
+                    return Err(bad(format!(
+                        "calibrations[{i}].thresholds[{s}] holds {v}: thresholds are finite scores"
+                    )));
+                }
+            }
+        }
+        Ok(t)
     }
 
     pub fn save_preprocess(&self, p: &Preprocess) -> Result<(), CheckpointError> {
@@ -187,7 +266,32 @@ impl Checkpoint {
                 reason: "missing: the model does not say how to prepare images (train it with `onionnet fit` or `onionnet demo`)".into(),
             });
         }
-        self.load_json("preprocess.json")
+        let pre: Preprocess = self.load_json("preprocess.json")?;
+        let spec = self.load_spec()?;
+        let reason = if pre.input != spec.input.dims() {
+            Some(format!(
+                "input = {:?}, but spec.toml's input is {:?}",
+                pre.input,
+                spec.input.dims()
+            ))
+        } else if pre.classes.len() != spec.classes {
+            Some(format!(
+                "classes has {} names, spec.toml has classes = {}",
+                pre.classes.len(),
+                spec.classes
+            ))
+        } else if !(pre.mean.is_finite() && pre.std.is_finite() && pre.std > 0.0) {
+            Some(format!(
+                "mean = {}, std = {}: a finite mean and a positive finite standard deviation",
+                pre.mean, pre.std
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(CheckpointError::Mismatch { path: p, reason }),
+            None => Ok(pre),
+        }
     }
 
     /// Loads a trained network for inference (on a plain, non-autodiff device).

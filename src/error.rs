@@ -77,6 +77,12 @@ pub enum CascadeError {
     Empty(String),
     #[error("input shape {got:?} does not match the model's input {want:?}")]
     Shape { got: [usize; 3], want: [usize; 3] },
+    #[error("{0}")]
+    Mismatch(String),
+    #[error(
+        "stage {stage}'s scores are not finite (NaN or infinite): the network's weights are not usable; train it again"
+    )]
+    NonFinite { stage: usize },
 }
 
 /// Training: a checkpoint problem or data that do not fit the description.
@@ -84,6 +90,13 @@ pub enum CascadeError {
 pub enum TrainError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Nothing of the diverged epoch is saved; the checkpoint keeps the previous epoch.
+    #[error(
+        "training diverged ({what}); nothing of this epoch was saved. The likely cause is a learning rate too high for this network (--lr {lr:?}): try a tenth of it"
+    )]
+    Diverged { what: String, lr: f64 },
+    #[error("{0}")]
+    Settings(String),
     #[error(transparent)]
     Data(#[from] DataError),
 }

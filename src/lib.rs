@@ -19,6 +19,7 @@ pub mod cost;
 pub mod data;
 pub mod error;
 pub mod files;
+pub mod footprint;
 pub mod infer;
 pub mod model;
 pub mod onion;

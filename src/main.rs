@@ -14,6 +14,7 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     onionnet::alloc::keep_freed_memory();
+    onionnet::cli::report_panics();
     let cli = Cli::parse();
     let device = cli.device.device();
     let result = match &cli.command {

@@ -116,3 +116,18 @@ impl Engine for Model {
         )
     }
 }
+
+/// Whether every float parameter of `module` is finite (a diverged training's are not).
+pub fn finite_weights<M: burn::module::Module>(module: &M) -> bool {
+    struct Finite(bool);
+    impl burn::module::ModuleVisitor for Finite {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if self.0 {
+                self.0 = param.val().into_data().iter::<f32>().all(f32::is_finite);
+            }
+        }
+    }
+    let mut v = Finite(true);
+    module.visit(&mut v);
+    v.0
+}

@@ -9,7 +9,7 @@ use crate::apps::detection::Scenes;
 use crate::apps::detection::detector::{self, DetectTrainConfig, Detector};
 use crate::apps::retrieval::{Splits, groups_from, resolve_groups};
 use crate::calibrate::{Calibration, calibrate_model};
-use crate::checkpoint::{Checkpoint, Thresholds};
+use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::error::TrainError;
 use crate::model::Model;
@@ -96,9 +96,7 @@ impl Experiment<'_> {
         let mut loaded = vec![(mono, vec![None])];
         for model in cascades {
             let cals = calibrate_model(&model, self.held_out, tprs, self.device)?;
-            Checkpoint::new(&self.out.join(model.kind.name())).save_thresholds(&Thresholds {
-                calibrations: cals.clone(),
-            })?;
+            Checkpoint::new(&self.out.join(model.kind.name())).save_thresholds(&cals)?;
             loaded.push((model, cals.into_iter().map(Some).collect()));
         }
         Ok(loaded)
@@ -169,9 +167,7 @@ pub fn detection(
                 50,
                 device,
             )?;
-            ckpt.save_thresholds(&Thresholds {
-                calibrations: cals.clone(),
-            })?;
+            ckpt.save_thresholds(&cals)?;
             cals.into_iter().map(Some).collect()
         };
         dets.push((det, cals));

@@ -267,6 +267,8 @@ fn bad_detection_descriptions_are_clear_errors() {
     }
 }
 
+// One function of >100 lines on purpose: the steps run in order on one trained run,
+// and a test per step would train again (minutes).
 #[test]
 fn detect_end_to_end_tiny() {
     let d = tmp("detect-e2e");

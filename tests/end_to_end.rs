@@ -12,6 +12,8 @@ use onionnet::spec::Spec;
 use onionnet::train::{TrainConfig, TrainJob, train};
 use std::path::Path;
 
+// One function of >100 lines on purpose: the steps run in order on one trained run,
+// and a test per step would train again (minutes).
 #[test]
 fn retrieval_end_to_end_on_fashion_mnist() {
     let device = burn::tensor::Device::default();

@@ -32,6 +32,8 @@ fn write_folder(dir: &Path, split: &str, per_class: usize) {
     }
 }
 
+// One function of >100 lines on purpose: the steps run in order on one trained run,
+// and a test per step would train again (minutes).
 #[test]
 fn fit_on_an_image_folder_then_retrieve_new_files() {
     let d = tmp("own-fit");

@@ -14,6 +14,8 @@ use onionnet::spec::Spec;
 use onionnet::train::{TrainConfig, TrainJob, train};
 use std::path::Path;
 
+// One function of >100 lines on purpose: the steps run in order on one trained run,
+// and a test per step would train again (minutes).
 #[test]
 fn patch_matching_end_to_end() {
     let device = burn::tensor::Device::default();

@@ -9,6 +9,8 @@ use onionnet::spec::Spec;
 use onionnet::train::{TrainConfig, TrainJob, train};
 use std::path::Path;
 
+// One function of >100 lines on purpose: the steps run in order on one trained run,
+// and a test per step would train again (minutes).
 #[test]
 fn interrupted_training_resumes_to_the_same_network() {
     let device = burn::tensor::Device::default();

@@ -10,8 +10,8 @@
 
 use crate::calibrate::{Calibration, calibrate_model};
 use crate::cascade::Gate;
+use crate::checkpoint::Checkpoint;
 use crate::checkpoint::Preprocess;
-use crate::checkpoint::{Checkpoint, Thresholds};
 use crate::cost::speedup;
 use crate::data::folder::{self, ImageFolder};
 use crate::data::{Dataset, fashion};
@@ -52,7 +52,7 @@ impl Splits {
         let full = fashion::load_split(dir, "train")?;
         let test = fashion::load_split(dir, "t10k")?;
         let names = fashion::CLASS_NAMES.iter().map(|n| n.to_string()).collect();
-        Splits::from_sets(full, test, names, train_limit, calib, test_limit, seed)
+        Splits::from_sets(dir, full, test, names, train_limit, calib, test_limit, seed)
     }
 
     /// Loads an image folder ([`crate::data::folder`]) as the description's input `shape`: its
@@ -77,10 +77,16 @@ impl Splits {
             }
             None => {
                 let n = all.len();
+                anyhow::ensure!(
+                    n >= 3,
+                    "{}: {n} readable images: too few to split into training, held-out and test images",
+                    dir.display()
+                );
                 all.split((n / 6).max(1), seed ^ 0x7e57)?
             }
         };
         let splits = Splits::from_sets(
+            dir,
             full,
             test,
             folder.classes,
@@ -92,7 +98,11 @@ impl Splits {
         Ok((splits, skipped))
     }
 
+    /// The splits of `full` (training images) and `test` from `dir`, after the limits; each
+    /// impossible count is an error naming its option.
+    #[allow(clippy::too_many_arguments)]
     fn from_sets(
+        dir: &Path,
         mut full: Dataset,
         mut test: Dataset,
         class_names: Vec<String>,
@@ -107,8 +117,27 @@ impl Splits {
         if let Some(n) = test_limit {
             test = test.take(n);
         }
-        let calib = calib.unwrap_or((full.len() / 6).clamp(1, 5000));
-        let (mut train, mut calib) = full.split(calib, seed)?;
+        let n = full.len();
+        anyhow::ensure!(
+            n >= 2,
+            "{}: {n} training image(s){}: at least 2 are needed (some are held out)",
+            dir.display(),
+            train_limit.map_or(String::new(), |l| format!(" with --train-limit {l}"))
+        );
+        anyhow::ensure!(
+            !test.is_empty(),
+            "{}: no test image{}",
+            dir.display(),
+            test_limit.map_or(String::new(), |l| format!(" with --test-limit {l}"))
+        );
+        let held_out = calib.unwrap_or((n / 6).clamp(1, 5000));
+        anyhow::ensure!(
+            (1..n).contains(&held_out),
+            "--calib-size {held_out}: cannot hold out {held_out} of the {n} training images of {} (1 to {})",
+            dir.display(),
+            n - 1
+        );
+        let (mut train, mut calib) = full.split(held_out, seed)?;
         let stats = train.stats();
         train.normalise(stats);
         calib.normalise(stats);
@@ -324,9 +353,7 @@ pub fn calibrate_dir(
         );
     }
     let cals = calibrate_model(&model, calib, tprs, device)?;
-    ck.save_thresholds(&Thresholds {
-        calibrations: cals.clone(),
-    })?;
+    ck.save_thresholds(&cals)?;
     Ok(cals)
 }
 
@@ -401,6 +428,32 @@ fn check(
                 want,
             });
         }
+        if m.spec.classes != test.classes {
+            return Err(CascadeError::Mismatch(format!(
+                "{} has classes = {}, the test split {} classes",
+                m.spec.source.display(),
+                m.spec.classes,
+                test.classes
+            )));
+        }
+    }
+    // speed-ups and the cost model compare networks of one monolithic network: the same
+    // layers and widths (the split may differ)
+    let plain = |m: &Model| -> Vec<(crate::spec::LayerKind, usize)> {
+        m.spec
+            .layers
+            .iter()
+            .map(|l| (l.kind.clone(), l.width))
+            .collect()
+    };
+    if let Some((first, _)) = models.first()
+        && let Some((other, _)) = models.iter().find(|(m, _)| plain(m) != plain(first))
+    {
+        return Err(CascadeError::Mismatch(format!(
+            "{} and {} describe different monolithic networks (layers or widths differ): their times and speed-ups cannot be compared",
+            first.spec.source.display(),
+            other.spec.source.display()
+        )));
     }
     let (batch, pool) = (run.batch, run.pool);
     if batch == 0 || pool == 0 {
@@ -430,6 +483,12 @@ pub fn evaluate(
         engine,
     } = run;
     check(models, test, run)?;
+    if top_k == 0 || top_k > test.classes {
+        return Err(CascadeError::Mismatch(format!(
+            "--top-k {top_k}: must be in 1..={} (the classes of the task)",
+            test.classes
+        )));
+    }
     let fast = prepare(engine, &models.iter().map(|(m, _)| *m).collect::<Vec<_>>());
     let n = test.len();
     // (each stream one tensor: the runner cuts it into batches)
@@ -447,69 +506,19 @@ pub fn evaluate(
             .progress_chars("=> "),
     );
     pb.set_prefix("evaluating queries");
-    // [model][calibration] accumulators: APs per query class, pass fraction per early stage,
-    // stage-1 TPR per query class, ms per 1000 examples
-    type Acc = (Vec<f64>, Vec<f64>, Vec<f64>, f64);
     let mut acc: Vec<Vec<Acc>> = models
         .iter()
-        .map(|(m, cals)| {
-            cals.iter()
-                .map(|_| {
-                    (
-                        Vec::new(),
-                        vec![0.0; m.num_stages().saturating_sub(1)],
-                        Vec::new(),
-                        0.0,
-                    )
-                })
-                .collect()
-        })
+        .map(|(m, cals)| cals.iter().map(|_| Acc::new(m.num_stages())).collect())
         .collect();
     for c in 0..classes {
         for (mi, (model, cals)) in models.iter().enumerate() {
             for (ci, cal) in cals.iter().enumerate() {
-                let stages = model.num_stages();
                 let gate = query_gate(model, cal.as_ref(), c);
-                let mut reached = vec![0usize; n];
-                let mut first: Vec<f32> = vec![0.0; n];
-                let mut last: Vec<f32> = vec![f32::NAN; n];
-                let mut in_topk = vec![false; n];
                 let t0 = Instant::now();
-                for (rows, x) in &batches {
-                    let out = run_stream_on(model, fast[mi].as_ref(), x, batch, &gate);
-                    let k0 = model.stage(0).classes;
-                    let kl = model.stage(stages - 1).classes;
-                    for (i, &r) in rows.iter().enumerate() {
-                        reached[r] = out.reached[i];
-                        let g = model.stage(0).s_class(c);
-                        first[r] = out.scores[0][i * k0 + g];
-                        if out.reached[i] + 1 == stages {
-                            let row = &out.scores[stages - 1][i * kl..(i + 1) * kl];
-                            last[r] = row[c];
-                            in_topk[r] = row.iter().filter(|&&v| v > row[c]).count() < top_k;
-                        }
-                    }
-                }
-                let elapsed = t0.elapsed().as_secs_f64();
-                let order = ranking(&reached, &first, &last, &in_topk, stages);
-                let relevant: Vec<bool> = order.iter().map(|&r| test.labels[r] == c).collect();
-                let a = &mut acc[mi][ci];
-                a.0.push(average_precision(&relevant));
-                for s in 0..stages - 1 {
-                    let reach = reached.iter().filter(|&&r| r >= s).count().max(1);
-                    a.1[s] += reached.iter().filter(|&&r| r > s).count() as f64
-                        / reach as f64
-                        / classes as f64;
-                }
-                if stages > 1 {
-                    let g = model.stage(0).s_class(c);
-                    let pos: Vec<usize> = (0..n)
-                        .filter(|&r| model.stage(0).s_class(test.labels[r]) == g)
-                        .collect();
-                    let passed = pos.iter().filter(|&&r| reached[r] >= 1).count();
-                    a.2.push(passed as f64 / pos.len().max(1) as f64);
-                }
-                a.3 += elapsed * 1000.0 / n as f64 * 1000.0 / classes as f64;
+                let (reached, order) =
+                    run_query(model, fast[mi].as_ref(), &batches, batch, &gate, c, top_k);
+                let ms_per_1000 = t0.elapsed().as_secs_f64() * 1000.0 / n as f64 * 1000.0;
+                acc[mi][ci].add(model, test, c, &reached, &order, ms_per_1000);
                 pb.inc(1);
             }
         }
@@ -518,20 +527,102 @@ pub fn evaluate(
     let mut out = Vec::new();
     for (mi, (model, cals)) in models.iter().enumerate() {
         for (ci, cal) in cals.iter().enumerate() {
-            let (ap, pass, tprs, ms) = acc[mi][ci].clone();
+            let a = &acc[mi][ci];
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
             out.push(Outcome {
                 kind: model.kind,
                 target_tpr: cal.as_ref().map(|c| c.target_tpr),
-                map: ap.iter().sum::<f64>() / ap.len() as f64,
-                ap,
-                pass,
-                reached_tpr: (!tprs.is_empty())
-                    .then(|| tprs.iter().sum::<f64>() / tprs.len() as f64),
-                ms_per_1000: ms,
+                map: mean(&a.ap),
+                ap: a.ap.clone(),
+                pass: a.pass.iter().map(|p| mean(p)).collect(),
+                reached_tpr: (!a.tpr.is_empty()).then(|| mean(&a.tpr)),
+                ms_per_1000: mean(&a.ms),
             });
         }
     }
     Ok(out)
+}
+
+/// One query (class `c`) over the test batches: the last stage each example reached, and the
+/// examples ranked for that query (see [`ranking`]).
+fn run_query(
+    model: &Model,
+    fast: Option<&crate::infer::FastModel>,
+    batches: &[(Vec<usize>, burn::tensor::Tensor<4>)],
+    batch: usize,
+    gate: &Gate,
+    c: usize,
+    top_k: usize,
+) -> (Vec<usize>, Vec<usize>) {
+    let n = batches.iter().map(|(rows, _)| rows.len()).sum();
+    let stages = model.num_stages();
+    let (k0, kl) = (model.stage(0).classes, model.stage(stages - 1).classes);
+    let g = model.stage(0).s_class(c);
+    let mut reached = vec![0usize; n];
+    let mut first: Vec<f32> = vec![0.0; n];
+    let mut last: Vec<f32> = vec![f32::NAN; n];
+    let mut in_topk = vec![false; n];
+    for (rows, x) in batches {
+        let out = run_stream_on(model, fast, x, batch, gate);
+        for (i, &r) in rows.iter().enumerate() {
+            reached[r] = out.reached[i];
+            first[r] = out.scores[0][i * k0 + g];
+            if out.reached[i] + 1 == stages {
+                let row = &out.scores[stages - 1][i * kl..(i + 1) * kl];
+                last[r] = row[c];
+                in_topk[r] = row.iter().filter(|&&v| v > row[c]).count() < top_k;
+            }
+        }
+    }
+    let order = ranking(&reached, &first, &last, &in_topk, stages);
+    (reached, order)
+}
+
+/// Per-query figures of one network at one operating point, averaged over the queries at the
+/// end: AP, the fraction passing each early stage, stage 1's TPR, ms per 1,000 examples.
+struct Acc {
+    ap: Vec<f64>,
+    pass: Vec<Vec<f64>>,
+    tpr: Vec<f64>,
+    ms: Vec<f64>,
+}
+
+impl Acc {
+    fn new(stages: usize) -> Self {
+        Self {
+            ap: Vec::new(),
+            pass: vec![Vec::new(); stages.saturating_sub(1)],
+            tpr: Vec::new(),
+            ms: Vec::new(),
+        }
+    }
+
+    fn add(
+        &mut self,
+        model: &Model,
+        test: &Dataset,
+        c: usize,
+        reached: &[usize],
+        order: &[usize],
+        ms: f64,
+    ) {
+        let stages = model.num_stages();
+        let relevant: Vec<bool> = order.iter().map(|&r| test.labels[r] == c).collect();
+        self.ap.push(average_precision(&relevant));
+        for (s, pass) in self.pass.iter_mut().enumerate() {
+            let reach = reached.iter().filter(|&&r| r >= s).count().max(1);
+            pass.push(reached.iter().filter(|&&r| r > s).count() as f64 / reach as f64);
+        }
+        if stages > 1 {
+            let g = model.stage(0).s_class(c);
+            let pos: Vec<usize> = (0..reached.len())
+                .filter(|&r| model.stage(0).s_class(test.labels[r]) == g)
+                .collect();
+            let passed = pos.iter().filter(|&&r| reached[r] >= 1).count();
+            self.tpr.push(passed as f64 / pos.len().max(1) as f64);
+        }
+        self.ms.push(ms);
+    }
 }
 
 /// Table rows: speed-ups against the monolithic network (measured and from the cost model at

@@ -63,6 +63,16 @@ pub fn run(args: &BenchArgs, device: &Device) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch >= 1, "--batch {} must be at least 1", args.batch);
     anyhow::ensure!(args.reps >= 1, "--reps {} must be at least 1", args.reps);
     anyhow::ensure!(args.pool >= 1, "--pool {} must be at least 1", args.pool);
+    // (the three networks' weights, and a stream of --pool batches in flight)
+    crate::footprint::check(
+        3 * crate::footprint::inference(&spec, args.batch.saturating_mul(args.pool)),
+        &format!(
+            "benchmarking {} with --batch {} --pool {}",
+            spec.name, args.batch, args.pool
+        ),
+        "--batch, --pool or the description's widths",
+    )
+    .map_err(anyhow::Error::msg)?;
     let mut cfg = BenchConfig {
         batch: args.batch,
         reps: args.reps,

@@ -129,22 +129,10 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("detection"));
     let spec = crate::shipped::load_spec(&spec_path)?;
-    let layout = crate::apps::detection::detector::layout(&spec)?;
-    anyhow::ensure!(
-        layout.image.channels == 1 && layout.image.height == layout.image.width,
-        "{}: detector.image must be 1 channel and square (grey composed scenes), it is {:?}",
-        spec_path.display(),
-        layout.image.dims()
-    );
-    anyhow::ensure!(
-        spec.classes == 11,
-        "{}: classes = {} but detection has 11 (background + 10 Fashion-MNIST classes)",
-        spec_path.display(),
-        spec.classes
-    );
+    let size = scene_size(&spec, &spec_path)?;
     let (counts, cfg) = args.settings()?;
     let scene_cfg = SceneConfig {
-        size: layout.image.height,
+        size,
         ..SceneConfig::default()
     };
     let fashion = crate::data::fashion::default_dir(args.data.as_deref())?;
@@ -195,14 +183,7 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
     if let Some(path) = &args.show {
         let (det, cals) = &models[2];
         let cal = cals[0].as_ref().expect("a cascade has thresholds");
-        let scene = &data.test[args.show_scene];
-        let out = det.detect(scene, &data.proposals, &object_gate(&spec, cal), device);
-        let title = format!(
-            "onion, TPR {}: detections >= 0.5 (red), objects (green); test scene {}",
-            cal.target_tpr, args.show_scene
-        );
-        show::draw(path, scene, &out.detections, 0.5, &title)?;
-        eprintln!("  wrote {}", path.display());
+        draw_scene(path, det, cal, &spec, &data, args.show_scene, device)?;
     }
     if args.json {
         println!("{}", json::to_string(&r));
@@ -227,6 +208,46 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
         "\ndetectors and thresholds saved under {}",
         args.out.display()
     );
+    Ok(())
+}
+
+/// The side of the square grey scenes the description's detector reads; detection has 11
+/// classes (background and the 10 Fashion-MNIST classes).
+fn scene_size(spec: &crate::spec::Spec, path: &std::path::Path) -> anyhow::Result<usize> {
+    let layout = crate::apps::detection::detector::layout(spec)?;
+    anyhow::ensure!(
+        layout.image.channels == 1 && layout.image.height == layout.image.width,
+        "{}: detector.image must be 1 channel and square (grey composed scenes), it is {:?}",
+        path.display(),
+        layout.image.dims()
+    );
+    anyhow::ensure!(
+        spec.classes == 11,
+        "{}: classes = {} but detection has 11 (background + 10 Fashion-MNIST classes)",
+        path.display(),
+        spec.classes
+    );
+    Ok(layout.image.height)
+}
+
+/// The onion's detections on test scene `index`, drawn to `path`.
+fn draw_scene(
+    path: &std::path::Path,
+    det: &crate::apps::detection::detector::Detector,
+    cal: &crate::calibrate::Calibration,
+    spec: &crate::spec::Spec,
+    data: &Scenes,
+    index: usize,
+    device: &Device,
+) -> anyhow::Result<()> {
+    let scene = &data.test[index];
+    let out = det.detect(scene, &data.proposals, &object_gate(spec, cal), device);
+    let title = format!(
+        "onion, TPR {}: detections >= 0.5 (red), objects (green); test scene {index}",
+        cal.target_tpr
+    );
+    show::draw(path, scene, &out.detections, 0.5, &title)?;
+    eprintln!("  wrote {}", path.display());
     Ok(())
 }
 

@@ -4,6 +4,7 @@ use super::DataArgs;
 use crate::apps::RunOptions;
 use crate::apps::retrieval::{evaluate, rows};
 use crate::checkpoint::Checkpoint;
+use crate::error::CheckpointError;
 use crate::model::Model;
 use crate::onion::NetworkKind;
 use crate::report::{json, table};
@@ -71,14 +72,12 @@ pub fn run(args: &EvalArgs, device: &Device) -> anyhow::Result<()> {
         let cals = if model.kind == NetworkKind::Monolithic {
             vec![None]
         } else {
-            let t = ck.load_thresholds().map_err(|e| {
-                anyhow::anyhow!("{e}; run `onionnet calibrate {}` first", dir.display())
+            let t = ck.load_thresholds(&model.spec).map_err(|e| match e {
+                CheckpointError::Io { .. } => {
+                    anyhow::anyhow!("{e}; run `onionnet calibrate {}` first", dir.display())
+                }
+                e => e.into(),
             })?;
-            anyhow::ensure!(
-                !t.calibrations.is_empty(),
-                "{}: thresholds.json holds no calibration",
-                dir.display()
-            );
             t.calibrations.into_iter().map(Some).collect()
         };
         loaded.push((model, cals));

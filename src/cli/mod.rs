@@ -156,3 +156,32 @@ pub fn parse_fraction(s: &str) -> Result<f64, String> {
         Err(format!("p = {v} is outside [0, 1]"))
     }
 }
+
+/// Exit status of a panic: a bug of onionnet, not of the input (1 is a refused input).
+pub const BUG_EXIT: i32 = 70;
+
+/// A panic is a bug: print a short report request instead of a raw backtrace (set
+/// `RUST_BACKTRACE=1` to get one) and exit with [`BUG_EXIT`], from whichever thread panicked.
+pub fn report_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::env::var_os("RUST_BACKTRACE").is_some() {
+            default(info);
+        }
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map_or(String::new(), |l| format!(" at {}:{}", l.file(), l.line()));
+        let args: Vec<String> = std::env::args().collect();
+        eprintln!(
+            "error: onionnet hit a bug ({what}{at}).\nPlease report it with the command and its input files: {}",
+            args.join(" ")
+        );
+        std::process::exit(BUG_EXIT);
+    }));
+}

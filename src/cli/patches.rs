@@ -71,18 +71,7 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("2ch-deep"));
     let spec = crate::shipped::load_spec(&spec_path)?;
-    anyhow::ensure!(
-        spec.input.dims() == [2, 64, 64],
-        "{}: input must be 2 x 64 x 64 (two stacked 64x64 patches), it is {:?}",
-        spec_path.display(),
-        spec.input.dims()
-    );
-    anyhow::ensure!(
-        spec.classes == 2,
-        "{}: classes = {} but patch matching has 2 (non-match, match)",
-        spec_path.display(),
-        spec.classes
-    );
+    check_spec(&spec, &spec_path)?;
     let q = args.quick;
     let n_train = args.pairs.unwrap_or(if q { 2000 } else { 12000 });
     let n_test = args.test_pairs.unwrap_or(if q { 1000 } else { 4000 });
@@ -150,6 +139,47 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
     }
     // running time against the imbalance (negatives per positive), first target TPR
     let sweep = imbalance_sweep(&refs, &graf.pairs, &[1, 3, 10, 30, 100, 300], run, device)?;
+    let lines = imbalance_table(&sweep);
+    let png = args.out.join("imbalance.png");
+    if sweep.len() >= 2 {
+        let title = format!(
+            "{}: running time vs imbalance (TPR {})",
+            spec.name, args.tpr[0]
+        );
+        imbalance_plot(&png, &title, &sweep)?;
+    }
+    if args.json {
+        println!("{}", json::to_string(&all_rows));
+    } else {
+        print!("{tables}{lines}");
+    }
+    eprintln!(
+        "\nnetworks, thresholds and {} saved under {}",
+        png.file_name().unwrap().to_string_lossy(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Patch matching needs two stacked 64x64 patches in and two classes out.
+fn check_spec(spec: &crate::spec::Spec, path: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        spec.input.dims() == [2, 64, 64],
+        "{}: input must be 2 x 64 x 64 (two stacked 64x64 patches), it is {:?}",
+        path.display(),
+        spec.input.dims()
+    );
+    anyhow::ensure!(
+        spec.classes == 2,
+        "{}: classes = {} but patch matching has 2 (non-match, match)",
+        path.display(),
+        spec.classes
+    );
+    Ok(())
+}
+
+/// The sweep as a text table: one row per ratio, one column per network kind.
+fn imbalance_table(sweep: &[(usize, Vec<f64>)]) -> String {
     let mut lines = String::from(
         "\ntime per 1,000 pairs (ms) against negatives per positive (Graffiti pairs):\n",
     );
@@ -158,13 +188,22 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         lines.push_str(&format!(" {:>12}", k.name()));
     }
     lines.push('\n');
-    for (r, ms) in &sweep {
+    for (r, ms) in sweep {
         lines.push_str(&format!("  {r:>6}"));
         for m in ms {
             lines.push_str(&format!(" {m:>12.1}"));
         }
         lines.push('\n');
     }
+    lines
+}
+
+/// The sweep as a line plot over log10 of the ratio.
+fn imbalance_plot(
+    png: &std::path::Path,
+    title: &str,
+    sweep: &[(usize, Vec<f64>)],
+) -> anyhow::Result<()> {
     let series: Vec<Series> = NetworkKind::ALL
         .iter()
         .enumerate()
@@ -179,30 +218,13 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
             bars: Vec::new(),
         })
         .collect();
-    let png = args.out.join("imbalance.png");
-    if sweep.len() >= 2 {
-        line_plot(
-            &png,
-            &format!(
-                "{}: running time vs imbalance (TPR {})",
-                spec.name, args.tpr[0]
-            ),
-            "log10(negatives per positive)",
-            "ms per 1,000 pairs",
-            &series,
-        )?;
-    }
-    if args.json {
-        println!("{}", json::to_string(&all_rows));
-    } else {
-        print!("{tables}{lines}");
-    }
-    eprintln!(
-        "\nnetworks, thresholds and {} saved under {}",
-        png.file_name().unwrap().to_string_lossy(),
-        args.out.display()
-    );
-    Ok(())
+    line_plot(
+        png,
+        title,
+        "log10(negatives per positive)",
+        "ms per 1,000 pairs",
+        &series,
+    )
 }
 
 /// The pairs of the experiment, with a summary on stderr: training pairs and held-out pairs

@@ -84,7 +84,7 @@ pub fn run(args: &RetrieveArgs, device: &Device) -> anyhow::Result<()> {
     let thresholds = if model.kind == NetworkKind::Monolithic {
         None
     } else {
-        let t = ckpt.load_thresholds()?;
+        let t = ckpt.load_thresholds(&model.spec)?;
         let cal = match args.target_tpr {
             Some(tpr) => t.calibrations.into_iter().find(|c| c.target_tpr == tpr),
             None => t

@@ -33,28 +33,18 @@ pub struct OptimArgs {
 impl OptimArgs {
     /// The settings for a training split of `n_train` images.
     pub fn config(&self, n_train: usize) -> anyhow::Result<TrainConfig> {
-        let epochs = self.epochs.unwrap_or_else(|| default_epochs(n_train));
-        anyhow::ensure!(epochs >= 1, "--epochs {epochs} must be at least 1");
-        anyhow::ensure!(
-            self.batch_size >= 1,
-            "--batch-size {} must be at least 1",
-            self.batch_size
-        );
-        let lr = self.lr.unwrap_or(TrainConfig::default().lr);
-        anyhow::ensure!(
-            lr.is_finite() && lr > 0.0,
-            "--lr {lr} must be a positive number"
-        );
-        Ok(TrainConfig {
-            epochs,
+        let cfg = TrainConfig {
+            epochs: self.epochs.unwrap_or_else(|| default_epochs(n_train)),
             batch_size: self.batch_size,
-            lr,
+            lr: self.lr.unwrap_or(TrainConfig::default().lr),
             momentum: self.momentum,
             weight_decay: self.weight_decay,
             seed: self.seed,
             quiet: false,
             stop_after: None,
-        })
+        };
+        cfg.check().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
     }
 }
 

@@ -84,6 +84,16 @@ pub fn load_split(dir: &Path, split: &str) -> Result<Dataset, DataError> {
 /// get the data.
 pub fn default_dir(explicit: Option<&Path>) -> Result<PathBuf, DataError> {
     if let Some(d) = explicit {
+        if !d.is_dir() {
+            return Err(DataError::Mismatch {
+                what: format!("--data {}", d.display()),
+                reason: if d.exists() {
+                    "is a file: give the folder that holds the IDX files or the images".into()
+                } else {
+                    "no such folder".into()
+                },
+            });
+        }
         return Ok(d.to_path_buf());
     }
     let deb = Path::new(DEBIAN_DIR);

@@ -221,62 +221,7 @@ impl FastNet {
                 };
                 (works, Instant::now())
             });
-            let out = match op {
-                None => None,
-                Some(Op::Conv(c)) => {
-                    let srcs: Vec<&Act> = if l == 0 {
-                        vec![input]
-                    } else {
-                        sources(arch, b, l - 1, &own, prev)
-                    };
-                    // a non-overlapping pooling right after (past a fused ReLU) is fused: the
-                    // maps between are read by nobody else, since every branch has the
-                    // pooling there and other branches read maps after it
-                    let pool_at = if c.relu { l + 2 } else { l + 1 };
-                    match br.ops.get(pool_at) {
-                        Some(Some(Op::Maxpool {
-                            kernel,
-                            stride,
-                            ceil,
-                        })) if kernel == stride => {
-                            let border = self.border_after(b, pool_at);
-                            let pool = Some((*kernel, *ceil));
-                            pooled = Some(c.forward(&srcs, pool, border));
-                            None
-                        }
-                        _ => {
-                            let border = self.border_after(b, pool_at - 1);
-                            Some(c.forward(&srcs, None, border))
-                        }
-                    }
-                }
-                Some(Op::Maxpool { .. }) if pooled.is_some() => pooled.take(),
-                // the conv before applied it; its pre-ReLU maps are read by nobody else
-                Some(Op::Fused) => own[l - 1].take(),
-                Some(Op::Relu) => own[l - 1].as_ref().map(|x| {
-                    let mut y = x.slice(0..x.n);
-                    y.values_mut().par_iter_mut().for_each(|v| *v = v.max(0.0));
-                    y
-                }),
-                Some(Op::Maxpool {
-                    kernel,
-                    stride,
-                    ceil,
-                }) => own[l - 1]
-                    .as_ref()
-                    .map(|x| maxpool(x, *kernel, *stride, *ceil)),
-                Some(Op::Affine { scale, shift }) => own[l - 1].as_ref().map(|x| {
-                    // (a border would not stay zero)
-                    let mut y = x.unbordered().into_owned();
-                    y.values_mut().par_chunks_mut(x.c).for_each(|px| {
-                        for ((v, s), t) in px.iter_mut().zip(scale).zip(shift) {
-                            *v = *v * s + t;
-                        }
-                    });
-                    y
-                }),
-                Some(Op::Identity) => own[l - 1].clone(),
-            };
+            let out = self.apply_op(b, l, input, prev, &mut own, &mut pooled);
             if let (Some(t), Some((works, clock))) = (times.as_deref_mut(), clock) {
                 t[l] = works.then(|| clock.elapsed());
             }
@@ -301,6 +246,78 @@ impl FastNet {
                 .collect()
         };
         (own, logits)
+    }
+
+    /// Layer `l` of branch `b` on the maps so far (`own`: this branch's, `prev`: the branches
+    /// before); a conv with a non-overlapping max pooling after it leaves its pooled maps in
+    /// `pooled` for that pooling layer.
+    fn apply_op(
+        &self,
+        b: usize,
+        l: usize,
+        input: &Act,
+        prev: &[ActMaps],
+        own: &mut ActMaps,
+        pooled: &mut Option<Act>,
+    ) -> Option<Act> {
+        let arch = &self.arch;
+        let br = &self.branches[b];
+        match &br.ops[l] {
+            None => None,
+            Some(Op::Conv(c)) => {
+                let srcs: Vec<&Act> = if l == 0 {
+                    vec![input]
+                } else {
+                    sources(arch, b, l - 1, own, prev)
+                };
+                // a non-overlapping pooling right after (past a fused ReLU) is fused: the
+                // maps between are read by nobody else, since every branch has the
+                // pooling there and other branches read maps after it
+                let pool_at = if c.relu { l + 2 } else { l + 1 };
+                match br.ops.get(pool_at) {
+                    Some(Some(Op::Maxpool {
+                        kernel,
+                        stride,
+                        ceil,
+                    })) if kernel == stride => {
+                        let border = self.border_after(b, pool_at);
+                        let pool = Some((*kernel, *ceil));
+                        *pooled = Some(c.forward(&srcs, pool, border));
+                        None
+                    }
+                    _ => {
+                        let border = self.border_after(b, pool_at - 1);
+                        Some(c.forward(&srcs, None, border))
+                    }
+                }
+            }
+            Some(Op::Maxpool { .. }) if pooled.is_some() => pooled.take(),
+            // the conv before applied it; its pre-ReLU maps are read by nobody else
+            Some(Op::Fused) => own[l - 1].take(),
+            Some(Op::Relu) => own[l - 1].as_ref().map(|x| {
+                let mut y = x.slice(0..x.n);
+                y.values_mut().par_iter_mut().for_each(|v| *v = v.max(0.0));
+                y
+            }),
+            Some(Op::Maxpool {
+                kernel,
+                stride,
+                ceil,
+            }) => own[l - 1]
+                .as_ref()
+                .map(|x| maxpool(x, *kernel, *stride, *ceil)),
+            Some(Op::Affine { scale, shift }) => own[l - 1].as_ref().map(|x| {
+                // (a border would not stay zero)
+                let mut y = x.unbordered().into_owned();
+                y.values_mut().par_chunks_mut(x.c).for_each(|px| {
+                    for ((v, s), t) in px.iter_mut().zip(scale).zip(shift) {
+                        *v = *v * s + t;
+                    }
+                });
+                y
+            }),
+            Some(Op::Identity) => own[l - 1].clone(),
+        }
     }
 }
 

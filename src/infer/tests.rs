@@ -71,6 +71,7 @@ fn direct_avx512_matches_gemm() {
 
 /// The cases of [`direct_avx2_matches_gemm`] on the kernels `narrows` (0: the 16-lane tiles,
 /// 1: the 8-lane tiles with 32 registers, 2: AVX2's).
+// Over 100 lines: most of it is the table of cases, each a shape the kernels treat apart.
 fn direct_matches_gemm(narrows: &[usize]) {
     let mut rng = StdRng::seed_from_u64(3);
     for (widths, cout, k, s, p, n, (h, w)) in [

@@ -159,9 +159,35 @@ use validate::{RawSpec, validate};
 impl Spec {
     /// Reads and validates a model description file.
     pub fn from_file(path: &Path) -> Result<Spec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+        // (bounded: a description is a few kilobytes, and a device file never ends)
+        const LIMIT: u64 = 1 << 20;
+        let io = |source| SpecError::Io {
             path: path.to_path_buf(),
             source,
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, LIMIT + 1),
+            &mut bytes,
+        )
+        .map_err(io)?;
+        if bytes.len() as u64 > LIMIT {
+            return Err(SpecError::Toml {
+                path: path.to_path_buf(),
+                message: format!("longer than {LIMIT} bytes: not a model description"),
+            });
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = good.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            SpecError::Toml {
+                path: path.to_path_buf(),
+                message: format!(
+                    "not UTF-8 text: invalid byte 0x{:02x} at line {line}, column {column}",
+                    e.as_bytes()[good.len()]
+                ),
+            }
         })?;
         Spec::from_toml(&text, path)
     }
@@ -289,6 +315,30 @@ impl Spec {
         }
         sizes
     }
+}
+
+/// After each layer of `layers` on `input`: the weights so far and the values of one
+/// example's maps so far (input included), counted in 128 bits so that nothing wraps.
+pub fn running_values(input: &InputShape, layers: &[Layer]) -> Vec<(u128, u128)> {
+    let (mut c, mut h, mut w) = (input.channels as u128, input.height, input.width);
+    let (mut weights, mut maps) = (0u128, c * h as u128 * w as u128);
+    let mut out = Vec::with_capacity(layers.len());
+    for l in layers {
+        let (nh, nw) = out_size(&l.kind, h, w).unwrap_or((0, 0));
+        let fan_in = match l.kind {
+            LayerKind::Conv { kernel, .. } => c * (kernel as u128 * kernel as u128),
+            LayerKind::Fc => c * h as u128 * w as u128,
+            _ => 0,
+        };
+        if l.kind.is_weighted() {
+            weights += (fan_in + 1) * l.width as u128;
+            c = l.width as u128;
+        }
+        (h, w) = (nh, nw);
+        maps += c * h as u128 * w as u128;
+        out.push((weights, maps));
+    }
+    out
 }
 
 /// Output spatial size of a layer, or `None` when the kernel does not fit.

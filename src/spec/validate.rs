@@ -107,6 +107,16 @@ pub(super) fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
             return Err(err(f, &v, "must be at least 1"));
         }
     }
+    for (f, v, max) in [
+        ("input.channels", raw.input.channels, MAX_WIDTH),
+        ("input.height", raw.input.height, MAX_SIDE),
+        ("input.width", raw.input.width, MAX_SIDE),
+        ("classes", raw.classes, MAX_WIDTH),
+    ] {
+        if v > max {
+            return Err(err(f, &v, &format!("must be at most {max}")));
+        }
+    }
 
     let mut layers = Vec::with_capacity(raw.layers.len());
     let mut hw = (raw.input.height, raw.input.width);
@@ -131,6 +141,7 @@ pub(super) fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
         stages.push(stage(s, rs, raw.classes, &layers, prev, path)?);
     }
     check_channels(&layers, &stages, path)?;
+    check_size(&raw.input, &layers, "layer", path)?;
     let detector = match &raw.detector {
         None => None,
         Some(d) => Some(validate_detector(d, &raw.input, path)?),
@@ -148,6 +159,41 @@ pub(super) fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
         detector,
         source: path.to_path_buf(),
     })
+}
+
+/// The largest image side, kernel and stride a description may give: far beyond any network
+/// that trains on a CPU, and small enough that no shape arithmetic can overflow.
+pub(super) const MAX_SIDE: usize = 1 << 14;
+/// The most channels (filters, units, classes) of one layer.
+pub(super) const MAX_WIDTH: usize = 1 << 16;
+/// The most weights of the monolithic network (8 GiB of f32) and values of one example's maps.
+const MAX_VALUES: u128 = 1 << 31;
+
+/// Refuses a description whose weights or one example's maps would not fit in memory
+/// whatever the machine (counted exactly, in 128 bits, so nothing wraps), naming the layer
+/// that crosses the limit.
+fn check_size(
+    input: &InputShape,
+    layers: &[Layer],
+    prefix: &str,
+    path: &Path,
+) -> Result<(), SpecError> {
+    for (i, (l, (weights, maps))) in layers.iter().zip(running_values(input, layers)).enumerate() {
+        for (what, v) in [("weights", weights), ("values of one example's maps", maps)] {
+            if v > MAX_VALUES {
+                return Err(SpecError::invalid(
+                    path,
+                    format!("{prefix}[{i}]"),
+                    format!("{:?}", l.name),
+                    format!(
+                        "the network needs {v} {what} up to this layer ({:.1} GiB of f32), more than the {MAX_VALUES} onionnet accepts",
+                        v as f64 * 4.0 / (1u64 << 30) as f64
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Layer `i` of the description on its `h x w` input: the validated layer and its output size.
@@ -183,6 +229,13 @@ fn layer(
             "filters"
         };
         let width = need(wf, if wf == "units" { rl.units } else { rl.filters })?;
+        if width > MAX_WIDTH {
+            return Err(err(
+                &format!("{at}.{wf}"),
+                &width,
+                &format!("must be at most {MAX_WIDTH}"),
+            ));
+        }
         let raw_split = rl.split.as_ref().ok_or_else(|| {
             err(
                 &format!("{at}.split"),
@@ -259,13 +312,36 @@ fn kind_of(at: &str, rl: &RawLayer, path: &Path) -> Result<LayerKind, SpecError>
             ));
         }
     }
-    let need = |f: &str, v: Option<usize>| required(&format!("{at}.{f}"), v, path);
+    let need = |f: &str, v: Option<usize>| {
+        let v = required(&format!("{at}.{f}"), v, path)?;
+        if v > MAX_SIDE {
+            return Err(err(
+                &format!("{at}.{f}"),
+                &v,
+                &format!("must be at most {MAX_SIDE}"),
+            ));
+        }
+        Ok(v)
+    };
     let kind = match rl.kind.as_str() {
-        "conv" => LayerKind::Conv {
-            kernel: need("kernel", rl.kernel)?,
-            stride: rl.stride.map_or(Ok(1), |v| need("stride", Some(v)))?,
-            padding: rl.padding.unwrap_or(0),
-        },
+        "conv" => {
+            let kernel = need("kernel", rl.kernel)?;
+            let padding = rl.padding.unwrap_or(0);
+            if padding >= kernel {
+                return Err(err(
+                    &format!("{at}.padding"),
+                    &padding,
+                    &format!(
+                        "must be less than the kernel ({kernel}): a window inside the zero border sees no input"
+                    ),
+                ));
+            }
+            LayerKind::Conv {
+                kernel,
+                stride: rl.stride.map_or(Ok(1), |v| need("stride", Some(v)))?,
+                padding,
+            }
+        }
         "fc" => LayerKind::Fc,
         "relu" => LayerKind::Relu,
         "batchnorm" => LayerKind::Batchnorm,
@@ -310,9 +386,66 @@ fn stage(
     let err = |field: &str, value: &dyn std::fmt::Display, reason: &str| {
         SpecError::invalid(path, field, value, reason)
     };
-    let n_layers = layers.len();
     let at = format!("stage[{s}]");
     let name = rs.name.clone().unwrap_or_else(|| format!("stage{}", s + 1));
+    let depth = stage_depth(&at, rs, layers, prev_depth, path)?;
+    let loss = match rs.loss.as_deref().unwrap_or("cross_entropy") {
+        "cross_entropy" => Loss::CrossEntropy,
+        "hinge" => Loss::Hinge,
+        other => {
+            return Err(err(
+                &format!("{at}.loss"),
+                &format!("{other:?}"),
+                "expected \"cross_entropy\" or \"hinge\"",
+            ));
+        }
+    };
+    let weight = rs.weight.unwrap_or(1.0);
+    if !weight.is_finite() || weight < 0.0 {
+        return Err(err(
+            &format!("{at}.weight"),
+            &weight,
+            "must be a finite number >= 0",
+        ));
+    }
+    let (classes, label_map) = label_map(&at, rs, fine_classes, path)?;
+    if loss == Loss::Hinge && classes != 2 {
+        return Err(err(
+            &format!("{at}.loss"),
+            &"\"hinge\"",
+            &format!("the binary hinge loss needs exactly 2 s-classes, this stage has {classes}"),
+        ));
+    }
+    if classes < 2 {
+        return Err(err(
+            &format!("{at}.classes"),
+            &classes,
+            "a stage needs at least 2 s-classes",
+        ));
+    }
+    Ok(Stage {
+        name,
+        depth,
+        loss,
+        weight,
+        classes,
+        label_map,
+    })
+}
+
+/// The number of layers a stage covers (`ends_at`, default all), checked against the
+/// previous stage's and against the layer that follows (`at`: the stage's field prefix).
+fn stage_depth(
+    at: &str,
+    rs: &RawStage,
+    layers: &[Layer],
+    prev_depth: Option<usize>,
+    path: &Path,
+) -> Result<usize, SpecError> {
+    let err = |field: &str, value: &dyn std::fmt::Display, reason: &str| {
+        SpecError::invalid(path, field, value, reason)
+    };
+    let n_layers = layers.len();
     let depth = match &rs.ends_at {
         None => n_layers,
         Some(LayerRef::Index(i)) => {
@@ -360,48 +493,7 @@ fn stage(
             ),
         ));
     }
-    let loss = match rs.loss.as_deref().unwrap_or("cross_entropy") {
-        "cross_entropy" => Loss::CrossEntropy,
-        "hinge" => Loss::Hinge,
-        other => {
-            return Err(err(
-                &format!("{at}.loss"),
-                &format!("{other:?}"),
-                "expected \"cross_entropy\" or \"hinge\"",
-            ));
-        }
-    };
-    let weight = rs.weight.unwrap_or(1.0);
-    if !weight.is_finite() || weight < 0.0 {
-        return Err(err(
-            &format!("{at}.weight"),
-            &weight,
-            "must be a finite number >= 0",
-        ));
-    }
-    let (classes, label_map) = label_map(&at, rs, fine_classes, path)?;
-    if loss == Loss::Hinge && classes != 2 {
-        return Err(err(
-            &format!("{at}.loss"),
-            &"\"hinge\"",
-            &format!("the binary hinge loss needs exactly 2 s-classes, this stage has {classes}"),
-        ));
-    }
-    if classes < 2 {
-        return Err(err(
-            &format!("{at}.classes"),
-            &classes,
-            "a stage needs at least 2 s-classes",
-        ));
-    }
-    Ok(Stage {
-        name,
-        depth,
-        loss,
-        weight,
-        classes,
-        label_map,
-    })
+    Ok(depth)
 }
 
 /// A stage's s-classes and label map (`at`: the stage's field prefix, for errors).
@@ -576,6 +668,15 @@ fn validate_detector(
             return Err(err(f, &v, "must be at least 1"));
         }
     }
+    for (f, v, max) in [
+        ("detector.image.channels", img.channels, MAX_WIDTH),
+        ("detector.image.height", img.height, MAX_SIDE),
+        ("detector.image.width", img.width, MAX_SIDE),
+    ] {
+        if v > max {
+            return Err(err(f, &v, &format!("must be at most {max}")));
+        }
+    }
     if raw.backbone.is_empty() {
         return Err(err(
             "detector.backbone",
@@ -626,6 +727,7 @@ fn validate_detector(
             split: Vec::new(),
         });
     }
+    check_size(&img, &backbone, "detector.backbone", path)?;
     if channels != input.channels {
         return Err(err(
             "input.channels",
@@ -653,9 +755,15 @@ fn backbone_kind(
         SpecError::invalid(path, field, value, reason)
     };
     let pos = |f: &str, v: Option<usize>, default: Option<usize>| -> Result<usize, SpecError> {
+        let max = if f == "filters" { MAX_WIDTH } else { MAX_SIDE };
         match v.or(default) {
             None => Err(err(&format!("{at}.{f}"), &"(missing)", "required")),
             Some(0) => Err(err(&format!("{at}.{f}"), &0, "must be at least 1")),
+            Some(v) if v > max => Err(err(
+                &format!("{at}.{f}"),
+                &v,
+                &format!("must be at most {max}"),
+            )),
             Some(v) => Ok(v),
         }
     };
@@ -670,10 +778,18 @@ fn backbone_kind(
         "conv" => {
             let kernel = pos("kernel", rl.kernel, None)?;
             let s = pos("stride", rl.stride, Some(1))?;
+            let padding = rl.padding.unwrap_or(0);
+            if padding >= kernel {
+                return Err(err(
+                    &format!("{at}.padding"),
+                    &padding,
+                    &format!("must be less than the kernel ({kernel})"),
+                ));
+            }
             let kind = LayerKind::Conv {
                 kernel,
                 stride: s,
-                padding: rl.padding.unwrap_or(0),
+                padding,
             };
             (kind, pos("filters", rl.filters, None)?)
         }

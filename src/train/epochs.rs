@@ -79,19 +79,28 @@ pub(crate) fn start(
         }
         .into());
     }
-    let same = |a: &TrainConfig| {
-        (a.epochs, a.batch_size, a.seed) == (cfg.epochs, cfg.batch_size, cfg.seed)
-            && (a.lr, a.momentum, a.weight_decay) == (cfg.lr, cfg.momentum, cfg.weight_decay)
+    let mut differ = match &saved.config {
+        Some(c) => c.differences(cfg),
+        None => vec!["no settings stored".into()],
     };
-    if saved.train_examples != items
-        || saved.epochs_done.len() != modules
-        || !saved.config.as_ref().is_some_and(same)
-    {
+    if saved.train_examples != items {
+        differ.push(format!(
+            "{} training examples (this run: {items})",
+            saved.train_examples
+        ));
+    }
+    if saved.epochs_done.len() != modules {
+        differ.push(format!(
+            "epochs_done has {} modules, the network {modules}",
+            saved.epochs_done.len()
+        ));
+    }
+    if !differ.is_empty() {
         return Err(CheckpointError::Mismatch {
             path,
             reason: format!(
-                "it was trained on {} examples with {:?}; this run has {} examples and {:?} (choose another output directory)",
-                saved.train_examples, saved.config, items, cfg
+                "cannot resume: it was trained with {} (use the same settings, or another output directory)",
+                differ.join(", ")
             ),
         }
         .into());
@@ -164,7 +173,24 @@ pub(crate) fn run<T: Task>(
             let (terms, examples) = task.step(&module, chunk, &mut rng);
             let mut total: Option<Tensor<1>> = None;
             for (k, t) in terms.into_iter().enumerate() {
-                sums[k].0 += t.loss.clone().into_scalar::<f32>() as f64 * examples as f64;
+                let value = t.loss.clone().into_scalar::<f32>();
+                if !value.is_finite() {
+                    return Err(TrainError::Diverged {
+                        what: format!(
+                            "{}{}: loss = {value} at epoch {}, step {}",
+                            unit.label,
+                            if unit.stages.len() > 1 {
+                                format!(", stage {}", unit.stages[k] + 1)
+                            } else {
+                                String::new()
+                            },
+                            epoch + 1,
+                            step + 1
+                        ),
+                        lr: cfg.lr,
+                    });
+                }
+                sums[k].0 += value as f64 * examples as f64;
                 sums[k].1 += t.correct;
                 let l = t.loss.mul_scalar(t.weight);
                 total = Some(match total {
@@ -187,6 +213,27 @@ pub(crate) fn run<T: Task>(
         }
         let valid = task.validate(&module);
         let stages = epoch_stages(&sums, &valid, seen);
+        // (nothing non-finite is saved: a later command could not use it)
+        if let Some(v) = stages.iter().flatten().find(|v| !v.is_finite()) {
+            return Err(TrainError::Diverged {
+                what: format!(
+                    "{}: validation loss = {v} after epoch {}",
+                    unit.label,
+                    epoch + 1
+                ),
+                lr: cfg.lr,
+            });
+        }
+        if !crate::model::finite_weights(&module) {
+            return Err(TrainError::Diverged {
+                what: format!(
+                    "{}: weights not finite after epoch {}",
+                    unit.label,
+                    epoch + 1
+                ),
+                lr: cfg.lr,
+            });
+        }
         pb.finish_with_message(
             unit.stages
                 .iter()

@@ -265,6 +265,16 @@ pub fn train(job: TrainJob<'_>) -> Result<Model, TrainError> {
         mut pretrained,
         device,
     } = job;
+    cfg.check().map_err(TrainError::Settings)?;
+    crate::footprint::check(
+        crate::footprint::training(spec, cfg.batch_size),
+        &format!(
+            "training {} with --batch-size {}",
+            spec.name, cfg.batch_size
+        ),
+        "--batch-size or the description's widths",
+    )
+    .map_err(TrainError::Settings)?;
     for (what, d) in [
         ("training split", train_set),
         ("validation split", valid_set),

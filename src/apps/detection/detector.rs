@@ -422,6 +422,7 @@ pub fn train(
 ) -> Result<Detector, TrainError> {
     let (train_scenes, valid_scenes, proposals) =
         (&scenes.train[..], &scenes.valid[..], &scenes.proposals[..]);
+    cfg.base.check().map_err(TrainError::Settings)?;
     let lay = layout(spec)?.clone();
     for (what, sc) in [
         ("training scenes", train_scenes),

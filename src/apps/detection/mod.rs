@@ -159,9 +159,7 @@ pub fn evaluate(
             },
         })
         .collect();
-    let mut dets: Vec<Vec<Detection>> = vec![Vec::new(); points.len()];
-    let mut passed = vec![(0usize, 0usize, 0usize, 0usize); points.len()]; // (pass, all, pos pass, pos)
-    let mut times = vec![[Duration::ZERO; 6]; points.len()];
+    let mut tally: Vec<Tally> = points.iter().map(|_| Tally::default()).collect();
     let pb = ProgressBar::new(scenes.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed} eta {eta}")
@@ -181,35 +179,7 @@ pub fn evaluate(
                 .0
                 .detect_pooled(&refs, proposals, &gates[k], device);
             for (j, (out, labels)) in outs.into_iter().zip(&labels).enumerate() {
-                let si = gi * pool + j;
-                for (c, score, bbox) in out.detections {
-                    dets[k].push(Detection {
-                        image: si,
-                        class: c,
-                        score,
-                        bbox,
-                    });
-                }
-                for (p, &(l, _)) in out.passed.iter().zip(labels) {
-                    passed[k].0 += *p as usize;
-                    passed[k].1 += 1;
-                    if l > 0 {
-                        passed[k].2 += *p as usize;
-                        passed[k].3 += 1;
-                    }
-                }
-                let t = &out.timing;
-                let stages: Duration = t.head.stage.iter().sum();
-                for (acc, d) in times[k].iter_mut().zip([
-                    t.backbone,
-                    t.roi_pool,
-                    stages,
-                    t.head.overhead(),
-                    t.nms,
-                    t.total,
-                ]) {
-                    *acc += d;
-                }
+                tally[k].add(out, labels, gi * pool + j);
             }
         }
         pb.inc(group.len() as u64);
@@ -223,22 +193,67 @@ pub fn evaluate(
         .iter()
         .enumerate()
         .map(|(k, &(m, c))| {
-            let (aps, map) = mean_average_precision(&dets[k], &objects, 10);
-            let t = &times[k];
+            let (aps, map) = mean_average_precision(&tally[k].detections, &objects, 10);
+            let t = &tally[k].times;
+            let p = &tally[k].passed;
             let cascade = models[m].0.head.num_stages() > 1;
             Outcome {
                 kind: models[m].0.head.kind,
                 target_tpr: c.map(|c| c.target_tpr),
                 map,
                 aps,
-                pass: passed[k].0 as f64 / passed[k].1.max(1) as f64,
-                reached_tpr: cascade.then(|| passed[k].2 as f64 / passed[k].3.max(1) as f64),
+                pass: p[0] as f64 / p[1].max(1) as f64,
+                reached_tpr: cascade.then(|| p[2] as f64 / p[3].max(1) as f64),
                 head_ms_per_image: ms(t[2] + t[3]),
                 pipeline_ms_per_image: ms(t[5]),
                 breakdown: [ms(t[0]), ms(t[1]), ms(t[2]), ms(t[3]), ms(t[4])],
             }
         })
         .collect())
+}
+
+/// What one (detector, calibration) found and spent over the test scenes.
+#[derive(Default)]
+struct Tally {
+    detections: Vec<Detection>,
+    /// proposals passing stage 1, all proposals, object proposals passing, object proposals
+    passed: [usize; 4],
+    /// backbone, RoI pooling, head stages, head overhead, NMS, total
+    times: [Duration; 6],
+}
+
+impl Tally {
+    /// Adds scene `image`'s output; `labels` are its proposals' (class, IoU).
+    fn add(&mut self, out: detector::SceneOutput, labels: &[(usize, f32)], image: usize) {
+        for (class, score, bbox) in out.detections {
+            self.detections.push(Detection {
+                image,
+                class,
+                score,
+                bbox,
+            });
+        }
+        for (&p, &(l, _)) in out.passed.iter().zip(labels) {
+            let object = usize::from(l > 0);
+            self.passed[0] += p as usize;
+            self.passed[1] += 1;
+            self.passed[2] += p as usize * object;
+            self.passed[3] += object;
+        }
+        let t = &out.timing;
+        let stages: Duration = t.head.stage.iter().sum();
+        let parts = [
+            t.backbone,
+            t.roi_pool,
+            stages,
+            t.head.overhead(),
+            t.nms,
+            t.total,
+        ];
+        for (acc, d) in self.times.iter_mut().zip(parts) {
+            *acc += d;
+        }
+    }
 }
 
 /// Table rows: mAP, % of proposals passing stage 1, head and pipeline time per image, and the

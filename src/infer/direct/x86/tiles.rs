@@ -11,6 +11,8 @@ macro_rules! kernels {
 
             /// Stored positions `first..first + m`, output channels `cos`, of the whole
             /// output `out`.
+            /// One loop nest of ~120 lines on purpose: the tile's accumulators must stay in
+            /// registers across the taps, sources and the fused pooling.
             #[target_feature(enable = $features)]
             #[allow(clippy::too_many_arguments)]
             pub(crate) unsafe fn tiles<const V: usize, const P: usize, const W: usize>(
@@ -288,6 +290,7 @@ macro_rules! kernels {
             /// tile over 16 output channels would leave a 24-channel layer on 8 lanes and
             /// a 16-channel one with a broadcast per multiply-add). The lane pairs are
             /// summed once at the end. Needs every source's [`Source::pairs`].
+            /// One loop nest of ~120 lines, as `tiles` and for the same reason.
             #[target_feature(enable = $features)]
             #[inline]
             #[allow(dead_code)]
