@@ -202,20 +202,6 @@ impl Checkpoint {
             path: p.clone(),
             reason,
         };
-        let here = self.fingerprint()?;
-        match &t.fingerprint {
-            None => {
-                return Err(bad(
-                    "it has no fingerprint of the network it was calibrated on: run `onionnet calibrate` again".into(),
-                ));
-            }
-            Some(f) if *f != here => {
-                return Err(bad(format!(
-                    "fingerprint = {f:?}, but this directory's description and weights have {here:?}: the thresholds were calibrated on another network (run `onionnet calibrate` again)"
-                )));
-            }
-            Some(_) => {}
-        }
         if t.calibrations.is_empty() {
             return Err(bad("calibrations = []: it holds no operating point".into()));
         }
@@ -248,6 +234,20 @@ impl Checkpoint {
                     )));
                 }
             }
+        }
+        let here = self.fingerprint()?;
+        match &t.fingerprint {
+            None => {
+                return Err(bad(
+                    "it has no fingerprint of the network it was calibrated on: run `onionnet calibrate` again".into(),
+                ));
+            }
+            Some(f) if *f != here => {
+                return Err(bad(format!(
+                    "fingerprint = {f:?}, but this directory's description and weights have {here:?}: the thresholds were calibrated on another network (run `onionnet calibrate` again)"
+                )));
+            }
+            Some(_) => {}
         }
         Ok(t)
     }

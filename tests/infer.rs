@@ -181,3 +181,136 @@ fn own_path_matches_burn_on_a_trained_three_stage_network() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// A random description as TOML: 1 or 2 input channels of 5..14 pixels a side, one to three
+/// conv blocks (each maybe followed by ReLU, batch norm, dropout and a max pooling), an fc
+/// layer, two or three stages with explicit label maps, the later ones maybe ending early.
+/// Some draws are invalid (kernels larger than the map, pooling that does not fit, splits
+/// that leave stage 1 without channels).
+fn description() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let block = (
+        1usize..6,
+        1usize..5,
+        1usize..3,
+        0usize..3,
+        0u8..16,
+        1usize..4,
+    );
+    (
+        1usize..3,
+        5usize..15,
+        proptest::collection::vec(block, 1..4),
+        2usize..9,
+        2usize..4,
+        proptest::collection::vec(0usize..3, 6),
+        any::<bool>(),
+    )
+        .prop_map(|(channels, side, blocks, units, stages, map, early)| {
+            let mut t = format!(
+                "classes = 6\ninput = {{ channels = {channels}, height = {side}, width = {side} }}\n"
+            );
+            let split = |w: usize, first: usize| -> String {
+                let mut v = vec![first.min(w)];
+                let rest = w - v[0];
+                for s in 1..stages {
+                    v.push(if s + 1 == stages { rest - rest / 2 * (stages - 2) } else { rest / 2 });
+                }
+                format!("{v:?}")
+            };
+            for (i, &(filters, kernel, stride, padding, extras, first)) in blocks.iter().enumerate() {
+                let filters = filters * 2;
+                t += &format!(
+                    "[[layer]]\nname = \"conv{i}\"\ntype = \"conv\"\nfilters = {filters}\nkernel = {kernel}\nstride = {stride}\npadding = {}\nsplit = {}\n",
+                    padding.min(kernel - 1),
+                    split(filters, first)
+                );
+                if extras & 1 != 0 {
+                    t += "[[layer]]\ntype = \"batchnorm\"\n";
+                }
+                if extras & 2 != 0 {
+                    t += "[[layer]]\ntype = \"relu\"\n";
+                }
+                if extras & 4 != 0 {
+                    t += "[[layer]]\ntype = \"dropout\"\nprob = 0.25\n";
+                }
+                if extras & 8 != 0 {
+                    t += "[[layer]]\ntype = \"maxpool\"\nkernel = 2\n";
+                }
+            }
+            t += &format!("[[layer]]\nname = \"fc\"\ntype = \"fc\"\nunits = {units}\nsplit = {}\n", split(units, 1));
+            for s in 0..stages {
+                t += "[[stage]]\n";
+                if s + 1 < stages {
+                    let m: Vec<usize> = (0..6).map(|c| map[c] % 2 + usize::from(c < 2)).collect();
+                    let classes = m.iter().max().unwrap() + 1;
+                    t += &format!("classes = {classes}\nlabel_map = {m:?}\n");
+                    if early && s == 0 {
+                        t += "ends_at = \"fc\"\n";
+                    }
+                }
+            }
+            t
+        })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 96, ..Default::default() })]
+    /// Any description that validates builds the three networks, trains one step each on
+    /// random data (no panic, a loadable checkpoint) and runs on both engines with the same
+    /// scores; any that does not is refused with a message naming a field.
+    #[test]
+    fn any_valid_description_trains_and_runs_alike(text in description(), seed in 0u64..1000) {
+        let path = Path::new("random.toml");
+        let spec = match Spec::from_toml(&text, path) {
+            Err(e) => {
+                let msg = e.to_string();
+                proptest::prop_assert!(
+                    msg.starts_with("random.toml: ") && msg.contains(" = "),
+                    "an error names the file and a field: {msg}\n{text}"
+                );
+                return Ok(());
+            }
+            Ok(spec) => spec,
+        };
+        let device = burn::tensor::Device::default();
+        let [c, h, w] = spec.input.dims();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let n = 12;
+        let data = Dataset {
+            images: (0..n * c * h * w).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+            labels: (0..n).map(|i| i % 6).collect(),
+            shape: [c, h, w],
+            classes: 6,
+        };
+        let cfg = TrainConfig { epochs: 1, batch_size: n, quiet: true, seed, ..TrainConfig::default() };
+        let tmp = common::tmp(&format!("prop-{seed}"));
+        let x = Tensor::<4>::from_data(TensorData::new(data.images[..8 * c * h * w].to_vec(), [8, c, h, w]), &device);
+        for kind in NetworkKind::ALL {
+            let ckpt = Checkpoint::new(&tmp.join(kind.name()));
+            let model = train(TrainJob {
+                spec: &spec,
+                kind,
+                train_set: &data,
+                valid_set: &data,
+                cfg: &cfg,
+                ckpt: &ckpt,
+                resume: false,
+                pretrained: Vec::new(),
+                device: &device,
+            });
+            let model = match model {
+                Ok(m) => m,
+                // a random network may diverge in one step: refused, never saved
+                Err(e @ onionnet::error::TrainError::Diverged { .. }) => {
+                    proptest::prop_assert!(!tmp.join(kind.name()).join("net0.bpk").exists(), "{e}");
+                    continue;
+                }
+                Err(e) => return Err(proptest::test_runner::TestCaseError::fail(format!("{e}\n{text}"))),
+            };
+            ckpt.load_model(&device).expect("the checkpoint loads");
+            check(&model, &x, &format!("random description\n{text}\n"));
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}

@@ -149,7 +149,11 @@ fn interrupted_training_resumes_to_the_same_network() {
         device: &device,
     })
     .unwrap_err();
-    assert!(err.to_string().contains("trained on 600 examples"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("600 training examples (this run: 100)"),
+        "{err}"
+    );
     // a description of another number of classes than the data: refused before training
     // (it used to train, then panic in evaluation)
     for classes in ["classes = 12", "classes = 5"] {

@@ -146,7 +146,22 @@ fn scan_classes(dir: &Path) -> Result<(Vec<String>, Vec<Labelled>), DataError> {
 
 /// One image file as the description's input `[channels, height, width]` (channels 1: grey,
 /// 3: RGB), values in [0, 1], planar.
-pub fn decode(path: &Path, [c, h, w]: [usize; 3]) -> Result<Vec<f32>, DataError> {
+pub fn decode(path: &Path, shape: [usize; 3]) -> Result<Vec<f32>, DataError> {
+    let bytes = crate::files::read(path).map_err(|e| DataError::Format {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    decode_bytes(&bytes, path, shape)
+}
+
+/// [`decode`] on the bytes of a PNG or JPEG file (`path` names it in errors). The format is
+/// read from the bytes; the decoder's default limit (512 MiB) bounds what one file may
+/// allocate.
+pub fn decode_bytes(
+    bytes: &[u8],
+    path: &Path,
+    [c, h, w]: [usize; 3],
+) -> Result<Vec<f32>, DataError> {
     let bad = |reason: String| DataError::Format {
         path: path.to_path_buf(),
         reason,
@@ -156,7 +171,11 @@ pub fn decode(path: &Path, [c, h, w]: [usize; 3]) -> Result<Vec<f32>, DataError>
             "images convert to 1 (grey) or 3 (RGB) channels, the description's input has {c}"
         )));
     }
-    let img = image::open(path).map_err(|e| bad(format!("cannot decode image: {e}")))?;
+    let img = image::io::Reader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| bad(format!("cannot read image: {e}")))?
+        .decode()
+        .map_err(|e| bad(format!("cannot decode image: {e}")))?;
     let resize = |i: image::DynamicImage| {
         if (i.width() as usize, i.height() as usize) == (w, h) {
             i

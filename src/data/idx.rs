@@ -20,6 +20,17 @@ const MAX_BYTES: usize = 1 << 32;
 /// declares more data than it has, or than onionnet accepts, is refused before its data are
 /// decompressed.
 pub fn read(path: &Path) -> Result<Idx, DataError> {
+    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file = std::io::BufReader::new(file);
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    read_stream(file, gz, path)
+}
+
+/// [`read`] on a stream (`gz`: gzipped; `path` names it in errors).
+pub fn read_stream(file: impl Read, gz: bool, path: &Path) -> Result<Idx, DataError> {
     let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
@@ -28,8 +39,6 @@ pub fn read(path: &Path) -> Result<Idx, DataError> {
         path: path.to_path_buf(),
         reason,
     };
-    let file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
-    let gz = path.extension().is_some_and(|e| e == "gz");
     let mut reader: Box<dyn Read> = if gz {
         Box::new(flate2::read::GzDecoder::new(file))
     } else {

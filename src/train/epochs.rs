@@ -99,7 +99,7 @@ pub(crate) fn start(
         return Err(CheckpointError::Mismatch {
             path,
             reason: format!(
-                "cannot resume: it was trained with {} (use the same settings, or another output directory)",
+                "cannot resume: it was trained with {} (use the same settings, or choose another output directory)",
                 differ.join(", ")
             ),
         }
