@@ -3,6 +3,12 @@
 //! calibration examples whose s-class is c score >= t_{s,c} — the operating point of the ROC
 //! curve of that score at the target TPR. Calibration uses a held-out split, not the training
 //! set (the paper calibrated on training data and missed its TPR at test time).
+//!
+//! That threshold is a point estimate: on new data the TPR falls below the target about half
+//! the time. With a confidence c the threshold is instead the highest whose TPR *lower
+//! confidence bound* (exact one-sided Clopper–Pearson at level c, over that s-class's
+//! held-out positives) is at least the target, so the TPR reaches the target on new data of
+//! the same distribution with probability at least c.
 
 use crate::data::Dataset;
 use crate::error::CascadeError;
@@ -31,11 +37,94 @@ pub fn threshold_for_tpr(positives: &[f32], tpr: f64) -> Option<f32> {
     Some(s[k.min(s.len()) - 1])
 }
 
+/// What a calibration aims at: a target TPR, as a point estimate or guaranteed at a
+/// confidence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    pub tpr: f64,
+    pub confidence: Option<f64>,
+}
+
+/// One [`Target`] per TPR, all at `confidence`.
+pub fn targets(tprs: &[f64], confidence: Option<f64>) -> Vec<Target> {
+    tprs.iter().map(|&tpr| Target { tpr, confidence }).collect()
+}
+
 /// Thresholds of every early stage at one target TPR: `thresholds[s][c]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
     pub target_tpr: f64,
     pub thresholds: Vec<Vec<f32>>,
+    /// The confidence at which each threshold's TPR lower bound reaches the target (`None`:
+    /// point estimates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// The held-out positives each threshold rests on: `positives[s][c]`.
+    #[serde(default)]
+    pub positives: Vec<Vec<usize>>,
+}
+
+/// The exact one-sided Clopper–Pearson lower bound at confidence `c` of a success rate
+/// observed as `k` successes in `n` trials: the p at which k or more successes have
+/// probability 1 - c (0 when k = 0). Bisection on the binomial tail, in log space.
+pub fn clopper_pearson_lower(k: usize, n: usize, c: f64) -> f64 {
+    assert!(k <= n && (0.0..1.0).contains(&c), "k {k} n {n} c {c}");
+    if k == 0 {
+        return 0.0;
+    }
+    let alpha = 1.0 - c;
+    // ln C(n, i) for every i, from running sums of logarithms
+    let mut ln_fact = vec![0.0f64; n + 1];
+    for i in 1..=n {
+        ln_fact[i] = ln_fact[i - 1] + (i as f64).ln();
+    }
+    let tail = |p: f64| -> f64 {
+        // P(X >= k) for X ~ Binomial(n, p), terms summed from their largest
+        let (lp, lq) = (p.ln(), (1.0 - p).ln());
+        let terms: Vec<f64> = (k..=n)
+            .map(|i| ln_fact[n] - ln_fact[i] - ln_fact[n - i] + i as f64 * lp + (n - i) as f64 * lq)
+            .collect();
+        let top = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        top.exp() * terms.iter().map(|t| (t - top).exp()).sum::<f64>()
+    };
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if tail(mid) < alpha {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// The fewest positives that can certify `tpr` at confidence `c` (all of them passing).
+pub fn positives_needed(tpr: f64, c: f64) -> usize {
+    // all n pass: the bound is (1 - c)^(1/n)
+    ((1.0 - c).ln() / tpr.ln()).ceil().max(1.0) as usize
+}
+
+/// The highest threshold over `positives` whose TPR lower bound at confidence `c` is at least
+/// `tpr`; `None` when even letting every positive pass cannot certify it.
+pub fn threshold_with_confidence(positives: &[f32], tpr: f64, c: f64) -> Option<f32> {
+    let n = positives.len();
+    let mut s = positives.to_vec();
+    s.sort_unstable_by(|a, b| b.total_cmp(a));
+    // the bound grows with the number k of positives passing: the smallest k that certifies
+    if n == 0 || clopper_pearson_lower(n, n, c) < tpr {
+        return None;
+    }
+    let (mut lo, mut hi) = (0, n); // the bound fails at lo (or lo = 0), holds at hi
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if clopper_pearson_lower(mid, n, c) >= tpr {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(s[hi - 1])
 }
 
 /// Calibrates from per-stage scores on the calibration split.
@@ -46,16 +135,25 @@ pub fn calibrate(
     scores: &[Vec<f32>],
     s_labels: &[Vec<usize>],
     classes: &[usize],
-    tpr: f64,
+    target: Target,
 ) -> Result<Calibration, CascadeError> {
-    let tpr = check_tpr(tpr)?;
+    let tpr = check_tpr(target.tpr)?;
+    if let Some(c) = target.confidence
+        && !(c.is_finite() && (0.0..1.0).contains(&c) && c > 0.0)
+    {
+        return Err(CascadeError::Mismatch(format!(
+            "--confidence {c}: must be in (0, 1)"
+        )));
+    }
     if let Some(s) = scores.iter().position(|v| v.iter().any(|x| !x.is_finite())) {
         return Err(CascadeError::NonFinite { stage: s + 1 });
     }
     let mut thresholds = Vec::with_capacity(scores.len());
+    let mut positives = Vec::with_capacity(scores.len());
     for (s, (sc, labels)) in scores.iter().zip(s_labels).enumerate() {
         let nc = classes[s];
         let mut per_class = Vec::with_capacity(nc);
+        let mut counts = Vec::with_capacity(nc);
         for c in 0..nc {
             let pos: Vec<f32> = labels
                 .iter()
@@ -63,18 +161,35 @@ pub fn calibrate(
                 .filter(|&(_, &l)| l == c)
                 .map(|(i, _)| sc[i * nc + c])
                 .collect();
-            per_class.push(
-                threshold_for_tpr(&pos, tpr).ok_or(CascadeError::NoPositives {
+            if pos.is_empty() {
+                return Err(CascadeError::NoPositives {
                     stage: s + 1,
                     class: c,
-                })?,
-            );
+                });
+            }
+            let t = match target.confidence {
+                None => threshold_for_tpr(&pos, tpr),
+                Some(conf) => threshold_with_confidence(&pos, tpr, conf),
+            };
+            per_class.push(t.ok_or_else(|| {
+                let conf = target.confidence.unwrap_or(0.5);
+                CascadeError::Mismatch(format!(
+                    "stage {}, s-class {c}: {} held-out positives cannot certify TPR {tpr} at confidence {conf} (it needs at least {}, all passing): hold out more examples (--calib-size) or lower the target or the confidence",
+                    s + 1,
+                    pos.len(),
+                    positives_needed(tpr, conf)
+                ))
+            })?);
+            counts.push(pos.len());
         }
         thresholds.push(per_class);
+        positives.push(counts);
     }
     Ok(Calibration {
         target_tpr: tpr,
         thresholds,
+        confidence: target.confidence,
+        positives,
     })
 }
 
@@ -82,7 +197,7 @@ pub fn calibrate(
 pub fn calibrate_model(
     model: &Model,
     calib: &Dataset,
-    tprs: &[f64],
+    targets: &[Target],
     device: &Device,
 ) -> Result<Vec<Calibration>, CascadeError> {
     if calib.is_empty() {
@@ -113,7 +228,8 @@ pub fn calibrate_model(
         })
         .collect();
     let classes: Vec<usize> = (0..early).map(|s| model.stage(s).classes).collect();
-    tprs.iter()
+    targets
+        .iter()
         .map(|&t| calibrate(&scores, &s_labels, &classes, t))
         .collect()
 }
@@ -146,9 +262,80 @@ mod tests {
         // stage with 2 classes, 4 examples
         let scores = vec![vec![0.9, 0.1, 0.6, 0.4, 0.2, 0.8, 0.3, 0.7]];
         let labels = vec![vec![0, 0, 1, 1]];
-        let cal = calibrate(&scores, &labels, &[2], 1.0).unwrap();
+        let point = Target {
+            tpr: 1.0,
+            confidence: None,
+        };
+        let cal = calibrate(&scores, &labels, &[2], point).unwrap();
         assert_eq!(cal.thresholds, vec![vec![0.6, 0.7]]);
-        let err = calibrate(&scores, &[vec![0, 0, 0, 0]], &[2], 1.0).unwrap_err();
+        assert_eq!(cal.positives, vec![vec![2, 2]]);
+        let err = calibrate(&scores, &[vec![0, 0, 0, 0]], &[2], point).unwrap_err();
         assert!(err.to_string().contains("s-class 1"));
+    }
+
+    #[test]
+    fn clopper_pearson_matches_known_bounds() {
+        let close = |a: f64, b: f64| (a - b).abs() < 5e-4;
+        assert_eq!(clopper_pearson_lower(0, 10, 0.95), 0.0);
+        // n of n: the bound is (1 - c)^(1/n)
+        for (n, c) in [(10, 0.95), (300, 0.95), (50, 0.99)] {
+            let want = (1.0f64 - c).powf(1.0 / n as f64);
+            assert!(close(clopper_pearson_lower(n, n, c), want), "{n} {c}");
+        }
+        // tabulated two-sided intervals: 8 of 10 at 90% is (0.4931, 0.9632), 50 of 100 at
+        // 95% is (0.3983, 0.6017); their lower ends are the one-sided bounds at 95% and 97.5%
+        assert!(close(clopper_pearson_lower(8, 10, 0.95), 0.4931));
+        assert!(close(clopper_pearson_lower(50, 100, 0.975), 0.3983));
+        assert_eq!(positives_needed(0.99, 0.95), 299);
+        assert!(clopper_pearson_lower(299, 299, 0.95) >= 0.99);
+        assert!(clopper_pearson_lower(298, 298, 0.95) < 0.99);
+    }
+
+    #[test]
+    fn too_few_positives_to_certify_is_an_error_naming_how_many() {
+        let scores = vec![
+            (0..40)
+                .map(|i| i as f32 / 40.0)
+                .flat_map(|v| [v, 1.0 - v])
+                .collect(),
+        ];
+        let labels = vec![vec![0; 40]];
+        let labels = vec![labels[0].iter().enumerate().map(|(i, _)| i % 2).collect()];
+        let t = Target {
+            tpr: 0.99,
+            confidence: Some(0.95),
+        };
+        let err = calibrate(&scores, &labels, &[2], t)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("20 held-out positives") && err.contains("at least 299"),
+            "{err}"
+        );
+    }
+
+    /// Positive scores uniform on [0, 1], so a threshold t has true TPR 1 - t. Over 200
+    /// seeded draws of 400 held-out positives, the guaranteed threshold reaches the target
+    /// in at least about c of the draws; the point estimate in about half.
+    #[test]
+    fn the_guarantee_holds_over_redrawn_held_out_sets() {
+        use rand::{Rng, SeedableRng};
+        let (tpr, c, draws) = (0.95, 0.9, 200);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let (mut guaranteed, mut point) = (0, 0);
+        for _ in 0..draws {
+            let pos: Vec<f32> = (0..400).map(|_| rng.random::<f32>()).collect();
+            let t = threshold_with_confidence(&pos, tpr, c).unwrap();
+            guaranteed += usize::from(1.0 - t as f64 >= tpr);
+            let t = threshold_for_tpr(&pos, tpr).unwrap();
+            point += usize::from(1.0 - t as f64 >= tpr);
+        }
+        let (g, p) = (
+            guaranteed as f64 / draws as f64,
+            point as f64 / draws as f64,
+        );
+        // 200 draws: a standard error of 0.021 at 0.9, 0.035 at 0.5
+        assert!(g >= c - 0.05, "guaranteed: {g}");
+        assert!((0.35..=0.75).contains(&p), "point estimate: {p}");
     }
 }

@@ -41,6 +41,36 @@ pub struct TrainState {
     #[serde(default)]
     pub train_examples: usize,
     pub log: Vec<Vec<EpochLog>>,
+    /// The fingerprint of each module's weights as of `epochs_done` (see
+    /// [`Checkpoint::save_epoch`]).
+    #[serde(default)]
+    pub weights: Vec<String>,
+}
+
+/// The weights of `module` in burnpack bytes (`path` names it in errors).
+fn record_bytes<M: Module>(module: &M, path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    module
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map(|b| b.to_vec())
+        .map_err(|e| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("{e:?}"),
+        })
+}
+
+/// Where a file's next version waits until its epoch is committed.
+fn next(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".next");
+    PathBuf::from(s)
+}
+
+fn digest(bytes: &[u8]) -> String {
+    let mut h = crate::files::Fnv1a::default();
+    h.write(bytes);
+    format!("{:016x}", h.finish())
 }
 
 /// `preprocess.json`: what turns an image file into a network's input, so that a model
@@ -102,16 +132,81 @@ impl Checkpoint {
 
     pub fn save_module<M: Module>(&self, i: usize, module: &M) -> Result<(), CheckpointError> {
         let p = self.path(&format!("net{i}.bpk"));
-        let bytes =
-            module
-                .clone()
-                .into_record()
-                .into_bytes()
-                .map_err(|e| CheckpointError::Corrupt {
+        write_atomic(&p, &record_bytes(module, &p)?)
+    }
+
+    /// Commits one epoch of module `i`: its weights and optimiser state are written beside
+    /// the current ones (`*.bpk.next`), then the state naming them by fingerprint (the commit
+    /// point), then they take the current ones' place. A run killed at any moment leaves the
+    /// previous epoch or this one, never a mix: [`Checkpoint::recover`] finishes or undoes
+    /// what a killed run left.
+    pub fn save_epoch<M: Module>(
+        &self,
+        i: usize,
+        module: &M,
+        optim: &[u8],
+        state: &mut TrainState,
+    ) -> Result<(), CheckpointError> {
+        let (net, opt) = (
+            self.path(&format!("net{i}.bpk")),
+            self.path(&format!("optim{i}.bpk")),
+        );
+        let weights = record_bytes(module, &net)?;
+        write_atomic(&next(&net), &weights)?;
+        write_atomic(&next(&opt), optim)?;
+        state.weights.resize(state.epochs_done.len(), String::new());
+        state.weights[i] = digest(&weights);
+        self.save_state(state)?;
+        for p in [&net, &opt] {
+            std::fs::rename(next(p), p).map_err(|source| CheckpointError::Io {
+                path: p.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the epoch commit a killed run left half done (its `train.json` already names
+    /// the new weights) or undoes it (it does not).
+    fn recover(&self) -> Result<(), CheckpointError> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(());
+        };
+        let pending: Vec<usize> = entries
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_prefix("net")?
+                    .strip_suffix(".bpk.next")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let state: Option<TrainState> = self.load_json("train.json").ok();
+        for i in pending {
+            let (net, opt) = (
+                self.path(&format!("net{i}.bpk")),
+                self.path(&format!("optim{i}.bpk")),
+            );
+            let committed = state
+                .as_ref()
+                .and_then(|s| s.weights.get(i))
+                .is_some_and(|f| *f == digest(&read(&next(&net)).unwrap_or_default()));
+            for p in [&net, &opt] {
+                let io = |source| CheckpointError::Io {
                     path: p.clone(),
-                    reason: format!("{e:?}"),
-                })?;
-        write_atomic(&p, &bytes)
+                    source,
+                };
+                match (committed, next(p).exists()) {
+                    (true, true) => std::fs::rename(next(p), p).map_err(io)?,
+                    (false, true) => std::fs::remove_file(next(p)).map_err(io)?,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Loads weights into a freshly built module of the right shape; a record from another
@@ -132,10 +227,6 @@ impl Checkpoint {
                     burn::store::RecordError::Validation(m) | burn::store::RecordError::Io(m) => m,
                 },
             })
-    }
-
-    pub fn save_optim(&self, i: usize, bytes: &[u8]) -> Result<(), CheckpointError> {
-        write_atomic(&self.path(&format!("optim{i}.bpk")), bytes)
     }
 
     pub fn load_optim(&self, i: usize) -> Result<Option<Bytes>, CheckpointError> {
@@ -165,7 +256,9 @@ impl Checkpoint {
         self.save_json("train.json", state)
     }
 
+    /// The training state (after finishing or undoing a commit a killed run left).
     pub fn load_state(&self) -> Result<TrainState, CheckpointError> {
+        self.recover()?;
         self.load_json("train.json")
     }
 
@@ -329,5 +422,66 @@ impl Checkpoint {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> TrainState {
+        TrainState {
+            kind: NetworkKind::Monolithic,
+            epochs_done: vec![0],
+            epochs: 2,
+            seed: 1,
+            config: None,
+            train_examples: 10,
+            log: vec![Vec::new()],
+            weights: Vec::new(),
+        }
+    }
+
+    /// A run killed inside an epoch's commit leaves the previous epoch (killed before the
+    /// state was written) or the new one (killed after), with weights and state matching.
+    #[test]
+    fn a_commit_cut_short_is_undone_or_finished() {
+        let device = Device::default();
+        let spec = crate::shipped::spec("fashion-retrieval");
+        let arch = archs(&spec, NetworkKind::Monolithic).remove(0);
+        let (a, b) = (
+            OnionModule::new(&arch, &device),
+            OnionModule::new(&arch, &device),
+        );
+        let dir = std::env::temp_dir().join(format!("onionnet-commit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ck = Checkpoint::new(&dir);
+        let mut st = state();
+        st.epochs_done[0] = 1;
+        ck.save_epoch(0, &a, b"optim a", &mut st).unwrap();
+        let bytes_a = read(&dir.join("net0.bpk")).unwrap();
+        let bytes_b = record_bytes(&b, &dir).unwrap();
+        assert_eq!(st.weights[0], digest(&bytes_a));
+
+        // killed before the commit point: the next files are dropped
+        write_atomic(&next(&dir.join("net0.bpk")), &bytes_b).unwrap();
+        write_atomic(&next(&dir.join("optim0.bpk")), b"optim b").unwrap();
+        assert_eq!(ck.load_state().unwrap().epochs_done, vec![1]);
+        assert_eq!(read(&dir.join("net0.bpk")).unwrap(), bytes_a);
+        assert_eq!(read(&dir.join("optim0.bpk")).unwrap(), b"optim a");
+        assert!(!next(&dir.join("net0.bpk")).exists());
+
+        // killed after it: the renames are finished
+        write_atomic(&next(&dir.join("net0.bpk")), &bytes_b).unwrap();
+        write_atomic(&next(&dir.join("optim0.bpk")), b"optim b").unwrap();
+        let mut st2 = st.clone();
+        st2.epochs_done[0] = 2;
+        st2.weights[0] = digest(&bytes_b);
+        ck.save_state(&st2).unwrap();
+        assert_eq!(ck.load_state().unwrap().epochs_done, vec![2]);
+        assert_eq!(read(&dir.join("net0.bpk")).unwrap(), bytes_b);
+        assert_eq!(read(&dir.join("optim0.bpk")).unwrap(), b"optim b");
+        assert!(!next(&dir.join("optim0.bpk")).exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

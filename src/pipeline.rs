@@ -8,7 +8,7 @@
 use crate::apps::detection::Scenes;
 use crate::apps::detection::detector::{self, DetectTrainConfig, Detector};
 use crate::apps::retrieval::{Splits, groups_from, resolve_groups};
-use crate::calibrate::{Calibration, calibrate_model};
+use crate::calibrate::{Calibration, Target, calibrate_model};
 use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::error::TrainError;
@@ -91,11 +91,11 @@ impl Experiment<'_> {
         &self,
         mono: Model,
         cascades: [Model; 2],
-        tprs: &[f64],
+        targets: &[Target],
     ) -> anyhow::Result<Calibrated> {
         let mut loaded = vec![(mono, vec![None])];
         for model in cascades {
-            let cals = calibrate_model(&model, self.held_out, tprs, self.device)?;
+            let cals = calibrate_model(&model, self.held_out, targets, self.device)?;
             Checkpoint::new(&self.out.join(model.kind.name())).save_thresholds(&cals)?;
             loaded.push((model, cals.into_iter().map(Some).collect()));
         }
@@ -110,7 +110,7 @@ pub fn retrieval(
     spec: &Spec,
     splits: &Splits,
     cfg: &TrainConfig,
-    tprs: &[f64],
+    targets: &[Target],
     out: &Path,
     device: &Device,
     mut step: impl FnMut(Step<'_>),
@@ -130,7 +130,7 @@ pub fn retrieval(
     step(Step::Cascades);
     let cascades = exp.cascades(&mono, &spec)?;
     step(Step::Calibration);
-    let calibrated = exp.calibrate(mono, cascades, tprs)?;
+    let calibrated = exp.calibrate(mono, cascades, targets)?;
     // (each model directory then holds everything needed to apply it to new images)
     for kind in NetworkKind::ALL {
         Checkpoint::new(&out.join(kind.name())).save_preprocess(&splits.preprocess())?;
@@ -146,7 +146,7 @@ pub fn detection(
     spec: &Spec,
     scenes: &Scenes,
     cfg: &DetectTrainConfig,
-    tprs: &[f64],
+    targets: &[Target],
     out: &Path,
     device: &Device,
     mut step: impl FnMut(NetworkKind),
@@ -163,7 +163,7 @@ pub fn detection(
                 &det,
                 &scenes.valid,
                 &scenes.proposals,
-                tprs,
+                targets,
                 50,
                 device,
             )?;

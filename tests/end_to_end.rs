@@ -90,8 +90,20 @@ fn retrieval_end_to_end_on_fashion_mnist() {
     }
 
     let tpr = 0.95;
-    let c_onion = calibrate_model(&onion, &splits.calib, &[tpr], &device).unwrap();
-    let c_ns = calibrate_model(&ns, &splits.calib, &[tpr], &device).unwrap();
+    let c_onion = calibrate_model(
+        &onion,
+        &splits.calib,
+        &onionnet::calibrate::targets(&[tpr], None),
+        &device,
+    )
+    .unwrap();
+    let c_ns = calibrate_model(
+        &ns,
+        &splits.calib,
+        &onionnet::calibrate::targets(&[tpr], None),
+        &device,
+    )
+    .unwrap();
     let models = vec![
         (&mono, vec![None]),
         (&ns, c_ns.into_iter().map(Some).collect()),

@@ -63,7 +63,13 @@ fn patch_matching_end_to_end() {
         device: &device,
     })
     .unwrap();
-    let cal = calibrate_model(&onion, &calib, &[0.99], &device).unwrap();
+    let cal = calibrate_model(
+        &onion,
+        &calib,
+        &onionnet::calibrate::targets(&[0.99], None),
+        &device,
+    )
+    .unwrap();
     assert_eq!(cal[0].thresholds.len(), 1, "one early stage");
     let models = vec![
         (&mono, vec![None]),

@@ -341,7 +341,7 @@ pub fn average_precision(relevant: &[bool]) -> f64 {
 pub fn calibrate_dir(
     dir: &Path,
     calib: &Dataset,
-    tprs: &[f64],
+    targets: &[crate::calibrate::Target],
     device: &Device,
 ) -> anyhow::Result<Vec<Calibration>> {
     let ck = Checkpoint::new(dir);
@@ -352,7 +352,7 @@ pub fn calibrate_dir(
             dir.display()
         );
     }
-    let cals = calibrate_model(&model, calib, tprs, device)?;
+    let cals = calibrate_model(&model, calib, targets, device)?;
     ck.save_thresholds(&cals)?;
     Ok(cals)
 }

@@ -5,7 +5,8 @@
 
 use super::eval::EvalOpts;
 use super::train::OptimArgs;
-use super::{DataArgs, parse_tpr};
+use super::{DataArgs, parse_confidence, parse_tpr};
+use crate::calibrate::targets;
 use crate::pipeline::{self, Step};
 use burn::tensor::Device;
 use clap::Args;
@@ -22,6 +23,10 @@ pub struct DemoArgs {
     /// Target TPRs of stage 1.
     #[arg(long = "tpr", value_parser = parse_tpr, default_values_t = [0.95, 0.99])]
     pub tpr: Vec<f64>,
+    /// Guarantee each target TPR at this confidence (exact Clopper–Pearson lower bound over the
+    /// held-out positives) instead of reaching it as a point estimate, e.g. 0.95.
+    #[arg(long, value_parser = parse_confidence)]
+    pub confidence: Option<f64>,
     #[command(flatten)]
     pub eval: EvalOpts,
     #[command(flatten)]
@@ -40,6 +45,7 @@ pub fn run(args: &DemoArgs, device: &Device) -> anyhow::Result<()> {
         spec: &spec_path,
         out: &args.out,
         tpr: &args.tpr,
+        confidence: args.confidence,
         eval: &args.eval,
         optim: &args.optim,
         data: &args.data,
@@ -52,6 +58,7 @@ pub(crate) struct Fit<'a> {
     pub spec: &'a Path,
     pub out: &'a Path,
     pub tpr: &'a [f64],
+    pub confidence: Option<f64>,
     pub eval: &'a EvalOpts,
     pub optim: &'a OptimArgs,
     pub data: &'a DataArgs,
@@ -83,8 +90,14 @@ impl Fit<'_> {
         );
         let step = |i: usize, what: &str| eprintln!("\n[{i}/5] {what}");
         let names = &splits.class_names;
-        let loaded = pipeline::retrieval(&spec, &splits, &cfg, self.tpr, self.out, device, |s| {
-            match s {
+        let loaded = pipeline::retrieval(
+            &spec,
+            &splits,
+            &cfg,
+            &targets(self.tpr, self.confidence),
+            self.out,
+            device,
+            |s| match s {
                 Step::Monolithic => step(1, "monolithic baseline"),
                 Step::Groups(groups) => {
                     step(
@@ -102,8 +115,8 @@ impl Fit<'_> {
                 }
                 Step::Cascades => step(3, "non-sharing cascade and onion (joint loss)"),
                 Step::Calibration => step(4, "calibration on the held-out split"),
-            }
-        })?;
+            },
+        )?;
         step(5, "evaluation: one retrieval query per class");
         super::eval::print_results(&loaded, &splits.test, self.eval, device)?;
         eprintln!(

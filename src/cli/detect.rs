@@ -3,7 +3,7 @@
 //! calibrate stage 1 on held-out scenes, and print mAP, % of proposals passing stage 1, time
 //! per image and speed-ups; `--show` draws a test scene with what the onion finds.
 
-use super::parse_tpr;
+use super::{parse_confidence, parse_tpr};
 use crate::apps::detection::detector::{DetectTrainConfig, object_gate};
 use crate::apps::detection::{Scenes, evaluate, proposals, rows, show};
 use crate::data::scenes::SceneConfig;
@@ -41,6 +41,10 @@ pub struct DetectArgs {
     /// Target TPRs of stage 1 (object proposals that must pass).
     #[arg(long = "tpr", value_parser = parse_tpr, default_values_t = [0.95, 0.99])]
     pub tpr: Vec<f64>,
+    /// Guarantee each target TPR at this confidence (exact Clopper–Pearson lower bound over the
+    /// held-out positives) instead of reaching it as a point estimate, e.g. 0.95.
+    #[arg(long, value_parser = parse_confidence)]
+    pub confidence: Option<f64>,
     /// Epochs [default: 8; --quick: 4].
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -167,12 +171,20 @@ pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
         cfg.base.epochs, args.scenes_per_step, args.rois, args.lr, args.seed
     );
     let mut i = 1;
-    let mut dets = pipeline::detection(&spec, &data, &cfg, &args.tpr, &args.out, device, |kind| {
-        i += 1;
-        eprintln!(
-            "[{i}/5] {kind} head (backbone and head trained together; a cascade's stage-1 thresholds then on the held-out scenes)"
-        );
-    })?;
+    let mut dets = pipeline::detection(
+        &spec,
+        &data,
+        &cfg,
+        &crate::calibrate::targets(&args.tpr, args.confidence),
+        &args.out,
+        device,
+        |kind| {
+            i += 1;
+            eprintln!(
+                "[{i}/5] {kind} head (backbone and head trained together; a cascade's stage-1 thresholds then on the held-out scenes)"
+            );
+        },
+    )?;
     for (det, _) in &mut dets {
         det.engine = args.engine;
     }

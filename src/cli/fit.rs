@@ -4,8 +4,8 @@
 use super::DataArgs;
 use super::demo::Fit;
 use super::eval::EvalOpts;
-use super::parse_tpr;
 use super::train::OptimArgs;
+use super::{parse_confidence, parse_tpr};
 use burn::tensor::Device;
 use clap::Args;
 use std::path::PathBuf;
@@ -22,6 +22,10 @@ pub struct FitArgs {
     /// Target TPRs of stage 1.
     #[arg(long = "tpr", value_parser = parse_tpr, default_values_t = [0.95, 0.99])]
     pub tpr: Vec<f64>,
+    /// Guarantee each target TPR at this confidence (exact Clopper–Pearson lower bound over the
+    /// held-out positives) instead of reaching it as a point estimate, e.g. 0.95.
+    #[arg(long, value_parser = parse_confidence)]
+    pub confidence: Option<f64>,
     #[command(flatten)]
     pub eval: EvalOpts,
     #[command(flatten)]
@@ -47,6 +51,7 @@ pub fn run(args: &FitArgs, device: &Device) -> anyhow::Result<()> {
         spec: &args.spec,
         out: &out,
         tpr: &args.tpr,
+        confidence: args.confidence,
         eval: &args.eval,
         optim: &args.optim,
         data: &args.data,

@@ -147,6 +147,16 @@ pub fn parse_tpr(s: &str) -> Result<f64, String> {
     crate::calibrate::check_tpr(v).map_err(|e| e.to_string())
 }
 
+/// `--confidence`, in (0, 1).
+pub fn parse_confidence(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("confidence {v} is outside (0, 1)"))
+    }
+}
+
 /// The fraction-valued options (`--p`), validated.
 pub fn parse_fraction(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;

@@ -3,8 +3,8 @@
 //! % passing, time and speed-ups on a balanced test set and on every Graffiti pair; plot time
 //! against the imbalance.
 
-use super::parse_tpr;
 use super::train::OptimArgs;
+use super::{parse_confidence, parse_tpr};
 use crate::apps::RunOptions;
 use crate::apps::patches::{PatchOutcome, evaluate, imbalance_sweep, rows};
 use crate::data::Dataset;
@@ -45,6 +45,10 @@ pub struct PatchesArgs {
     /// Target TPRs of stage 1.
     #[arg(long = "tpr", value_parser = parse_tpr, default_values_t = [0.99, 0.995])]
     pub tpr: Vec<f64>,
+    /// Guarantee each target TPR at this confidence (exact Clopper–Pearson lower bound over the
+    /// held-out positives) instead of reaching it as a point estimate, e.g. 0.95.
+    #[arg(long, value_parser = parse_confidence)]
+    pub confidence: Option<f64>,
     /// Pairs per inference batch.
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
@@ -110,7 +114,11 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
     eprintln!("[3/5] non-sharing cascade and onion (joint hinge loss)");
     let cascades = exp.cascades(&mono, &spec)?;
     eprintln!("[4/5] stage-1 thresholds on the held-out pairs");
-    let loaded = exp.calibrate(mono, cascades, &args.tpr)?;
+    let loaded = exp.calibrate(
+        mono,
+        cascades,
+        &crate::calibrate::targets(&args.tpr, args.confidence),
+    )?;
     let refs: Vec<_> = loaded.iter().map(|(m, c)| (m, c.clone())).collect();
 
     eprintln!("[5/5] evaluation");

@@ -64,6 +64,7 @@ pub(crate) fn start(
         config: Some(cfg.clone()),
         train_examples: items,
         log: vec![Vec::new(); modules],
+        weights: Vec::new(),
     };
     if !(resume && ckpt.exists()) {
         ckpt.save_spec(spec)?;
@@ -107,6 +108,7 @@ pub(crate) fn start(
     }
     state.epochs_done = saved.epochs_done;
     state.log = saved.log;
+    state.weights = saved.weights;
     Ok(state)
 }
 
@@ -248,13 +250,11 @@ pub(crate) fn run<T: Task>(
             seconds: t0.elapsed().as_secs_f64(),
         });
         state.epochs_done[i] = epoch + 1;
-        ckpt.save_module(i, &module)?;
         let bytes = optim.into_bytes().map_err(|e| CheckpointError::Corrupt {
             path: ckpt.dir.join(format!("optim{i}.bpk")),
             reason: format!("{e:?}"),
         })?;
-        ckpt.save_optim(i, &bytes)?;
-        ckpt.save_state(state)?;
+        ckpt.save_epoch(i, &module, &bytes, state)?;
     }
     Ok(module)
 }

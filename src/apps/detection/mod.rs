@@ -83,7 +83,7 @@ pub fn calibrate(
     det: &Detector,
     scenes: &[Scene],
     proposals: &[BoxF],
-    tprs: &[f64],
+    targets: &[crate::calibrate::Target],
     bg_per_scene: usize,
     device: &Device,
 ) -> Result<Vec<Calibration>, CascadeError> {
@@ -111,7 +111,7 @@ pub fn calibrate(
             .extend(x.into_data().try_to_vec::<f32>().expect("f32 maps"));
         set.labels.extend(pick.iter().map(|&j| labels[j].0));
     }
-    calibrate_model(&det.head, &set, tprs, device)
+    calibrate_model(&det.head, &set, targets, device)
 }
 
 /// One detector at one operating point on the test scenes.
