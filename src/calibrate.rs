@@ -193,13 +193,14 @@ pub fn calibrate(
     })
 }
 
-/// Per-stage thresholds for `model` at every target TPR, from the calibration split.
-pub fn calibrate_model(
+/// Every early stage's scores of `model` on `calib` (row-major `[n, classes_s]`), each
+/// example's s-class at that stage, and the stages' numbers of s-classes.
+#[allow(clippy::type_complexity)]
+pub fn early_scores(
     model: &Model,
     calib: &Dataset,
-    targets: &[Target],
     device: &Device,
-) -> Result<Vec<Calibration>, CascadeError> {
+) -> Result<(Vec<Vec<f32>>, Vec<Vec<usize>>, Vec<usize>), CascadeError> {
     if calib.is_empty() {
         return Err(CascadeError::Empty("calibration split".into()));
     }
@@ -228,6 +229,76 @@ pub fn calibrate_model(
         })
         .collect();
     let classes: Vec<usize> = (0..early).map(|s| model.stage(s).classes).collect();
+    Ok((scores, s_labels, classes))
+}
+
+/// How often thresholds calibrated on part of the held-out examples reach their target on
+/// the rest: over `draws` seeded splits of the examples into halves, one half calibrates and
+/// the other measures each (stage, s-class)'s TPR. Returns, per (stage, s-class), the
+/// fraction of draws whose TPR reaches the target.
+pub fn coverage(
+    scores: &[Vec<f32>],
+    s_labels: &[Vec<usize>],
+    classes: &[usize],
+    target: Target,
+    draws: usize,
+    seed: u64,
+) -> Result<Vec<f64>, CascadeError> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let n = s_labels.first().map_or(0, Vec::len);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut held = vec![0usize; classes.iter().sum()];
+    let pick = |rows: &[usize]| -> (Vec<Vec<f32>>, Vec<Vec<usize>>) {
+        let sc = scores
+            .iter()
+            .zip(classes)
+            .map(|(v, &k)| {
+                rows.iter()
+                    .flat_map(|&r| v[r * k..(r + 1) * k].to_vec())
+                    .collect()
+            })
+            .collect();
+        let lb = s_labels
+            .iter()
+            .map(|l| rows.iter().map(|&r| l[r]).collect())
+            .collect();
+        (sc, lb)
+    };
+    for _ in 0..draws {
+        order.shuffle(&mut rng);
+        let (a, b) = order.split_at(n / 2);
+        let (sa, la) = pick(a);
+        let cal = calibrate(&sa, &la, classes, target)?;
+        let (sb, lb) = pick(b);
+        let mut k = 0;
+        for (s, &nc) in classes.iter().enumerate() {
+            for c in 0..nc {
+                let pos: Vec<f32> = (0..b.len())
+                    .filter(|&i| lb[s][i] == c)
+                    .map(|i| sb[s][i * nc + c])
+                    .collect();
+                let passed = pos.iter().filter(|&&v| v >= cal.thresholds[s][c]).count();
+                held[k] += usize::from(passed as f64 >= target.tpr * pos.len() as f64);
+                k += 1;
+            }
+        }
+    }
+    Ok(held
+        .iter()
+        .map(|&h| h as f64 / draws.max(1) as f64)
+        .collect())
+}
+
+/// Per-stage thresholds for `model` at every target TPR, from the calibration split.
+pub fn calibrate_model(
+    model: &Model,
+    calib: &Dataset,
+    targets: &[Target],
+    device: &Device,
+) -> Result<Vec<Calibration>, CascadeError> {
+    let (scores, s_labels, classes) = early_scores(model, calib, device)?;
     targets
         .iter()
         .map(|&t| calibrate(&scores, &s_labels, &classes, t))
@@ -271,6 +342,19 @@ mod tests {
         assert_eq!(cal.positives, vec![vec![2, 2]]);
         let err = calibrate(&scores, &[vec![0, 0, 0, 0]], &[2], point).unwrap_err();
         assert!(err.to_string().contains("s-class 1"));
+    }
+
+    #[test]
+    fn scores_of_diverged_weights_are_refused_not_written() {
+        let scores = vec![vec![0.9, f32::NAN, 0.6, 0.4]];
+        let t = Target {
+            tpr: 0.9,
+            confidence: None,
+        };
+        let err = calibrate(&scores, &[vec![0, 1]], &[2], t)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stage 1's scores are not finite"), "{err}");
     }
 
     #[test]

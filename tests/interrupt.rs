@@ -18,7 +18,10 @@ fn spec(d: &Path) -> String {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/fashion-retrieval.toml"),
     )
     .unwrap()
-    .replace("label_map = \"kmeans\"", "label_map = [0, 1, 0, 0, 0, 2, 0, 2, 3, 2]");
+    .replace(
+        "label_map = \"kmeans\"",
+        "label_map = [0, 1, 0, 0, 0, 2, 0, 2, 3, 2]",
+    );
     let p = d.join("groups.toml");
     std::fs::write(&p, text).unwrap();
     p.display().to_string()

@@ -19,6 +19,11 @@ pub struct CalibrateArgs {
     /// held-out positives) instead of reaching it as a point estimate, e.g. 0.95.
     #[arg(long, value_parser = parse_confidence)]
     pub confidence: Option<f64>,
+    /// Also show how often the calibration holds on unseen data: over N seeded splits of the
+    /// held-out images into halves (one calibrates, the other tests), the fraction of draws
+    /// whose TPR reaches the target, with and without --confidence.
+    #[arg(long, value_name = "N")]
+    pub coverage: Option<usize>,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -44,5 +49,43 @@ pub fn run(args: &CalibrateArgs, device: &Device) -> anyhow::Result<()> {
         );
     }
     eprintln!("wrote {}", args.model.join("thresholds.json").display());
+    if let Some(draws) = args.coverage {
+        print_coverage(args, &splits.calib, draws, device)?;
+    }
+    Ok(())
+}
+
+/// The table of `--coverage`: per target TPR and confidence, the mean and lowest over the
+/// (stage, s-class) pairs of the fraction of draws reaching the target.
+fn print_coverage(
+    args: &CalibrateArgs,
+    calib: &crate::data::Dataset,
+    draws: usize,
+    device: &Device,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(draws >= 1, "--coverage {draws}: at least 1 draw");
+    let model = Checkpoint::new(&args.model).load_model(device)?;
+    let (scores, labels, classes) = crate::calibrate::early_scores(&model, calib, device)?;
+    println!(
+        "{} re-splits of the {} held-out images (half calibrates, half tests): fraction of draws whose TPR reaches the target",
+        draws,
+        calib.len()
+    );
+    println!(
+        "{:>10}  {:>10}  {:>12}  {:>14}",
+        "target TPR", "confidence", "mean s-class", "lowest s-class"
+    );
+    let mut confidences = vec![None];
+    confidences.extend(args.confidence.map(Some));
+    for &tpr in &args.tpr {
+        for &confidence in &confidences {
+            let target = crate::calibrate::Target { tpr, confidence };
+            let held = crate::calibrate::coverage(&scores, &labels, &classes, target, draws, 1)?;
+            let mean = held.iter().sum::<f64>() / held.len() as f64;
+            let low = held.iter().copied().fold(1.0, f64::min);
+            let conf = confidence.map_or("-".to_string(), |c| c.to_string());
+            println!("{tpr:>10}  {conf:>10}  {mean:>12.3}  {low:>14.3}");
+        }
+    }
     Ok(())
 }
