@@ -232,13 +232,16 @@ pub fn early_scores(
     Ok((scores, s_labels, classes))
 }
 
-/// How often thresholds calibrated on part of the held-out examples reach their target on
-/// the rest: over `draws` seeded splits of the examples into halves, one half calibrates and
-/// the other measures each (stage, s-class)'s TPR. Returns, per (stage, s-class), the
-/// fraction of draws whose TPR reaches the target.
+/// Early-stage scores with each example's s-class per stage, as [`early_scores`] gives them.
+pub type Scored = (Vec<Vec<f32>>, Vec<Vec<usize>>);
+
+/// How often thresholds calibrated on a redrawn held-out set reach their target on the test
+/// split: over `draws` seeded draws of half of the held-out examples, each calibrates and
+/// each (stage, s-class)'s TPR is measured on the test examples. Returns, per (stage,
+/// s-class), the fraction of draws whose test TPR reaches the target.
 pub fn coverage(
-    scores: &[Vec<f32>],
-    s_labels: &[Vec<usize>],
+    held_out: &Scored,
+    test: &Scored,
     classes: &[usize],
     target: Target,
     draws: usize,
@@ -246,12 +249,15 @@ pub fn coverage(
 ) -> Result<Vec<f64>, CascadeError> {
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
+    let (scores, s_labels) = held_out;
     let n = s_labels.first().map_or(0, Vec::len);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..n).collect();
     let mut held = vec![0usize; classes.iter().sum()];
-    let pick = |rows: &[usize]| -> (Vec<Vec<f32>>, Vec<Vec<usize>>) {
-        let sc = scores
+    for _ in 0..draws {
+        order.shuffle(&mut rng);
+        let rows = &order[..n / 2];
+        let sc: Vec<Vec<f32>> = scores
             .iter()
             .zip(classes)
             .map(|(v, &k)| {
@@ -260,24 +266,17 @@ pub fn coverage(
                     .collect()
             })
             .collect();
-        let lb = s_labels
+        let lb: Vec<Vec<usize>> = s_labels
             .iter()
             .map(|l| rows.iter().map(|&r| l[r]).collect())
             .collect();
-        (sc, lb)
-    };
-    for _ in 0..draws {
-        order.shuffle(&mut rng);
-        let (a, b) = order.split_at(n / 2);
-        let (sa, la) = pick(a);
-        let cal = calibrate(&sa, &la, classes, target)?;
-        let (sb, lb) = pick(b);
+        let cal = calibrate(&sc, &lb, classes, target)?;
         let mut k = 0;
         for (s, &nc) in classes.iter().enumerate() {
             for c in 0..nc {
-                let pos: Vec<f32> = (0..b.len())
-                    .filter(|&i| lb[s][i] == c)
-                    .map(|i| sb[s][i * nc + c])
+                let pos: Vec<f32> = (0..test.1[s].len())
+                    .filter(|&i| test.1[s][i] == c)
+                    .map(|i| test.0[s][i * nc + c])
                     .collect();
                 let passed = pos.iter().filter(|&&v| v >= cal.thresholds[s][c]).count();
                 held[k] += usize::from(passed as f64 >= target.tpr * pos.len() as f64);

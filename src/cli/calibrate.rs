@@ -50,7 +50,7 @@ pub fn run(args: &CalibrateArgs, device: &Device) -> anyhow::Result<()> {
     }
     eprintln!("wrote {}", args.model.join("thresholds.json").display());
     if let Some(draws) = args.coverage {
-        print_coverage(args, &splits.calib, draws, device)?;
+        print_coverage(args, &splits, draws, device)?;
     }
     Ok(())
 }
@@ -59,17 +59,20 @@ pub fn run(args: &CalibrateArgs, device: &Device) -> anyhow::Result<()> {
 /// (stage, s-class) pairs of the fraction of draws reaching the target.
 fn print_coverage(
     args: &CalibrateArgs,
-    calib: &crate::data::Dataset,
+    splits: &crate::apps::retrieval::Splits,
     draws: usize,
     device: &Device,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(draws >= 1, "--coverage {draws}: at least 1 draw");
     let model = Checkpoint::new(&args.model).load_model(device)?;
-    let (scores, labels, classes) = crate::calibrate::early_scores(&model, calib, device)?;
+    let (scores, labels, classes) = crate::calibrate::early_scores(&model, &splits.calib, device)?;
+    let (t_scores, t_labels, _) = crate::calibrate::early_scores(&model, &splits.test, device)?;
+    let (held, test) = ((scores, labels), (t_scores, t_labels));
     println!(
-        "{} re-splits of the {} held-out images (half calibrates, half tests): fraction of draws whose TPR reaches the target",
+        "{} draws of half the {} held-out images, each calibrating; the fraction of draws whose TPR on the {} test images reaches the target",
         draws,
-        calib.len()
+        splits.calib.len(),
+        splits.test.len()
     );
     println!(
         "{:>10}  {:>10}  {:>12}  {:>14}",
@@ -80,7 +83,7 @@ fn print_coverage(
     for &tpr in &args.tpr {
         for &confidence in &confidences {
             let target = crate::calibrate::Target { tpr, confidence };
-            let held = crate::calibrate::coverage(&scores, &labels, &classes, target, draws, 1)?;
+            let held = crate::calibrate::coverage(&held, &test, &classes, target, draws, 1)?;
             let mean = held.iter().sum::<f64>() / held.len() as f64;
             let low = held.iter().copied().fold(1.0, f64::min);
             let conf = confidence.map_or("-".to_string(), |c| c.to_string());
