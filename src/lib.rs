@@ -10,6 +10,7 @@
 pub mod alloc;
 pub mod apps;
 pub mod bench;
+pub mod budget;
 pub mod calibrate;
 pub mod cascade;
 pub mod checkpoint;

@@ -19,6 +19,11 @@ pub struct CalibrateArgs {
     /// held-out positives) instead of reaching it as a point estimate, e.g. 0.95.
     #[arg(long, value_parser = parse_confidence)]
     pub confidence: Option<f64>,
+    /// Instead of the target TPRs: the highest target whose expected cost (the cost model's, at
+    /// the held-out pass fractions of one query per class) is at most this fraction of the
+    /// monolithic network's, e.g. 0.3.
+    #[arg(long, value_name = "R")]
+    pub budget: Option<f64>,
     /// Also show how often the calibration holds on unseen data: over N seeded splits of the
     /// held-out images into halves (one calibrates, the other tests), the fraction of draws
     /// whose TPR reaches the target, with and without --confidence.
@@ -34,6 +39,9 @@ pub fn run(args: &CalibrateArgs, device: &Device) -> anyhow::Result<()> {
     let spec = Checkpoint::new(&args.model).load_spec().ok();
     let shape = spec.map_or([1, 28, 28], |s| s.input.dims());
     let splits = args.data.load(shape)?;
+    if let Some(budget) = args.budget {
+        return calibrate_for_budget(args, &splits.calib, budget, device);
+    }
     for cal in calibrate_dir(
         &args.model,
         &splits.calib,
@@ -90,5 +98,56 @@ fn print_coverage(
             println!("{tpr:>10}  {conf:>10}  {mean:>12.3}  {low:>14.3}");
         }
     }
+    Ok(())
+}
+
+/// `--budget R`: the operating point chosen for the budget, written as the only calibration.
+fn calibrate_for_budget(
+    args: &CalibrateArgs,
+    calib: &crate::data::Dataset,
+    budget: f64,
+    device: &Device,
+) -> anyhow::Result<()> {
+    let ckpt = Checkpoint::new(&args.model);
+    let model = ckpt.load_model(device)?;
+    anyhow::ensure!(
+        model.num_stages() > 1,
+        "{}: a monolithic network has no early stage to calibrate",
+        args.model.display()
+    );
+    let (scores, labels, classes) = crate::calibrate::early_scores(&model, calib, device)?;
+    let s_class: Vec<Vec<usize>> = (0..classes.len())
+        .map(|s| {
+            (0..model.spec.classes)
+                .map(|q| model.stage(s).s_class(q))
+                .collect()
+        })
+        .collect();
+    let b = crate::budget::for_budget(
+        &model.spec,
+        model.kind,
+        &scores,
+        &labels,
+        &classes,
+        &s_class,
+        budget,
+        args.confidence,
+    )?;
+    ckpt.save_thresholds(std::slice::from_ref(&b.calibration))?;
+    println!(
+        "budget {budget} of the monolithic network's time: target TPR {:.4}{}, expected cost {:.3} of the monolithic network's (cost model, held-out pass fractions {:?})",
+        b.calibration.target_tpr,
+        args.confidence
+            .map_or(String::new(), |c| format!(" at confidence {c}")),
+        b.expected,
+        b.pass
+            .iter()
+            .map(|p| (p * 1000.0).round() / 1000.0)
+            .collect::<Vec<_>>()
+    );
+    eprintln!(
+        "wrote {} (`onionnet eval` measures its time)",
+        args.model.join("thresholds.json").display()
+    );
     Ok(())
 }

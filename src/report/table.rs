@@ -22,7 +22,13 @@ pub fn to_string(rows: &[Row]) -> String {
         ),
         (
             "target TPR".into(),
-            Box::new(|r: &Row| cell(r.target_tpr, |v| format!("{v}"))),
+            // (at most 4 decimals: a budget's target is any k/n)
+            Box::new(|r: &Row| {
+                cell(r.target_tpr, |v| {
+                    let t = format!("{v:.4}");
+                    t.trim_end_matches('0').trim_end_matches('.').to_string()
+                })
+            }),
         ),
         (
             "reached TPR".into(),
