@@ -261,6 +261,22 @@ fn files_of_a_model_directory_are_checked_against_each_other() {
     let o = onionnet(&["retrieve", "--model", s(&onion), "--query", "0", &sub]);
     assert_clean_error(&o, &["preprocess.json", "input"]);
     std::fs::write(&pre, text).unwrap();
+    // a path to search that does not exist: named, not "0 retrieved"
+    let o = onionnet(&[
+        "retrieve",
+        "--model",
+        s(&onion),
+        "--query",
+        "Bag",
+        s(&d.join("absent")),
+    ]);
+    assert_clean_error(&o, &["absent", "no such file or folder"]);
+    // a stream of batches whose total size overflows: still the same table
+    assert!(
+        eval(&[&onion], &["--pool", "18446744073709551615"])
+            .status
+            .success()
+    );
 
     // a monolithic network of another description next to this onion
     let other = variant(

@@ -118,7 +118,7 @@ pub fn evaluate(
         )));
     }
     // (each stream one tensor: the runner cuts it into batches)
-    let b = data.batches(batch * pool, device);
+    let b = data.batches(batch.saturating_mul(pool), device);
     let n = data.len();
     let points: usize = models.iter().map(|(_, c)| c.len()).sum();
     let pb = ProgressBar::new((points * reps.max(1)) as u64);

@@ -492,7 +492,7 @@ pub fn evaluate(
     let fast = prepare(engine, &models.iter().map(|(m, _)| *m).collect::<Vec<_>>());
     let n = test.len();
     // (each stream one tensor: the runner cuts it into batches)
-    let batches = test.batches(batch * pool, device);
+    let batches = test.batches(batch.saturating_mul(pool), device);
     let classes = test.classes;
     let points: usize = models.iter().map(|(_, c)| c.len()).sum();
     let pb = if quiet {

@@ -60,6 +60,9 @@ fn model_dir(dir: &Path, network: NetworkKind) -> anyhow::Result<PathBuf> {
 pub fn run(args: &RetrieveArgs, device: &Device) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch >= 1, "--batch {} must be at least 1", args.batch);
     anyhow::ensure!(args.top >= 1, "--top {} must be at least 1", args.top);
+    if let Some(p) = args.paths.iter().find(|p| !p.exists()) {
+        anyhow::bail!("{}: no such file or folder to search", p.display());
+    }
     let dir = model_dir(&args.model, args.network)?;
     let ckpt = Checkpoint::new(&dir);
     let model = ckpt.load_model(device)?;
