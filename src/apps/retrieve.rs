@@ -67,13 +67,18 @@ pub struct ScanOptions {
     pub engine: EngineKind,
 }
 
-/// Every image file under `roots` (files, and folders walked recursively in name order),
-/// found as the walk goes: nothing is listed ahead.
+/// Every image file under `roots` (files, and folders walked recursively in name order, each
+/// once however many links lead to it), found as the walk goes: nothing is listed ahead.
 pub fn image_files(roots: Vec<PathBuf>) -> impl Iterator<Item = PathBuf> {
     let mut stack: Vec<PathBuf> = roots.into_iter().rev().collect();
+    // (a folder reached again through a link is walked once: no loop, no duplicates)
+    let mut seen = std::collections::HashSet::new();
     std::iter::from_fn(move || {
         while let Some(p) = stack.pop() {
             if p.is_dir() {
+                if !seen.insert(std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone())) {
+                    continue;
+                }
                 let mut entries: Vec<PathBuf> = std::fs::read_dir(&p)
                     .map(|rd| rd.flatten().map(|e| e.path()).collect())
                     .unwrap_or_default();
@@ -232,6 +237,13 @@ mod tests {
             .map(|f| d.join(f))
             .collect();
         assert_eq!(found, want);
+        // a link back up the tree: each folder walked once, no loop
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("..", d.join("b/c/up")).unwrap();
+            let found: Vec<PathBuf> = image_files(vec![d.clone()]).collect();
+            assert_eq!(found.len(), 3, "{found:?}");
+        }
         let _ = std::fs::remove_dir_all(&d);
     }
 
