@@ -38,10 +38,11 @@ pub fn pass_fractions(
     };
     let queries = s_class.first().map_or(0, Vec::len);
     let mut pass = vec![0.0; early];
-    for q in 0..queries {
+    // (each query's s-class at every stage)
+    let gates = (0..queries).map(|q| s_class.iter().map(move |per| per[q]));
+    for gate in gates {
         let mut alive: Vec<bool> = vec![true; n];
-        for s in 0..early {
-            let g = s_class[s][q];
+        for (s, g) in gate.enumerate() {
             let reach = alive.iter().filter(|&&a| a).count();
             for (i, a) in alive.iter_mut().enumerate() {
                 *a = *a && scores[s][i * classes[s] + g] >= cal.thresholds[s][g];

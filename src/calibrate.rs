@@ -382,8 +382,7 @@ mod tests {
                 .flat_map(|v| [v, 1.0 - v])
                 .collect(),
         ];
-        let labels = vec![vec![0; 40]];
-        let labels = vec![labels[0].iter().enumerate().map(|(i, _)| i % 2).collect()];
+        let labels = vec![(0..40).map(|i| i % 2).collect()];
         let t = Target {
             tpr: 0.99,
             confidence: Some(0.95),

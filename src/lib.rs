@@ -9,6 +9,7 @@
 
 pub mod alloc;
 pub mod apps;
+pub mod audit;
 pub mod bench;
 pub mod budget;
 pub mod calibrate;

@@ -415,6 +415,7 @@ fn calibrating_on_images_of_another_size_is_refused() {
         config: None,
         train_examples: 0,
         log: vec![vec![]],
+        weights: Vec::new(),
     };
     ck.save_state(&state).unwrap();
     let o = onionnet(&[

@@ -117,6 +117,7 @@ fn retrieval_end_to_end_on_fashion_mnist() {
             batch: 128,
             pool: 1,
             engine: onionnet::infer::EngineKind::Own,
+            audit: None,
         },
         &device,
         true,
@@ -124,6 +125,37 @@ fn retrieval_end_to_end_on_fashion_mnist() {
     .unwrap();
     let table = rows(&spec, &out);
     assert_eq!(table.len(), 3);
+
+    // auditing a tenth of the rejected images: on the test split the live TPR's interval
+    // holds the TPR measured with labels (within 0.02: the audit counts what the last stage
+    // calls positive, the labels what is); on a shifted stream (contrast inverted) whose true
+    // TPR falls far below the target, the interval lies below it too
+    let audit_run = RunOptions {
+        batch: 128,
+        pool: 1,
+        engine: onionnet::infer::EngineKind::Own,
+        audit: Some(0.1),
+    };
+    let onion_only = vec![models[2].clone()];
+    let audited = evaluate(&onion_only, &splits.test, 1, audit_run, &device, true).unwrap();
+    let a = audited[0].audit.expect("audited");
+    let (lo, hi) = a.interval().unwrap();
+    let reached = audited[0].reached_tpr.unwrap();
+    assert!(
+        a.audited > 0 && lo <= reached + 0.02 && reached - 0.02 <= hi,
+        "{a:?} {lo}-{hi}, labels {reached}"
+    );
+    let mut shifted = splits.test.clone();
+    for v in &mut shifted.images {
+        *v = -*v;
+    }
+    let drifted = evaluate(&onion_only, &shifted, 1, audit_run, &device, true).unwrap();
+    let (reached, a) = (drifted[0].reached_tpr.unwrap(), drifted[0].audit.unwrap());
+    let (_, hi) = a.interval().unwrap();
+    assert!(
+        reached < 0.9 && hi < tpr,
+        "shifted: labels {reached}, audit {a:?} up to {hi}"
+    );
     for r in &table {
         let map = r.metric.unwrap();
         // chance AP is about 0.1 (one class in ten)
@@ -158,6 +190,7 @@ fn retrieval_end_to_end_on_fashion_mnist() {
             batch: 128,
             pool: 1,
             engine: onionnet::infer::EngineKind::Burn,
+            audit: None,
         },
         &device,
         true,
@@ -185,6 +218,7 @@ fn retrieval_end_to_end_on_fashion_mnist() {
             batch: 32,
             pool: 4,
             engine: onionnet::infer::EngineKind::Own,
+            audit: None,
         },
         &device,
         true,

@@ -90,6 +90,7 @@ fn patch_matching_end_to_end() {
                     batch: 64,
                     pool,
                     engine: own,
+                    audit: None,
                 },
                 &device,
                 name,

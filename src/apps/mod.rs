@@ -16,4 +16,6 @@ pub struct RunOptions {
     pub pool: usize,
     /// The inference path.
     pub engine: EngineKind,
+    /// Audit this fraction of the inputs an early stage rejects ([`crate::audit`]).
+    pub audit: Option<f64>,
 }

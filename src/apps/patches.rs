@@ -102,6 +102,7 @@ pub fn evaluate(
         batch,
         pool,
         engine,
+        ..
     } = run;
     let fast = prepare(engine, &models.iter().map(|(m, _)| *m).collect::<Vec<_>>());
     if data.is_empty() {

@@ -8,6 +8,7 @@
 //! images by p(c), then those that reached the last stage without c in their top-k, then the
 //! rejected ones (by their stage-1 score); the metric is the mean AP over the 10 classes.
 
+use crate::audit::Audit;
 use crate::calibrate::{Calibration, calibrate_model};
 use crate::cascade::Gate;
 use crate::checkpoint::Checkpoint;
@@ -368,6 +369,8 @@ pub struct Outcome {
     pub pass: Vec<f64>,
     pub reached_tpr: Option<f64>,
     pub ms_per_1000: f64,
+    /// What auditing the rejected inputs saw (with `RunOptions::audit`).
+    pub audit: Option<Audit>,
 }
 
 /// The gate of a query for fine class `c`: each early stage passes a row on the score of `c`'s
@@ -481,6 +484,7 @@ pub fn evaluate(
         batch,
         pool,
         engine,
+        audit,
     } = run;
     check(models, test, run)?;
     if top_k == 0 || top_k > test.classes {
@@ -515,10 +519,24 @@ pub fn evaluate(
             for (ci, cal) in cals.iter().enumerate() {
                 let gate = query_gate(model, cal.as_ref(), c);
                 let t0 = Instant::now();
-                let (reached, order) =
+                let (reached, in_topk, order) =
                     run_query(model, fast[mi].as_ref(), &batches, batch, &gate, c, top_k);
                 let ms_per_1000 = t0.elapsed().as_secs_f64() * 1000.0 / n as f64 * 1000.0;
                 acc[mi][ci].add(model, test, c, &reached, &order, ms_per_1000);
+                if let Some(f) = audit.filter(|_| cal.is_some()) {
+                    let seed = (c * 1000 + mi * 10 + ci) as u64;
+                    let a = audit_query(
+                        model,
+                        fast[mi].as_ref(),
+                        test,
+                        (&reached, &in_topk),
+                        (c, top_k),
+                        (f, seed),
+                        batch,
+                        device,
+                    );
+                    acc[mi][ci].audit.get_or_insert_with(Audit::default).add(&a);
+                }
                 pb.inc(1);
             }
         }
@@ -537,6 +555,7 @@ pub fn evaluate(
                 pass: a.pass.iter().map(|p| mean(p)).collect(),
                 reached_tpr: (!a.tpr.is_empty()).then(|| mean(&a.tpr)),
                 ms_per_1000: mean(&a.ms),
+                audit: a.audit,
             });
         }
     }
@@ -553,7 +572,7 @@ fn run_query(
     gate: &Gate,
     c: usize,
     top_k: usize,
-) -> (Vec<usize>, Vec<usize>) {
+) -> (Vec<usize>, Vec<bool>, Vec<usize>) {
     let n = batches.iter().map(|(rows, _)| rows.len()).sum();
     let stages = model.num_stages();
     let (k0, kl) = (model.stage(0).classes, model.stage(stages - 1).classes);
@@ -575,7 +594,52 @@ fn run_query(
         }
     }
     let order = ranking(&reached, &first, &last, &in_topk, stages);
-    (reached, order)
+    (reached, in_topk, order)
+}
+
+/// The audit of one query: the survivors the last stage confirms (query class `c` in its
+/// top `k`), and a seeded fraction of the rejected rows sent through every stage anyway
+/// (timed apart).
+#[allow(clippy::too_many_arguments)]
+fn audit_query(
+    model: &Model,
+    fast: Option<&crate::infer::FastModel>,
+    test: &Dataset,
+    (reached, in_topk): (&[usize], &[bool]),
+    (c, top_k): (usize, usize),
+    (fraction, seed): (f64, u64),
+    batch: usize,
+    device: &Device,
+) -> Audit {
+    let last = model.num_stages() - 1;
+    let rejected: Vec<usize> = (0..reached.len()).filter(|&r| reached[r] < last).collect();
+    let confirmed = (0..reached.len())
+        .filter(|&r| reached[r] == last && in_topk[r])
+        .count();
+    let rows = crate::audit::pick(&rejected, fraction, seed);
+    let t0 = Instant::now();
+    let mut found = 0;
+    if !rows.is_empty() {
+        let out = run_stream_on(
+            model,
+            fast,
+            &test.batch(&rows, device),
+            batch,
+            &Gate::open(&model.spec),
+        );
+        let kl = model.stage(last).classes;
+        found = out.scores[last]
+            .chunks_exact(kl)
+            .filter(|row| row.iter().filter(|&&v| v > row[c]).count() < top_k)
+            .count();
+    }
+    Audit {
+        confirmed,
+        rejected: rejected.len(),
+        audited: rows.len(),
+        found,
+        seconds: t0.elapsed().as_secs_f64(),
+    }
 }
 
 /// Per-query figures of one network at one operating point, averaged over the queries at the
@@ -585,6 +649,7 @@ struct Acc {
     pass: Vec<Vec<f64>>,
     tpr: Vec<f64>,
     ms: Vec<f64>,
+    audit: Option<Audit>,
 }
 
 impl Acc {
@@ -594,6 +659,7 @@ impl Acc {
             pass: vec![Vec::new(); stages.saturating_sub(1)],
             tpr: Vec::new(),
             ms: Vec::new(),
+            audit: None,
         }
     }
 

@@ -32,6 +32,11 @@ pub struct EvalOpts {
     /// Inference path: the own path or burn's modules.
     #[arg(long, value_enum, default_value_t = crate::infer::EngineKind::Own)]
     pub engine: crate::infer::EngineKind,
+    /// Send this fraction of the inputs an early stage rejects (seeded) through the remaining
+    /// stages anyway, and estimate the live TPR from what the last stage finds (its time is
+    /// reported apart), e.g. 0.05.
+    #[arg(long, value_name = "F", value_parser = super::parse_fraction)]
+    pub audit: Option<f64>,
 }
 
 impl EvalOpts {
@@ -104,6 +109,7 @@ pub fn print_results(
             batch,
             pool: opts.pool,
             engine: opts.engine,
+            audit: opts.audit,
         },
         device,
         false,
@@ -125,5 +131,60 @@ pub fn print_results(
         );
         print!("{}", table::to_string(&rows));
     }
+    if let Some(f) = opts.audit {
+        print_audit(&outcomes, f, as_json);
+    }
     Ok(())
+}
+
+/// The audit's table (on stderr with `--json`), and a warning for each operating point whose
+/// live TPR's interval lies wholly below its target.
+fn print_audit(outcomes: &[crate::apps::retrieval::Outcome], fraction: f64, to_stderr: bool) {
+    let mut text = format!(
+        "\naudit of {:.1}% of the rejected images (seeded; its time is not in ms/1000):\n{:<12} {:>10} {:>8} {:>15} {:>9} {:>8} {:>7} {:>5} {:>8}\n",
+        100.0 * fraction,
+        "network",
+        "target TPR",
+        "live TPR",
+        "95% interval",
+        "confirmed",
+        "rejected",
+        "audited",
+        "found",
+        "audit ms"
+    );
+    let mut warnings = Vec::new();
+    for o in outcomes {
+        let (Some(a), Some(target)) = (o.audit, o.target_tpr) else {
+            continue;
+        };
+        let live = a.live_tpr().map_or("-".into(), |t| format!("{t:.3}"));
+        let (lo, hi) = a.interval().unwrap_or((f64::NAN, f64::NAN));
+        text.push_str(&format!(
+            "{:<12} {:>10} {:>8} {:>15} {:>9} {:>8} {:>7} {:>5} {:>8.1}\n",
+            o.kind.name(),
+            target,
+            live,
+            format!("{lo:.3}-{hi:.3}"),
+            a.confirmed,
+            a.rejected,
+            a.audited,
+            a.found,
+            a.seconds * 1000.0
+        ));
+        if hi < target {
+            warnings.push(format!(
+                "warning: {} at target TPR {target}: the live TPR is below the target (95% interval {lo:.3}-{hi:.3}): the data may have drifted; calibrate again",
+                o.kind.name()
+            ));
+        }
+    }
+    if to_stderr {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+    for w in warnings {
+        eprintln!("{w}");
+    }
 }

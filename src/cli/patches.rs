@@ -126,6 +126,7 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         batch: args.batch,
         pool: args.pool,
         engine: args.engine,
+        audit: None,
     };
     let settings = [
         ("balanced", &balanced, 3),
