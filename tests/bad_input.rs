@@ -32,6 +32,27 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// One epoch of the shipped retrieval description's monolithic network into `out`, on a
+/// small slice of the committed subset, with `extra` options.
+fn train_monolithic(out: &Path, extra: &[&str]) -> std::process::Output {
+    let sub = subset();
+    let mut a = vec![
+        "train",
+        "fashion-retrieval",
+        "--network",
+        "monolithic",
+        "--out",
+        s(out),
+        "--data",
+        &sub,
+        "--epochs",
+        "1",
+    ];
+    a.extend_from_slice(&SMALL);
+    a.extend_from_slice(extra);
+    onionnet(&a)
+}
+
 /// A small slice of the committed subset.
 const SMALL: [&str; 6] = [
     "--train-limit",
@@ -151,23 +172,7 @@ fn settings_that_cannot_train_are_refused_and_divergence_saves_nothing() {
     let d = tmp("bad-train");
     let sub = subset();
     let out = d.join("m");
-    let train = |extra: &[&str]| {
-        let mut a = vec![
-            "train",
-            "fashion-retrieval",
-            "--network",
-            "monolithic",
-            "--out",
-            s(&out),
-            "--data",
-            &sub,
-            "--epochs",
-            "1",
-        ];
-        a.extend_from_slice(&SMALL);
-        a.extend_from_slice(extra);
-        onionnet(&a)
-    };
+    let train = |extra: &[&str]| train_monolithic(&out, extra);
     for (opt, value) in [
         ("--momentum", "NaN"),
         ("--momentum", "1.5"),
@@ -365,25 +370,8 @@ fn vague_errors_now_name_the_option_or_file() {
     // resuming with other settings: which settings, by option name
     let out = d.join("m");
     let train = |lr: &str, resume: bool| {
-        let mut a = vec![
-            "train",
-            "fashion-retrieval",
-            "--network",
-            "monolithic",
-            "--out",
-            s(&out),
-            "--data",
-            &sub,
-            "--epochs",
-            "1",
-            "--lr",
-            lr,
-        ];
-        a.extend_from_slice(&SMALL);
-        if resume {
-            a.push("--resume");
-        }
-        onionnet(&a)
+        let resume: &[&str] = if resume { &["--resume"] } else { &[] };
+        train_monolithic(&out, &[&["--lr", lr], resume].concat())
     };
     assert!(train("0.05", false).status.success());
     let o = train("0.01", true);
