@@ -170,7 +170,6 @@ fn descriptions_that_do_not_fit_the_data_are_refused() {
 #[test]
 fn settings_that_cannot_train_are_refused_and_divergence_saves_nothing() {
     let d = tmp("bad-train");
-    let sub = subset();
     let out = d.join("m");
     let train = |extra: &[&str]| train_monolithic(&out, extra);
     for (opt, value) in [
