@@ -140,6 +140,7 @@ fn sizes_that_overflow_or_cannot_fit_are_refused_naming_the_layer() {
         ]),
         &["--batch-size", "GiB"],
     );
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -165,6 +166,7 @@ fn descriptions_that_do_not_fit_the_data_are_refused() {
         args.extend_from_slice(&SMALL);
         assert_clean_error(&onionnet(&args), &[name, "classes"]);
     }
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -196,6 +198,7 @@ fn settings_that_cannot_train_are_refused_and_divergence_saves_nothing() {
     );
     let log = std::fs::read_to_string(out.join("train.json")).unwrap_or_default();
     assert!(!log.contains("null"), "no non-finite value written: {log}");
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// One small demo, then its model directory's files damaged or mixed, one kind at a time.
@@ -308,6 +311,7 @@ fn files_of_a_model_directory_are_checked_against_each_other() {
         &eval(&[&m2, &onion], &[]),
         &["different monolithic networks", "cannot be compared"],
     );
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -376,6 +380,7 @@ fn vague_errors_now_name_the_option_or_file() {
     let o = train("0.01", true);
     assert_clean_error(&o, &["--lr 0.05 (this run: 0.01)"]);
     assert!(!stderr(&o).contains("TrainConfig"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// Run only as the child process of [`a_panic_is_reported_as_a_bug_with_its_own_exit_code`].
