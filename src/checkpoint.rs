@@ -138,7 +138,7 @@ impl Checkpoint {
     /// Commits one epoch of module `i`: its weights and optimiser state are written beside
     /// the current ones (`*.bpk.next`), then the state naming them by fingerprint (the commit
     /// point), then they take the current ones' place. A run killed at any moment leaves the
-    /// previous epoch or this one, never a mix: [`Checkpoint::recover`] finishes or undoes
+    /// previous epoch or this one, never a mix: the next load (`recover`) finishes or undoes
     /// what a killed run left.
     pub fn save_epoch<M: Module>(
         &self,
