@@ -70,7 +70,7 @@ fn next(path: &Path) -> PathBuf {
 fn digest(bytes: &[u8]) -> String {
     let mut h = crate::files::Fnv1a::default();
     h.write(bytes);
-    format!("{:016x}", h.finish())
+    h.hex()
 }
 
 /// `preprocess.json`: what turns an image file into a network's input, so that a model
@@ -274,7 +274,7 @@ impl Checkpoint {
             }
             h.write(&read(&p)?);
         }
-        Ok(format!("{:016x}", h.finish()))
+        Ok(h.hex())
     }
 
     /// Writes `thresholds.json` for the network stored here (with its fingerprint).

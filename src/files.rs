@@ -51,6 +51,11 @@ impl Fnv1a {
     pub fn finish(&self) -> u64 {
         self.0
     }
+
+    /// The hash as 16 hexadecimal digits (how fingerprints are stored).
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
 }
 
 #[cfg(test)]

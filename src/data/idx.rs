@@ -35,7 +35,7 @@ pub fn read_stream(file: impl Read, gz: bool, path: &Path) -> Result<Idx, DataEr
         path: path.to_path_buf(),
         source,
     };
-    let format = |reason: String| DataError::Format {
+    let bad = |reason: String| DataError::Format {
         path: path.to_path_buf(),
         reason,
     };
@@ -46,7 +46,7 @@ pub fn read_stream(file: impl Read, gz: bool, path: &Path) -> Result<Idx, DataEr
     };
     let stream = |e: std::io::Error| {
         if gz {
-            format(format!("not a valid gzip stream: {e}"))
+            bad(format!("not a valid gzip stream: {e}"))
         } else {
             io(e)
         }
@@ -54,23 +54,23 @@ pub fn read_stream(file: impl Read, gz: bool, path: &Path) -> Result<Idx, DataEr
     let mut head = vec![0u8; 4];
     let got = read_up_to(&mut reader, &mut head).map_err(stream)?;
     head.truncate(got);
-    let nd = header_dims(&head).map_err(format)?;
+    let nd = header_dims(&head).map_err(bad)?;
     head.resize(4 + 4 * nd, 0);
     let got = read_up_to(&mut reader, &mut head[4..]).map_err(stream)?;
     head.truncate(4 + got);
-    let (dims, n) = header(&head).map_err(format)?;
+    let (dims, n) = header(&head).map_err(bad)?;
     let mut data = Vec::with_capacity(n);
     (&mut reader)
         .take(n as u64 + 1)
         .read_to_end(&mut data)
         .map_err(stream)?;
     if data.len() > n {
-        return Err(format(format!(
+        return Err(bad(format!(
             "the file has more than the {n} data bytes its dimensions {dims:?} declare"
         )));
     }
     if data.len() < n {
-        return Err(format(format!(
+        return Err(bad(format!(
             "dimensions {dims:?} need {n} data bytes, the file has {}",
             data.len()
         )));
