@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use onionnet::cli::{
-    Cli, Command, bench, calibrate, cost, demo, detect, eval, fit, patches, retrieve, train,
+    Cli, Command, bench, calibrate, cost, demo, detect, eval, export, fit, models, patches, retrieve,
+    train,
 };
 
 fn main() {
@@ -21,6 +22,9 @@ fn main() {
         Command::Demo(a) => demo::run(a, &device),
         Command::Fit(a) => fit::run(a, &device),
         Command::Retrieve(a) => retrieve::run(a, &device),
+        Command::Models => models::run(),
+        Command::Export(a) => export::run_export(a, &device),
+        Command::Import(a) => export::run_import(a, &device),
         Command::Train(a) => train::run(a, &device),
         Command::Calibrate(a) => calibrate::run(a, &device),
         Command::Eval(a) => eval::run(a, &device),

@@ -42,6 +42,11 @@ impl NetworkKind {
             NetworkKind::Onion => "onion",
         }
     }
+
+    /// The kind [`NetworkKind::name`] names.
+    pub fn parse(name: &str) -> Option<NetworkKind> {
+        NetworkKind::ALL.into_iter().find(|k| k.name() == name)
+    }
 }
 
 impl std::fmt::Display for NetworkKind {

@@ -6,7 +6,9 @@ pub mod cost;
 pub mod demo;
 pub mod detect;
 pub mod eval;
+pub mod export;
 pub mod fit;
+pub mod models;
 pub mod patches;
 pub mod retrieve;
 pub mod train;
@@ -60,6 +62,13 @@ pub enum Command {
     Fit(fit::FitArgs),
     /// Retrieve the images of query classes from files and folders with a trained cascade.
     Retrieve(retrieve::RetrieveArgs),
+    /// The trained models shipped with onionnet (`--model NAME`)
+    Models,
+    /// Write a trained network's weights to a safetensors file (readable from Python), with
+    /// its description, preprocessing and thresholds in the metadata
+    Export(export::ExportArgs),
+    /// Read a safetensors file (as `export` writes it) into a new model directory
+    Import(export::ImportArgs),
     /// Patch matching: 2ch-deep, its non-sharing cascade and its onion on pairs from real
     /// photographs; FPR95 on a balanced set and on every Graffiti pair; time vs imbalance plot.
     Patches(patches::PatchesArgs),

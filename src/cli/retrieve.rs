@@ -9,12 +9,12 @@ use anyhow::Context;
 use burn::tensor::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct RetrieveArgs {
-    /// A model directory written by `train`, or the output directory of `fit` / `demo` (then
-    /// its onion, or the network `--network` names).
+    /// A model directory written by `train`, the output directory of `fit` / `demo` (then its
+    /// onion, or the network `--network` names), or a shipped model (`onionnet models`).
     #[arg(long)]
     pub model: PathBuf,
     /// With an output directory of `fit` / `demo`: which of its networks runs.
@@ -42,28 +42,13 @@ pub struct RetrieveArgs {
     pub json: bool,
 }
 
-/// The model directory `dir` names: itself, or the `network` of a `fit` / `demo` output.
-fn model_dir(dir: &Path, network: NetworkKind) -> anyhow::Result<PathBuf> {
-    if Checkpoint::new(dir).exists() {
-        return Ok(dir.to_path_buf());
-    }
-    let sub = dir.join(network.name());
-    anyhow::ensure!(
-        Checkpoint::new(&sub).exists(),
-        "{}: not a model directory (no train.json), nor the output of `fit` or `demo` (no {}/train.json)",
-        dir.display(),
-        network.name()
-    );
-    Ok(sub)
-}
-
 pub fn run(args: &RetrieveArgs, device: &Device) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch >= 1, "--batch {} must be at least 1", args.batch);
     anyhow::ensure!(args.top >= 1, "--top {} must be at least 1", args.top);
     if let Some(p) = args.paths.iter().find(|p| !p.exists()) {
         anyhow::bail!("{}: no such file or folder to search", p.display());
     }
-    let dir = model_dir(&args.model, args.network)?;
+    let dir = crate::models::resolve(&args.model, args.network)?;
     let ckpt = Checkpoint::new(&dir);
     let model = ckpt.load_model(device)?;
     let pre = ckpt.load_preprocess()?;
