@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use onionnet::cli::{
-    Cli, Command, bench, calibrate, cost, demo, detect, eval, export, fit, models, patches, retrieve,
+    Cli, Command, bench, calibrate, cost, demo, detect, eval, export, fit, matching, models, patches, retrieve,
     train,
 };
 
@@ -22,6 +22,7 @@ fn main() {
         Command::Demo(a) => demo::run(a, &device),
         Command::Fit(a) => fit::run(a, &device),
         Command::Retrieve(a) => retrieve::run(a, &device),
+        Command::Match(a) => matching::run(a, &device),
         Command::Models => models::run(),
         Command::Export(a) => export::run_export(a, &device),
         Command::Import(a) => export::run_import(a, &device),

@@ -4,9 +4,12 @@
 //! their files are written to a cache folder (`$ONIONNET_CACHE`, else `$XDG_CACHE_HOME/onionnet`,
 //! else `~/.cache/onionnet`) and read from there like any model directory.
 
+use crate::calibrate::Calibration;
 use crate::checkpoint::Checkpoint;
 use crate::files::{Fnv1a, write_atomic};
+use crate::model::Model;
 use crate::onion::NetworkKind;
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 /// A trained model shipped in `models/NAME/` of the repository.
@@ -95,4 +98,37 @@ pub fn resolve(arg: &Path, network: NetworkKind) -> anyhow::Result<PathBuf> {
         network.name(),
         names.join(", ")
     )
+}
+
+/// The operating point `--target-tpr` names among those calibrated with the model stored in
+/// `ckpt` (default: the highest target); `None` for a monolithic network, which has none.
+pub fn operating_point(
+    ckpt: &Checkpoint,
+    model: &Model,
+    target: Option<f64>,
+) -> anyhow::Result<Option<Calibration>> {
+    if model.kind == NetworkKind::Monolithic {
+        return Ok(None);
+    }
+    let t = ckpt.load_thresholds(&model.spec)?;
+    let known: Vec<String> = t
+        .calibrations
+        .iter()
+        .map(|c| c.target_tpr.to_string())
+        .collect();
+    let cal = match target {
+        Some(tpr) => t.calibrations.into_iter().find(|c| c.target_tpr == tpr),
+        None => t
+            .calibrations
+            .into_iter()
+            .max_by(|a, b| a.target_tpr.total_cmp(&b.target_tpr)),
+    };
+    cal.map(Some).with_context(|| {
+        format!(
+            "{}: no thresholds for target TPR {} (calibrated: {}; run `onionnet calibrate --tpr`)",
+            ckpt.dir.join("thresholds.json").display(),
+            target.unwrap_or(f64::NAN),
+            known.join(", ")
+        )
+    })
 }

@@ -71,6 +71,7 @@ fn patch_matching_end_to_end() {
     )
     .unwrap();
     assert_eq!(cal[0].thresholds.len(), 1, "one early stage");
+    Checkpoint::new(&tmp.join("o")).save_thresholds(&cal).unwrap();
     let models = vec![
         (&mono, vec![None]),
         (&onion, cal.into_iter().map(Some).collect()),
@@ -130,5 +131,83 @@ fn patch_matching_end_to_end() {
             );
         }
     }
+    match_with_the_trained_onion(&tmp);
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// `onionnet match` with the onion trained above: an image against itself finds its own
+/// corners, the picture is written, and what is not a patch matcher or has no corner is
+/// refused.
+fn match_with_the_trained_onion(tmp: &Path) {
+    let graf = data_dir().unwrap().join("graffiti");
+    let g1 = graf.join("graf1.png");
+    let (model, png) = (tmp.join("o"), tmp.join("m.png"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = |args: &[String]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_onionnet"))
+            .args(args)
+            .env("ONIONNET_CACHE", tmp.join("cache"))
+            .output()
+            .unwrap()
+    };
+    let base = |a: &Path, b: &Path| {
+        vec![
+            "match".to_string(),
+            "--model".into(),
+            s(&model),
+            s(a),
+            s(b),
+            "--corners".into(),
+            "40".into(),
+        ]
+    };
+    let mut args = base(&g1, &g1);
+    args.extend(["--json".into(), "--show".into(), s(&png)]);
+    let o = run(&args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("40 and 40 corners, 1600 pairs"), "{err}");
+    let matches: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let same = matches
+        .iter()
+        .filter(|m| m["x1"] == m["x2"] && m["y1"] == m["y2"])
+        .count();
+    // mutual best: no corner twice on either side
+    let mut firsts: Vec<_> = matches.iter().map(|m| (m["x1"].clone(), m["y1"].clone())).collect();
+    firsts.dedup();
+    assert_eq!(firsts.len(), matches.len());
+    assert!(
+        same * 2 >= 40,
+        "an image against itself: {same} of 40 corners matched to themselves ({} matches)",
+        matches.len()
+    );
+    let pic = image::open(&png).unwrap();
+    assert!(pic.height() > 480 && pic.width() > 2 * 480, "{:?}", (pic.width(), pic.height()));
+
+    // a 60 x 60 image has no corner 40 pixels from its border
+    let small = tmp.join("small.png");
+    image::GrayImage::from_fn(60, 60, |x, y| image::Luma([((x * y) % 256) as u8]))
+        .save(&small)
+        .unwrap();
+    let o = run(&base(&g1, &small));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("small.png") && err.contains("no corner in image 2"), "{err}");
+    // the retrieval model is not a patch matcher
+    let mut args = base(&g1, &g1);
+    args[2] = "fashion".into();
+    let o = run(&args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("a patch matcher has input [2, 64, 64]"), "{err}");
+    // an operating point it was not calibrated for
+    let mut args = base(&g1, &g1);
+    args.extend(["--target-tpr".into(), "0.5".into()]);
+    let o = run(&args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no thresholds for target TPR 0.5 (calibrated: 0.99"), "{err}");
 }

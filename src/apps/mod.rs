@@ -1,6 +1,7 @@
 //! Applications of the engine, one file each.
 
 pub mod detection;
+pub mod matching;
 pub mod patches;
 pub mod retrieval;
 pub mod retrieve;

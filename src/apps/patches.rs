@@ -43,7 +43,7 @@ pub struct PatchOutcome {
     pub ms_per_1000: f64,
 }
 
-fn gate(model: &Model, cal: &Option<Calibration>) -> Gate {
+pub(crate) fn gate(model: &Model, cal: &Option<Calibration>) -> Gate {
     match cal {
         None => Gate {
             per_stage: Vec::new(),
@@ -60,7 +60,7 @@ fn gate(model: &Model, cal: &Option<Calibration>) -> Gate {
 /// Runs one network over `batches` (each a stream cut into batches of `batch` pairs);
 /// returns final match scores (−∞ for rejected pairs),
 /// whether each pair passed stage 1, and the elapsed seconds.
-fn score(
+pub(crate) fn score(
     model: &Model,
     fast: Option<&FastModel>,
     cal: &Option<Calibration>,

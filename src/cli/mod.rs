@@ -8,6 +8,7 @@ pub mod detect;
 pub mod eval;
 pub mod export;
 pub mod fit;
+pub mod matching;
 pub mod models;
 pub mod patches;
 pub mod retrieve;
@@ -62,6 +63,8 @@ pub enum Command {
     Fit(fit::FitArgs),
     /// Retrieve the images of query classes from files and folders with a trained cascade.
     Retrieve(retrieve::RetrieveArgs),
+    /// The matches between two photographs found by a trained 2ch-deep cascade
+    Match(matching::MatchArgs),
     /// The trained models shipped with onionnet (`--model NAME`)
     Models,
     /// Write a trained network's weights to a safetensors file (readable from Python), with

@@ -69,26 +69,7 @@ pub fn run(args: &RetrieveArgs, device: &Device) -> anyhow::Result<()> {
                 })
         })
         .collect::<anyhow::Result<_>>()?;
-    let thresholds = if model.kind == NetworkKind::Monolithic {
-        None
-    } else {
-        let t = ckpt.load_thresholds(&model.spec)?;
-        let cal = match args.target_tpr {
-            Some(tpr) => t.calibrations.into_iter().find(|c| c.target_tpr == tpr),
-            None => t
-                .calibrations
-                .into_iter()
-                .max_by(|a, b| a.target_tpr.total_cmp(&b.target_tpr)),
-        };
-        Some(cal.with_context(|| {
-            format!(
-                "{}: no thresholds{} (run `onionnet calibrate`)",
-                dir.join("thresholds.json").display(),
-                args.target_tpr
-                    .map_or(String::new(), |t| format!(" for target TPR {t}"))
-            )
-        })?)
-    };
+    let thresholds = crate::models::operating_point(&ckpt, &model, args.target_tpr)?;
     let pb = ProgressBar::new_spinner().with_prefix("images read");
     pb.set_style(ProgressStyle::with_template("{prefix:>24} {pos} {elapsed} {per_sec}").unwrap());
     let op = Operating {

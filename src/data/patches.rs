@@ -51,6 +51,15 @@ pub fn extract(img: &GreyImage, c: (f64, f64), warp: &Homography) -> Vec<f32> {
     out
 }
 
+/// The standardised, unwarped patch around the corner `c` of a photograph (one channel of a
+/// test pair, as 2ch-deep sees it).
+pub fn patch_at(img: &GreyImage, c: (usize, usize)) -> Vec<f32> {
+    finish(
+        extract(img, (c.0 as f64, c.1 as f64), &Homography::IDENTITY),
+        None,
+    )
+}
+
 /// Contrast, brightness and noise jitter, then standardisation.
 fn finish(mut p: Vec<f32>, rng: Option<&mut rand::rngs::StdRng>) -> Vec<f32> {
     if let Some(rng) = rng {
@@ -165,24 +174,8 @@ pub fn graffiti(dir: &Path, n: usize, tol: f64) -> Result<Graffiti, DataError> {
     })?;
     let c1 = harris(&g1, n, 8, 40);
     let c3 = harris(&g3, n, 8, 40);
-    let p1: Vec<Vec<f32>> = c1
-        .iter()
-        .map(|&(x, y)| {
-            finish(
-                extract(&g1, (x as f64, y as f64), &Homography::IDENTITY),
-                None,
-            )
-        })
-        .collect();
-    let p3: Vec<Vec<f32>> = c3
-        .iter()
-        .map(|&(x, y)| {
-            finish(
-                extract(&g3, (x as f64, y as f64), &Homography::IDENTITY),
-                None,
-            )
-        })
-        .collect();
+    let p1: Vec<Vec<f32>> = c1.iter().map(|&c| patch_at(&g1, c)).collect();
+    let p3: Vec<Vec<f32>> = c3.iter().map(|&c| patch_at(&g3, c)).collect();
     let mut images = Vec::with_capacity(c1.len() * c3.len() * 2 * SIZE * SIZE);
     let mut labels = Vec::with_capacity(c1.len() * c3.len());
     for (i, &(x1, y1)) in c1.iter().enumerate() {
