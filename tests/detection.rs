@@ -404,4 +404,72 @@ fn detect_end_to_end_tiny() {
         "{err}"
     );
     assert!(!err.contains("epoch 1/4"), "retrained: {err}");
+    detect_on_own_images(&d, &out);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// `detect --model` with the detectors trained above, on a photograph crop of the scene size
+/// and on the same crop at twice the size (nearest-neighbour): the same detections, boxes
+/// twice as large in the larger image's pixels; what is not a detector is refused.
+fn detect_on_own_images(d: &std::path::Path, out: &std::path::Path) {
+    let photo = image::open(
+        onionnet::data::patches::data_dir()
+            .unwrap()
+            .join("photos/camera.png"),
+    )
+    .unwrap()
+    .to_luma8();
+    let crop = image::imageops::crop_imm(&photo, 100, 60, 192, 192).to_image();
+    let (small, big) = (d.join("small.png"), d.join("big.png"));
+    crop.save(&small).unwrap();
+    image::imageops::resize(&crop, 384, 384, image::imageops::FilterType::Nearest)
+        .save(&big)
+        .unwrap();
+    let run = |img: &std::path::Path, extra: &[&str]| {
+        let o = onionnet(
+            &[
+                &[
+                    "detect",
+                    "--model",
+                    out.to_str().unwrap(),
+                    img.to_str().unwrap(),
+                    "--min-score",
+                    "0.05",
+                    "--json",
+                ][..],
+                extra,
+            ]
+            .concat(),
+        );
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        let v: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (v, err)
+    };
+    let pic = d.join("own.png");
+    let (a, err) = run(&small, &["--show", pic.to_str().unwrap()]);
+    assert!(err.contains("% of proposals passed stage 1"), "{err}");
+    assert_eq!(&std::fs::read(&pic).unwrap()[1..4], b"PNG");
+    let (b, _) = run(&big, &[]);
+    assert!(!a.is_empty(), "some proposal scores at least 0.05");
+    assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x["class"], &x["score"]), (&y["class"], &y["score"]));
+        for k in 0..4 {
+            let (p, q) = (x["box"][k].as_f64().unwrap(), y["box"][k].as_f64().unwrap());
+            assert!((2.0 * p - q).abs() <= 1.0, "box {k}: {p} at 1x, {q} at 2x");
+        }
+    }
+    // not a detector; no image
+    let o = onionnet(&["detect", "--model", "fashion", small.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("not a detector"), "{err}");
+    let o = onionnet(&["detect", "--model", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("name the images"), "{err}");
 }

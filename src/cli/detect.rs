@@ -75,9 +75,27 @@ pub struct DetectArgs {
     /// proposals (throughput, not latency; the same detections). 1: scene by scene.
     #[arg(long, default_value_t = 1)]
     pub pool: usize,
-    /// Print `{"rows": [...]}` on stdout instead of the table.
+    /// Print `{"rows": [...]}` on stdout instead of the table (with `--model`: JSON Lines, one
+    /// object per detection).
     #[arg(long)]
     pub json: bool,
+    /// Detect on your own images instead of running the experiment: a detector written by
+    /// `detect --out DIR` (then its `--network`), a model directory of one, or a shipped model
+    /// (`detector`). `--show` then draws each image with its detections.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// With `--model`: which network of an output directory.
+    #[arg(long, value_enum, default_value_t = crate::onion::NetworkKind::Onion)]
+    pub network: crate::onion::NetworkKind,
+    /// With `--model`: the images (PNG or JPEG).
+    pub images: Vec<PathBuf>,
+    /// With `--model`: detections scoring at least this are printed and drawn.
+    #[arg(long, default_value_t = 0.5)]
+    pub min_score: f32,
+    /// With `--model`: the operating point, a target TPR the detector was calibrated for
+    /// [default: the highest].
+    #[arg(long)]
+    pub target_tpr: Option<f64>,
 }
 
 impl DetectArgs {
@@ -128,6 +146,14 @@ impl DetectArgs {
 }
 
 pub fn run(args: &DetectArgs, device: &Device) -> anyhow::Result<()> {
+    if let Some(model) = &args.model {
+        return super::detect_images::run(args, model, device);
+    }
+    anyhow::ensure!(
+        args.images.is_empty(),
+        "images to detect on ({}) need a trained detector: --model DIR",
+        args.images[0].display()
+    );
     let spec_path = args
         .spec
         .clone()

@@ -5,6 +5,7 @@ pub mod calibrate;
 pub mod cost;
 pub mod demo;
 pub mod detect;
+pub mod detect_images;
 pub mod eval;
 pub mod export;
 pub mod fit;

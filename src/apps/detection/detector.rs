@@ -648,6 +648,19 @@ fn finish(spec: &Spec, kind: NetworkKind, module: DetectorModule, archs: Vec<Arc
     }
 }
 
+/// A trained detector from its checkpoint (`onionnet detect --out DIR` writes one per network
+/// kind under `DIR/<kind>/`); the thresholds are read separately.
+pub fn load(ckpt: &Checkpoint, device: &Device) -> Result<Detector, crate::error::CheckpointError> {
+    let spec = ckpt.load_spec()?;
+    let kind = ckpt.load_state()?.kind;
+    layout(&spec).map_err(|e| crate::error::CheckpointError::Mismatch {
+        path: ckpt.dir.join("spec.toml"),
+        reason: format!("not a detector: {e}"),
+    })?;
+    let module = ckpt.load_module(0, DetectorModule::new(&spec, kind, device))?;
+    Ok(finish(&spec, kind, module, archs(&spec, kind)))
+}
+
 /// Thresholds are calibrated from this gate's complement: the s-classes of interest of an
 /// early stage are every s-class but background's.
 pub fn object_gate(spec: &Spec, cal: &crate::calibrate::Calibration) -> Gate {

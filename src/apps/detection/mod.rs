@@ -4,6 +4,7 @@
 
 pub mod detector;
 pub mod metrics;
+pub mod new_images;
 pub mod proposals;
 pub mod roi_pool;
 pub mod show;
