@@ -85,6 +85,16 @@ pub struct Preprocess {
     pub classes: Vec<String>,
 }
 
+impl Preprocess {
+    /// The class `q` names: by name (any case) or by index.
+    pub fn class_index(&self, q: &str) -> Option<usize> {
+        self.classes
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(q))
+            .or_else(|| q.parse().ok().filter(|&i: &usize| i < self.classes.len()))
+    }
+}
+
 /// `thresholds.json`: one calibration per target TPR, and the fingerprint of the description
 /// and weights they were computed on ([`Checkpoint::fingerprint`]): thresholds are only
 /// meaningful for the network that produced the scores.

@@ -57,11 +57,7 @@ pub fn run(args: &RetrieveArgs, device: &Device) -> anyhow::Result<()> {
         .queries
         .iter()
         .map(|q| {
-            names
-                .iter()
-                .position(|n| n.eq_ignore_ascii_case(q))
-                .or_else(|| q.parse().ok().filter(|&i: &usize| i < names.len()))
-                .with_context(|| {
+            pre.class_index(q).with_context(|| {
                     format!(
                         "--query {q}: not a class of the model ({})",
                         names.join(", ")
