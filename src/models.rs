@@ -33,6 +33,11 @@ pub const SHIPPED: &[Shipped] = &[Shipped {
     about: "retrieval onion on Fashion-MNIST (28x28 grey, 10 classes, stage 1: 4 groups)",
     files: model_files!("fashion": "README.md", "spec.toml", "train.json", "net0.bpk",
                         "preprocess.json", "thresholds.json"),
+}, Shipped {
+    name: "2ch-deep",
+    about: "patch-matching onion (two 64x64 grey patches: match or not)",
+    files: model_files!("2ch-deep": "README.md", "spec.toml", "train.json", "net0.bpk",
+                        "thresholds.json"),
 }];
 
 /// The folder shipped models are unpacked to.
