@@ -34,6 +34,25 @@ impl Audit {
         self.seconds += o.seconds;
     }
 
+    /// One line: the live TPR, its interval and what it rests on.
+    pub fn summary(&self) -> String {
+        match (self.live_tpr(), self.interval()) {
+            (Some(t), Some((lo, hi))) => format!(
+                "live TPR {t:.3} (95% interval {lo:.3}-{hi:.3}): {} confirmed; {} of {} rejected audited, {} of them positive",
+                self.confirmed, self.audited, self.rejected, self.found
+            ),
+            _ => format!(
+                "no positive seen yet ({} of {} rejected audited)",
+                self.audited, self.rejected
+            ),
+        }
+    }
+
+    /// Whether the live TPR's whole interval lies below `target` (the warning case).
+    pub fn below(&self, target: f64) -> bool {
+        self.interval().is_some_and(|(_, hi)| hi < target)
+    }
+
     /// The estimated number of positives the early stages rejected.
     pub fn missed(&self) -> f64 {
         if self.audited == 0 {

@@ -7,6 +7,7 @@
 //! and only the best `top` hits of each query are kept.
 
 use crate::apps::retrieval::query_gate;
+use crate::audit::Audit;
 use crate::calibrate::Calibration;
 use crate::cascade::Gate;
 use crate::checkpoint::Preprocess;
@@ -46,6 +47,10 @@ pub struct Summary {
     pub seconds: f64,
     /// Per query: the best hits, best first.
     pub hits: Vec<Vec<Hit>>,
+    /// Per query, with [`ScanOptions::audit`]: what auditing its rejected images saw.
+    pub audit: Vec<Audit>,
+    /// Time spent on the audit (not in `seconds`).
+    pub audit_seconds: f64,
 }
 
 /// A trained network at an operating point, with what turns a file into its input.
@@ -65,6 +70,10 @@ pub struct ScanOptions {
     /// Hits kept per query.
     pub top: usize,
     pub engine: EngineKind,
+    /// Send this seeded fraction of each query's rejected images through the remaining
+    /// stages anyway and estimate the live TPR ([`crate::audit`]); the audit's time is kept
+    /// out of [`Summary::seconds`].
+    pub audit: Option<f64>,
 }
 
 /// Every image file under `roots` (files, and folders walked recursively in name order, each
@@ -130,8 +139,11 @@ pub fn scan(
         rejected: vec![0; queries.len()],
         retrieved: vec![0; queries.len()],
         hits: vec![Vec::new(); queries.len()],
+        audit: vec![Audit::default(); queries.len()],
         ..Summary::default()
     };
+    let mut batch_index = 0u64;
+    let mut audit_seconds = 0.0;
     let [c, h, w] = pre.input;
     let classes: Vec<usize> = (0..stages).map(|s| model.stage(s).classes).collect();
     for (paths, px, skipped) in batches {
@@ -143,6 +155,8 @@ pub fn scan(
         let x = Tensor::<4>::from_data(TensorData::new(px, [n, c, h, w]), device);
         let out = run_stream_on(model, fast.as_ref(), &x, n, &gate);
         let last = stages - 1;
+        let top_class = |row: &[f32]| (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b]));
+        let mut rejected: Vec<Vec<usize>> = vec![Vec::new(); queries.len()];
         for (qi, &q) in queries.iter().enumerate() {
             for (i, path) in paths.iter().enumerate() {
                 let own = (0..last).all(|s| {
@@ -151,11 +165,12 @@ pub fn scan(
                 });
                 if !own {
                     sum.rejected[qi] += 1;
+                    rejected[qi].push(i);
                     continue;
                 }
                 let row = &out.scores[last][i * classes[last]..(i + 1) * classes[last]];
-                let top = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b]));
-                if top == Some(q) {
+                if top_class(row) == Some(q) {
+                    sum.audit[qi].confirmed += 1;
                     sum.retrieved[qi] += 1;
                     sum.hits[qi].push(Hit {
                         path: path.clone(),
@@ -167,14 +182,66 @@ pub fn scan(
             }
             keep_best(&mut sum.hits[qi], opts.top, false);
         }
+        if let Some(f) = opts.audit {
+            let t = Instant::now();
+            audit_batch(model, fast.as_ref(), &x, queries, &rejected, f, batch_index, &mut sum.audit);
+            audit_seconds += t.elapsed().as_secs_f64();
+        }
+        batch_index += 1;
         sum.read += n;
         progress(sum.read);
     }
     for hits in &mut sum.hits {
         keep_best(hits, opts.top, true);
     }
-    sum.seconds = t0.elapsed().as_secs_f64();
+    sum.seconds = t0.elapsed().as_secs_f64() - audit_seconds;
+    sum.audit_seconds = audit_seconds;
     sum
+}
+
+/// The audit of one batch: for each query, a seeded fraction of the rows it rejected
+/// (`rejected[q]`) through every stage; those whose last stage's top class is the query are
+/// positives the early stages missed.
+#[allow(clippy::too_many_arguments)]
+fn audit_batch(
+    model: &Model,
+    fast: Option<&crate::infer::FastModel>,
+    x: &Tensor<4>,
+    queries: &[usize],
+    rejected: &[Vec<usize>],
+    fraction: f64,
+    batch_index: u64,
+    audit: &mut [Audit],
+) {
+    let picked: Vec<Vec<usize>> = rejected
+        .iter()
+        .enumerate()
+        .map(|(qi, r)| crate::audit::pick(r, fraction, batch_index * 1000 + qi as u64))
+        .collect();
+    let mut rows: Vec<usize> = picked.iter().flatten().copied().collect();
+    rows.sort_unstable();
+    rows.dedup();
+    let last = model.num_stages() - 1;
+    let k = model.stage(last).classes;
+    let tops: Vec<usize> = if rows.is_empty() {
+        Vec::new()
+    } else {
+        let sub = crate::cascade::gather_rows(x.clone(), &mut [], &rows);
+        let out = run_stream_on(model, fast, &sub, rows.len(), &Gate::open(&model.spec));
+        out.scores[last]
+            .chunks_exact(k)
+            .map(|row| (0..k).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0))
+            .collect()
+    };
+    for (qi, &q) in queries.iter().enumerate() {
+        let a = &mut audit[qi];
+        a.rejected += rejected[qi].len();
+        a.audited += picked[qi].len();
+        a.found += picked[qi]
+            .iter()
+            .filter(|r| tops[rows.binary_search(r).expect("picked rows are audited")] == q)
+            .count();
+    }
 }
 
 /// Keeps the `top` best hits (best first once `now`, else once twice that many gathered).

@@ -172,7 +172,7 @@ fn print_audit(outcomes: &[crate::apps::retrieval::Outcome], fraction: f64, to_s
             a.found,
             a.seconds * 1000.0
         ));
-        if hi < target {
+        if a.below(target) {
             warnings.push(format!(
                 "warning: {} at target TPR {target}: the live TPR is below the target (95% interval {lo:.3}-{hi:.3}): the data may have drifted; calibrate again",
                 o.kind.name()

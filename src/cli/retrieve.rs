@@ -37,6 +37,11 @@ pub struct RetrieveArgs {
     pub batch: usize,
     #[arg(long, value_enum, default_value_t = EngineKind::Own)]
     pub engine: EngineKind,
+    /// Send this fraction of each query's rejected images (seeded) through the remaining
+    /// stages anyway and estimate the live TPR, with a warning when it falls below the
+    /// target (the audit's time is not in images/s), e.g. 0.05.
+    #[arg(long, value_name = "F", value_parser = super::parse_fraction)]
+    pub audit: Option<f64>,
     /// JSON Lines on stdout: one object per retrieved image (path, query, score, stages).
     #[arg(long)]
     pub json: bool,
@@ -77,6 +82,7 @@ pub fn run(args: &RetrieveArgs, device: &Device) -> anyhow::Result<()> {
         batch: args.batch,
         top: args.top,
         engine: args.engine,
+        audit: args.audit,
     };
     let sum = scan(op, &queries, args.paths.clone(), opts, device, |n| {
         pb.set_position(n as u64)
@@ -118,6 +124,19 @@ pub fn run(args: &RetrieveArgs, device: &Device) -> anyhow::Result<()> {
             sum.retrieved[i],
             100.0 * sum.rejected[i] as f64 / sum.read.max(1) as f64
         );
+        if args.audit.is_some() {
+            let a = &sum.audit[i];
+            eprintln!("    audit: {}", a.summary());
+            if let Some(c) = thresholds.as_ref().filter(|c| a.below(c.target_tpr)) {
+                eprintln!(
+                    "warning: {}: the live TPR is below the target {} (95% interval wholly under it): these images differ from the calibration data; calibrate on images like them",
+                    names[*q], c.target_tpr
+                );
+            }
+        }
+    }
+    if args.audit.is_some() {
+        eprintln!("  the audit took {:.0} ms (not in images/s)", sum.audit_seconds * 1e3);
     }
     Ok(())
 }
