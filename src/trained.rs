@@ -42,7 +42,8 @@ pub struct Trained {
     pub dir: PathBuf,
     pub model: Model,
     pub preprocess: Preprocess,
-    /// The thresholds of the early stages (`None` for a monolithic network).
+    /// The thresholds of the early stages (`None` for a monolithic network; set to `None`,
+    /// every example goes through every stage).
     pub calibration: Option<Calibration>,
     fast: FastModel,
     device: Device,
