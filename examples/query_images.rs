@@ -31,8 +31,16 @@ fn main() -> anyhow::Result<()> {
     };
     let answers = trained.query(c, &x);
     let tpr = trained.calibration.as_ref().map(|k| k.target_tpr);
-    println!("query: {class} (target TPR {tpr:?}), {} images", answers.len());
-    for (name, a) in names.iter().zip(&answers).filter(|(_, a)| a.retrieved).take(20) {
+    println!(
+        "query: {class} (target TPR {tpr:?}), {} images",
+        answers.len()
+    );
+    for (name, a) in names
+        .iter()
+        .zip(&answers)
+        .filter(|(_, a)| a.retrieved)
+        .take(20)
+    {
         println!("  {name}: score {:.3}", a.score.unwrap_or(f32::NAN));
     }
     let rejected = answers.iter().filter(|a| a.stages == 1).count();

@@ -171,11 +171,9 @@ impl Gate {
     /// Whether `row` passes early stage `s`; a stage the gate says nothing of passes every
     /// row (a gate without thresholds runs every stage on every row).
     pub fn passes(&self, s: usize, scores: &[f32], classes: usize, row: usize) -> bool {
-        self.per_stage.get(s).is_none_or(|pairs| {
-            pairs
-                .iter()
-                .any(|&(c, t)| scores[row * classes + c] >= t)
-        })
+        self.per_stage
+            .get(s)
+            .is_none_or(|pairs| pairs.iter().any(|&(c, t)| scores[row * classes + c] >= t))
     }
 }
 

@@ -183,11 +183,17 @@ pub fn export(ckpt: &Checkpoint, out: &Path, device: &Device) -> Result<Summary,
     );
     let preprocess = ckpt.load_preprocess().ok();
     if let Some(p) = &preprocess {
-        meta.insert("preprocess".into(), serde_json::to_string(p).expect("plain data"));
+        meta.insert(
+            "preprocess".into(),
+            serde_json::to_string(p).expect("plain data"),
+        );
     }
     let thresholds = ckpt.load_thresholds(&model.spec).ok();
     if let Some(t) = &thresholds {
-        meta.insert("thresholds".into(), serde_json::to_string(t).expect("plain data"));
+        meta.insert(
+            "thresholds".into(),
+            serde_json::to_string(t).expect("plain data"),
+        );
     }
     let bytes = safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(meta))
         .map_err(|e| corrupt(out, e.to_string()))?;
@@ -218,7 +224,11 @@ fn values(view: &TensorView) -> Result<Vec<f32>, String> {
         Dtype::BF16 => chunks(2)
             .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
-        other => return Err(format!("dtype {other:?}: onionnet reads F32, F16, BF16 and F64")),
+        other => {
+            return Err(format!(
+                "dtype {other:?}: onionnet reads F32, F16, BF16 and F64"
+            ));
+        }
     })
 }
 
@@ -323,7 +333,11 @@ pub fn import(
             if let Some(g) = given.filter(|g| *g != own) {
                 return Err(mismatch(
                     file,
-                    format!("kind = {:?} in its metadata, {:?} asked for", own.name(), g.name()),
+                    format!(
+                        "kind = {:?} in its metadata, {:?} asked for",
+                        own.name(),
+                        g.name()
+                    ),
                 ));
             }
             own
@@ -350,7 +364,10 @@ pub fn import(
         };
         let module = OnionModule::new(&arch, device).map(&mut fill);
         if let Some(e) = fill.error {
-            return Err(mismatch(file, format!("{e} ({} {})", kind.name(), spec.name)));
+            return Err(mismatch(
+                file,
+                format!("{e} ({} {})", kind.name(), spec.name),
+            ));
         }
         used.append(&mut fill.used);
         nets.push(Net { arch, module });

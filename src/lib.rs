@@ -31,6 +31,6 @@ pub mod pipeline;
 pub mod report;
 pub mod shipped;
 pub mod spec;
-pub mod trained;
 pub mod train;
+pub mod trained;
 pub mod workers;

@@ -2,8 +2,8 @@
 
 use clap::Parser;
 use onionnet::cli::{
-    Cli, Command, bench, calibrate, cost, demo, detect, eval, export, fit, matching, models, patches, retrieve,
-    train,
+    Cli, Command, bench, calibrate, cost, demo, detect, eval, export, fit, matching, models,
+    patches, retrieve, train,
 };
 
 fn main() {

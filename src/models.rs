@@ -28,21 +28,28 @@ macro_rules! model_files {
 }
 
 /// The shipped models.
-pub const SHIPPED: &[Shipped] = &[Shipped {
-    name: "fashion",
-    about: "retrieval onion on Fashion-MNIST (28x28 grey, 10 classes, stage 1: 4 groups)",
-    files: model_files!("fashion": "README.md", "spec.toml", "train.json", "net0.bpk",
+pub const SHIPPED: &[Shipped] = &[
+    Shipped {
+        name: "fashion",
+        about: "retrieval onion on Fashion-MNIST (28x28 grey, 10 classes, stage 1: 4 groups)",
+        files: model_files!("fashion": "README.md", "spec.toml", "train.json", "net0.bpk",
                         "preprocess.json", "thresholds.json"),
-}, Shipped {
-    name: "2ch-deep",
-    about: "patch-matching onion (two 64x64 grey patches: match or not)",
-    files: model_files!("2ch-deep": "README.md", "spec.toml", "train.json", "net0.bpk",
+    },
+    Shipped {
+        name: "2ch-deep",
+        about: "patch-matching onion (two 64x64 grey patches: match or not)",
+        files: model_files!("2ch-deep": "README.md", "spec.toml", "train.json", "net0.bpk",
                         "thresholds.json"),
-}];
+    },
+];
 
 /// The folder shipped models are unpacked to.
 pub fn cache_dir() -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     env("ONIONNET_CACHE")
         .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("onionnet")))
         .or_else(|| env("HOME").map(|d| d.join(".cache").join("onionnet")))

@@ -116,7 +116,7 @@ impl Trained {
     /// with values in [0, 1], standardised as in training.
     pub fn input_pixels(&self, mut px: Vec<f32>) -> Result<Tensor<4>, DataError> {
         let [c, h, w] = self.preprocess.input;
-        if px.is_empty() || px.len() % (c * h * w) != 0 {
+        if px.is_empty() || !px.len().is_multiple_of(c * h * w) {
             return Err(DataError::Mismatch {
                 what: "pixels".into(),
                 reason: format!(
@@ -129,7 +129,10 @@ impl Trained {
             *v = (*v - self.preprocess.mean) / self.preprocess.std;
         }
         let n = px.len() / (c * h * w);
-        Ok(Tensor::from_data(TensorData::new(px, [n, c, h, w]), &self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(px, [n, c, h, w]),
+            &self.device,
+        ))
     }
 
     /// Runs the cascade on `x` for class `class` (its stage-1 group's threshold decides who

@@ -85,7 +85,10 @@ fn the_round_trip_keeps_weights_scores_and_thresholds() {
     let d = tmp("export-round-trip");
     let file = d.join("fashion.safetensors");
     let s = export(&Checkpoint::new(&shipped_dir()), &file, &device()).unwrap();
-    assert_eq!((s.kind, s.thresholds, s.preprocess), (NetworkKind::Onion, true, true));
+    assert_eq!(
+        (s.kind, s.thresholds, s.preprocess),
+        (NetworkKind::Onion, true, true)
+    );
 
     // the documented names: one per branch and layer, weight and bias each
     let (named, meta) = read_file(&file);
@@ -105,7 +108,9 @@ fn the_round_trip_keeps_weights_scores_and_thresholds() {
     assert_eq!(shape("stage1.fc1.weight"), [32, 16, 7, 7]);
     assert_eq!(meta["kind"], "onion");
     // what export writes is what the model holds
-    let model = Checkpoint::new(&shipped_dir()).load_model(&device()).unwrap();
+    let model = Checkpoint::new(&shipped_dir())
+        .load_model(&device())
+        .unwrap();
     assert_eq!(tensors(&model), named);
 
     let out = d.join("imported");
@@ -115,7 +120,9 @@ fn the_round_trip_keeps_weights_scores_and_thresholds() {
     let spec = Checkpoint::new(&out).load_spec().unwrap();
     let (a, b) = (
         Checkpoint::new(&out).load_thresholds(&spec).unwrap(),
-        Checkpoint::new(&shipped_dir()).load_thresholds(&spec).unwrap(),
+        Checkpoint::new(&shipped_dir())
+            .load_thresholds(&spec)
+            .unwrap(),
     );
     assert_eq!(
         serde_json::to_string(&a.calibrations).unwrap(),
@@ -129,7 +136,10 @@ fn the_round_trip_keeps_weights_scores_and_thresholds() {
     // a second import into the same, now full, directory is refused
     let e = import(&file, None, None, &Checkpoint::new(&out), &device()).unwrap_err();
     let why = std::error::Error::source(&e).map(|s| s.to_string());
-    assert!(why.as_deref().is_some_and(|w| w.contains("not empty")), "{e}: {why:?}");
+    assert!(
+        why.as_deref().is_some_and(|w| w.contains("not empty")),
+        "{e}: {why:?}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -144,7 +154,14 @@ fn edited_or_foreign_weights_import_without_thresholds() {
     named[0].2[0] += 0.5;
     let edited = d.join("edited.safetensors");
     write_file(&edited, &named, Some(meta.clone()), Dtype::F32);
-    let s = import(&edited, None, None, &Checkpoint::new(&d.join("a")), &device()).unwrap();
+    let s = import(
+        &edited,
+        None,
+        None,
+        &Checkpoint::new(&d.join("a")),
+        &device(),
+    )
+    .unwrap();
     assert!(!s.thresholds && s.preprocess);
     assert!(!d.join("a/thresholds.json").exists());
 
@@ -153,10 +170,24 @@ fn edited_or_foreign_weights_import_without_thresholds() {
     named[0].2[0] -= 0.5;
     let plain = d.join("plain.safetensors");
     write_file(&plain, &named, None, Dtype::F16);
-    let e = import(&plain, None, None, &Checkpoint::new(&d.join("b")), &device()).unwrap_err();
+    let e = import(
+        &plain,
+        None,
+        None,
+        &Checkpoint::new(&d.join("b")),
+        &device(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("--spec"), "{e}");
     let spec = onionnet::shipped::spec("fashion-retrieval");
-    let s = import(&plain, Some(&spec), None, &Checkpoint::new(&d.join("b")), &device()).unwrap();
+    let s = import(
+        &plain,
+        Some(&spec),
+        None,
+        &Checkpoint::new(&d.join("b")),
+        &device(),
+    )
+    .unwrap();
     assert!(!s.thresholds && !s.preprocess);
     let (x, y) = (scores(&d.join("b")), scores(&shipped_dir()));
     let worst = x
@@ -165,7 +196,10 @@ fn edited_or_foreign_weights_import_without_thresholds() {
         .zip(y.iter().flatten())
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    assert!(worst > 0.0 && worst < 0.02, "f16 weights change scores by {worst}");
+    assert!(
+        worst > 0.0 && worst < 0.02,
+        "f16 weights change scores by {worst}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -174,7 +208,14 @@ fn import_error(d: &Path, name: &str, named: &Named) -> String {
     let p = d.join(format!("{name}.safetensors"));
     write_file(&p, named, None, Dtype::F32);
     let spec = onionnet::shipped::spec("fashion-retrieval");
-    let e = import(&p, Some(&spec), None, &Checkpoint::new(&d.join(name)), &device()).unwrap_err();
+    let e = import(
+        &p,
+        Some(&spec),
+        None,
+        &Checkpoint::new(&d.join(name)),
+        &device(),
+    )
+    .unwrap_err();
     assert!(matches!(e, CheckpointError::Mismatch { .. }), "{e}");
     assert!(!d.join(name).exists(), "nothing written on error");
     e.to_string()
@@ -198,7 +239,10 @@ fn files_that_do_not_fit_the_description_are_refused() {
     assert!(e.contains("stage3.conv1.weight"), "{e}");
 
     let mut shape = named.clone();
-    let t = shape.iter_mut().find(|t| t.0 == "stage1.conv1.weight").unwrap();
+    let t = shape
+        .iter_mut()
+        .find(|t| t.0 == "stage1.conv1.weight")
+        .unwrap();
     t.1 = vec![8, 1, 9];
     let e = import_error(&d, "shape", &shape);
     assert!(e.contains("[8, 1, 9]") && e.contains("[8, 1, 3, 3]"), "{e}");
@@ -210,10 +254,19 @@ fn files_that_do_not_fit_the_description_are_refused() {
 
     // the weights of one description offered as another's
     let spec = onionnet::shipped::spec("2ch-deep");
-    let e = import(&file, Some(&spec), None, &Checkpoint::new(&d.join("x")), &device())
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("fashion-retrieval") && e.contains("2ch-deep"), "{e}");
+    let e = import(
+        &file,
+        Some(&spec),
+        None,
+        &Checkpoint::new(&d.join("x")),
+        &device(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("fashion-retrieval") && e.contains("2ch-deep"),
+        "{e}"
+    );
     let e = import(
         &file,
         None,
@@ -270,7 +323,12 @@ fn shipped_models_resolve_by_name_through_the_cli() {
         );
     }
     let out = d.join("imported");
-    let o = run(&["import", file.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = run(&[
+        "import",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("with its preprocessing and thresholds"));
 

@@ -71,7 +71,9 @@ fn patch_matching_end_to_end() {
     )
     .unwrap();
     assert_eq!(cal[0].thresholds.len(), 1, "one early stage");
-    Checkpoint::new(&tmp.join("o")).save_thresholds(&cal).unwrap();
+    Checkpoint::new(&tmp.join("o"))
+        .save_thresholds(&cal)
+        .unwrap();
     let models = vec![
         (&mono, vec![None]),
         (&onion, cal.into_iter().map(Some).collect()),
@@ -176,7 +178,10 @@ fn match_with_the_trained_onion(tmp: &Path) {
         .filter(|m| m["x1"] == m["x2"] && m["y1"] == m["y2"])
         .count();
     // mutual best: no corner twice on either side
-    let mut firsts: Vec<_> = matches.iter().map(|m| (m["x1"].clone(), m["y1"].clone())).collect();
+    let mut firsts: Vec<_> = matches
+        .iter()
+        .map(|m| (m["x1"].clone(), m["y1"].clone()))
+        .collect();
     firsts.dedup();
     assert_eq!(firsts.len(), matches.len());
     assert!(
@@ -185,7 +190,11 @@ fn match_with_the_trained_onion(tmp: &Path) {
         matches.len()
     );
     let pic = image::open(&png).unwrap();
-    assert!(pic.height() > 480 && pic.width() > 2 * 480, "{:?}", (pic.width(), pic.height()));
+    assert!(
+        pic.height() > 480 && pic.width() > 2 * 480,
+        "{:?}",
+        (pic.width(), pic.height())
+    );
 
     // a 60 x 60 image has no corner 40 pixels from its border
     let small = tmp.join("small.png");
@@ -195,19 +204,28 @@ fn match_with_the_trained_onion(tmp: &Path) {
     let o = run(&base(&g1, &small));
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("small.png") && err.contains("no corner in image 2"), "{err}");
+    assert!(
+        err.contains("small.png") && err.contains("no corner in image 2"),
+        "{err}"
+    );
     // the retrieval model is not a patch matcher
     let mut args = base(&g1, &g1);
     args[2] = "fashion".into();
     let o = run(&args);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("a patch matcher has input [2, 64, 64]"), "{err}");
+    assert!(
+        err.contains("a patch matcher has input [2, 64, 64]"),
+        "{err}"
+    );
     // an operating point it was not calibrated for
     let mut args = base(&g1, &g1);
     args.extend(["--target-tpr".into(), "0.5".into()]);
     let o = run(&args);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("no thresholds for target TPR 0.5 (calibrated: 0.99"), "{err}");
+    assert!(
+        err.contains("no thresholds for target TPR 0.5 (calibrated: 0.99"),
+        "{err}"
+    );
 }

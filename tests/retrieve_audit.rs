@@ -14,8 +14,8 @@ use common::{onionnet, stderr, tmp};
 /// The first `n` test images of the committed subset as PNGs in a fresh folder.
 fn pngs(name: &str, n: usize) -> (PathBuf, Vec<PathBuf>) {
     let d = tmp(name);
-    let test =
-        onionnet::data::fashion::load_split(&onionnet::data::fashion::subset_dir(), "t10k").unwrap();
+    let test = onionnet::data::fashion::load_split(&onionnet::data::fashion::subset_dir(), "t10k")
+        .unwrap();
     let files = (0..n)
         .map(|i| {
             let px: Vec<u8> = test.images[i * 784..(i + 1) * 784]
@@ -23,7 +23,10 @@ fn pngs(name: &str, n: usize) -> (PathBuf, Vec<PathBuf>) {
                 .map(|&v| (v * 255.0).round() as u8)
                 .collect();
             let p = d.join(format!("{i:04}.png"));
-            image::GrayImage::from_raw(28, 28, px).unwrap().save(&p).unwrap();
+            image::GrayImage::from_raw(28, 28, px)
+                .unwrap()
+                .save(&p)
+                .unwrap();
             p
         })
         .collect();
@@ -67,7 +70,11 @@ fn auditing_every_reject_finds_what_the_full_run_finds() {
         let b = some.audit[qi];
         assert_eq!(b.rejected, a.rejected);
         let want = 0.3 * b.rejected as f64;
-        assert!((b.audited as f64 - want).abs() <= 5.0, "{} vs {want}", b.audited);
+        assert!(
+            (b.audited as f64 - want).abs() <= 5.0,
+            "{} vs {want}",
+            b.audited
+        );
         assert!(b.found <= a.found);
     }
     assert!(all.audit_seconds > 0.0);
@@ -85,7 +92,14 @@ fn auditing_every_reject_finds_what_the_full_run_finds() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("audit: live TPR"), "{}", stderr(&o));
     assert!(stderr(&o).contains("(not in images/s)"), "{}", stderr(&o));
-    let o = onionnet(&["retrieve", "--model", "fashion", "--query", "Bag", "--audit", "2", "."]);
-    assert_eq!(o.status.code(), Some(2), "clap refuses a fraction above 1: {}", stderr(&o));
+    let o = onionnet(&[
+        "retrieve", "--model", "fashion", "--query", "Bag", "--audit", "2", ".",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "clap refuses a fraction above 1: {}",
+        stderr(&o)
+    );
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -184,7 +184,16 @@ pub fn scan(
         }
         if let Some(f) = opts.audit {
             let t = Instant::now();
-            audit_batch(model, fast.as_ref(), &x, queries, &rejected, f, batch_index, &mut sum.audit);
+            audit_batch(
+                model,
+                fast.as_ref(),
+                &x,
+                queries,
+                &rejected,
+                f,
+                batch_index,
+                &mut sum.audit,
+            );
             audit_seconds += t.elapsed().as_secs_f64();
         }
         batch_index += 1;
@@ -230,7 +239,11 @@ fn audit_batch(
         let out = run_stream_on(model, fast, &sub, rows.len(), &Gate::open(&model.spec));
         out.scores[last]
             .chunks_exact(k)
-            .map(|row| (0..k).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0))
+            .map(|row| {
+                (0..k)
+                    .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                    .unwrap_or(0)
+            })
             .collect()
     };
     for (qi, &q) in queries.iter().enumerate() {

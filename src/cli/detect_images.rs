@@ -16,7 +16,10 @@ fn picture(show: &Path, i: usize, n: usize) -> PathBuf {
     if n == 1 {
         return show.to_path_buf();
     }
-    let stem = show.file_stem().and_then(|s| s.to_str()).unwrap_or("detect");
+    let stem = show
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("detect");
     show.with_file_name(format!("{stem}-{}.png", i + 1))
 }
 
@@ -37,7 +40,10 @@ pub fn run(args: &DetectArgs, model: &Path, device: &Device) -> anyhow::Result<(
     det.engine = args.engine;
     let cal = crate::models::operating_point(&ckpt, &det.head, args.target_tpr)?;
     if !args.json {
-        println!("{:<40} {:<12} {:>6}  box (x0, y0, x1, y1)", "image", "class", "score");
+        println!(
+            "{:<40} {:<12} {:>6}  box (x0, y0, x1, y1)",
+            "image", "class", "score"
+        );
     }
     let n = args.images.len();
     for (i, path) in args.images.iter().enumerate() {

@@ -64,14 +64,15 @@ pub fn run(args: &MatchArgs, device: &Device) -> anyhow::Result<()> {
         batch: args.batch,
         engine: args.engine,
     };
-    let m = match_images(&model, cal.as_ref(), [&images[0], &images[1]], opts, device)
-        .map_err(|e| {
+    let m = match_images(&model, cal.as_ref(), [&images[0], &images[1]], opts, device).map_err(
+        |e| {
             anyhow::anyhow!(
                 "{} and {}: {e}",
                 args.images[0].display(),
                 args.images[1].display()
             )
-        })?;
+        },
+    )?;
     if args.json {
         for x in &m.matches {
             println!(
@@ -80,7 +81,10 @@ pub fn run(args: &MatchArgs, device: &Device) -> anyhow::Result<()> {
             );
         }
     } else {
-        println!("{:>6} {:>6}  {:>6} {:>6}  {:>7}", "x1", "y1", "x2", "y2", "score");
+        println!(
+            "{:>6} {:>6}  {:>6} {:>6}  {:>7}",
+            "x1", "y1", "x2", "y2", "score"
+        );
         for x in &m.matches {
             println!(
                 "{:>6} {:>6}  {:>6} {:>6}  {:>7.3}",

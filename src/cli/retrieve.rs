@@ -63,11 +63,11 @@ pub fn run(args: &RetrieveArgs, device: &Device) -> anyhow::Result<()> {
         .iter()
         .map(|q| {
             pre.class_index(q).with_context(|| {
-                    format!(
-                        "--query {q}: not a class of the model ({})",
-                        names.join(", ")
-                    )
-                })
+                format!(
+                    "--query {q}: not a class of the model ({})",
+                    names.join(", ")
+                )
+            })
         })
         .collect::<anyhow::Result<_>>()?;
     let thresholds = crate::models::operating_point(&ckpt, &model, args.target_tpr)?;
@@ -136,7 +136,10 @@ pub fn run(args: &RetrieveArgs, device: &Device) -> anyhow::Result<()> {
         }
     }
     if args.audit.is_some() {
-        eprintln!("  the audit took {:.0} ms (not in images/s)", sum.audit_seconds * 1e3);
+        eprintln!(
+            "  the audit took {:.0} ms (not in images/s)",
+            sum.audit_seconds * 1e3
+        );
     }
     Ok(())
 }

@@ -174,8 +174,10 @@ mod tests {
             .filter(|&(i, j)| {
                 let s = scores[i * n2 + j];
                 s > min
-                    && (0..n2).all(|k| scores[i * n2 + k] < s || (scores[i * n2 + k] == s && k >= j))
-                    && (0..n1).all(|r| scores[r * n2 + j] < s || (scores[r * n2 + j] == s && r >= i))
+                    && (0..n2)
+                        .all(|k| scores[i * n2 + k] < s || (scores[i * n2 + k] == s && k >= j))
+                    && (0..n1)
+                        .all(|r| scores[r * n2 + j] < s || (scores[r * n2 + j] == s && r >= i))
             })
             .collect();
         v.sort_by(|a, b| scores[b.0 * n2 + b.1].total_cmp(&scores[a.0 * n2 + a.1]));

@@ -11,12 +11,7 @@ use std::path::Path;
 /// Height of the picture's images, in pixels (width follows each image's aspect ratio).
 const HEIGHT: usize = 480;
 
-pub fn draw(
-    path: &Path,
-    images: [&GreyImage; 2],
-    m: &Matching,
-    title: &str,
-) -> anyhow::Result<()> {
+pub fn draw(path: &Path, images: [&GreyImage; 2], m: &Matching, title: &str) -> anyhow::Result<()> {
     crate::report::plot::register()?;
     let scale = images.map(|i| HEIGHT as f64 / i.height as f64);
     let widths = [0, 1].map(|k| ((images[k].width as f64 * scale[k]).round() as usize).max(1));
@@ -54,11 +49,18 @@ pub fn draw(
                 root.draw(&Circle::new(at(k, c), 2, RGBColor(255, 200, 0).filled()))?;
             }
         }
-        let (lo, hi) = m.matches.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), x| {
-            (a.min(x.score), b.max(x.score))
-        });
+        let (lo, hi) = m
+            .matches
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), x| {
+                (a.min(x.score), b.max(x.score))
+            });
         for x in &m.matches {
-            let t = if hi > lo { (x.score - lo) / (hi - lo) } else { 1.0 };
+            let t = if hi > lo {
+                (x.score - lo) / (hi - lo)
+            } else {
+                1.0
+            };
             let colour = RGBColor((230.0 * (1.0 - t)) as u8, (60.0 + 170.0 * t) as u8, 40);
             root.draw(&PathElement::new(
                 vec![at(0, x.a), at(1, x.b)],
