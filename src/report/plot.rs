@@ -25,6 +25,24 @@ pub struct Series {
     pub bars: Vec<(f64, f64, f64)>,
 }
 
+/// Writes an RGB pixel buffer (`width x height`, row-major) as a PNG at `path`, atomically.
+pub fn write_rgb_png(
+    path: &std::path::Path,
+    width: usize,
+    height: usize,
+    buf: Vec<u8>,
+) -> anyhow::Result<()> {
+    let img = image::RgbImage::from_raw(width as u32, height as u32, buf)
+        .ok_or_else(|| anyhow::anyhow!("picture buffer of the wrong size"))?;
+    let mut png = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut png),
+        image::ImageOutputFormat::Png,
+    )?;
+    crate::files::write_atomic(path, &png)?;
+    Ok(())
+}
+
 /// Draws `series` into a PNG at `path` (written to a temporary file, then renamed).
 pub fn line_plot(
     path: &Path,

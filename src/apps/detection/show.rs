@@ -3,7 +3,6 @@
 
 use crate::data::fashion::CLASS_NAMES;
 use crate::data::scenes::{BoxF, Scene};
-use crate::files::write_atomic;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -67,13 +66,5 @@ pub fn draw(
         }
         root.present()?;
     }
-    let img = image::RgbImage::from_raw(w as u32, (h + top) as u32, buf)
-        .ok_or_else(|| anyhow::anyhow!("picture buffer of the wrong size"))?;
-    let mut png = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut png),
-        image::ImageOutputFormat::Png,
-    )?;
-    write_atomic(path, &png)?;
-    Ok(())
+    crate::report::plot::write_rgb_png(path, w, h + top, buf)
 }

@@ -4,7 +4,6 @@
 
 use super::Matching;
 use crate::data::image::GreyImage;
-use crate::files::write_atomic;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -69,13 +68,5 @@ pub fn draw(path: &Path, images: [&GreyImage; 2], m: &Matching, title: &str) -> 
         }
         root.present()?;
     }
-    let img = image::RgbImage::from_raw(w as u32, h as u32, buf)
-        .ok_or_else(|| anyhow::anyhow!("picture buffer of the wrong size"))?;
-    let mut png = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut png),
-        image::ImageOutputFormat::Png,
-    )?;
-    write_atomic(path, &png)?;
-    Ok(())
+    crate::report::plot::write_rgb_png(path, w, h, buf)
 }
