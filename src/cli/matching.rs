@@ -8,6 +8,7 @@ use crate::infer::EngineKind;
 use crate::onion::NetworkKind;
 use burn::tensor::Device;
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -64,15 +65,25 @@ pub fn run(args: &MatchArgs, device: &Device) -> anyhow::Result<()> {
         batch: args.batch,
         engine: args.engine,
     };
-    let m = match_images(&model, cal.as_ref(), [&images[0], &images[1]], opts, device).map_err(
-        |e| {
-            anyhow::anyhow!(
-                "{} and {}: {e}",
-                args.images[0].display(),
-                args.images[1].display()
-            )
-        },
-    )?;
+    let pb = ProgressBar::new(0).with_prefix("pairs scored");
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    let pair = [&images[0], &images[1]];
+    let m = match_images(&model, cal.as_ref(), pair, opts, device, |done, all| {
+        pb.set_length(all as u64);
+        pb.set_position(done as u64);
+    });
+    pb.finish_and_clear();
+    let m = m.map_err(|e| {
+        anyhow::anyhow!(
+            "{} and {}: {e}",
+            args.images[0].display(),
+            args.images[1].display()
+        )
+    })?;
     if args.json {
         for x in &m.matches {
             println!(

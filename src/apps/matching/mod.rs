@@ -64,14 +64,16 @@ pub fn check_model(model: &Model) -> Result<(), CascadeError> {
 }
 
 /// Matches `images[0]` against `images[1]` with `model` at the operating point `cal` (none:
-/// the monolithic network, every pair through). Errors: not a patch matcher, or an image
-/// without corners (smaller than 83 x 83 pixels, or flat).
+/// the monolithic network, every pair through); `progress` hears (pairs scored, pairs) after
+/// each block. Errors: not a patch matcher, or an image without corners (smaller than 83 x 83
+/// pixels, or flat).
 pub fn match_images(
     model: &Model,
     cal: Option<&Calibration>,
     images: [&GreyImage; 2],
     opts: MatchOptions,
     device: &Device,
+    mut progress: impl FnMut(usize, usize),
 ) -> Result<Matching, CascadeError> {
     check_model(model)?;
     if opts.corners == 0 || opts.batch == 0 {
@@ -125,6 +127,7 @@ pub fn match_images(
         scores.extend(s);
         passed += p.iter().filter(|&&x| x).count();
         seconds += t;
+        progress(scores.len(), n1 * n2);
     }
     let matches = mutual_best(&scores, n1, n2, opts.min_score)
         .into_iter()
