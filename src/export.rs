@@ -160,6 +160,12 @@ fn mismatch(path: &Path, reason: impl Into<String>) -> CheckpointError {
 /// Writes the weights of the model directory `ckpt` to `out` (atomically), with the
 /// description, kind, preprocessing and thresholds in the metadata.
 pub fn export(ckpt: &Checkpoint, out: &Path, device: &Device) -> Result<Summary, CheckpointError> {
+    if ckpt.load_spec()?.detector.is_some() {
+        return Err(mismatch(
+            &ckpt.dir.join("spec.toml"),
+            "a detector (its description has [detector]): export writes classifiers only, a detector's backbone has no documented names yet",
+        ));
+    }
     let model = ckpt.load_model(device)?;
     let named = tensors(&model);
     let views: Vec<(String, F32View)> = named

@@ -332,6 +332,23 @@ fn shipped_models_resolve_by_name_through_the_cli() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("with its preprocessing and thresholds"));
 
+    // a detector's description: refused by name, not with burn's missing tensors
+    let det = d.join("det");
+    std::fs::create_dir_all(&det).unwrap();
+    std::fs::write(
+        det.join("spec.toml"),
+        onionnet::shipped::spec("detection").to_toml(),
+    )
+    .unwrap();
+    std::fs::write(det.join("train.json"), "{}").unwrap();
+    let o = onionnet(&[
+        "export",
+        det.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, &["a detector", "spec.toml"]);
+
     let o = onionnet(&["export", "no-such-model", "--out", file.to_str().unwrap()]);
     assert_clean_error(&o, &["no-such-model", "shipped model (fashion"]);
     let _ = std::fs::remove_dir_all(&d);
