@@ -41,6 +41,12 @@ pub const SHIPPED: &[Shipped] = &[
         files: model_files!("2ch-deep": "README.md", "spec.toml", "train.json", "net0.bpk",
                         "thresholds.json"),
     },
+    Shipped {
+        name: "detector",
+        about: "detector with an onion head: Fashion-MNIST items in grey pictures (192x192 scenes)",
+        files: model_files!("detector": "README.md", "spec.toml", "train.json", "net0.bpk",
+                        "thresholds.json"),
+    },
 ];
 
 /// The folder shipped models are unpacked to.
