@@ -422,7 +422,7 @@ impl Checkpoint {
     /// Fails unless the description stored here is `spec` (same layers, split and stages).
     pub fn check_spec(&self, spec: &Spec) -> Result<(), CheckpointError> {
         let saved = self.load_spec()?;
-        if saved.layers != spec.layers || saved.stages != spec.stages || saved.input != spec.input {
+        if !saved.same_network(spec) {
             return Err(CheckpointError::Mismatch {
                 path: self.path("spec.toml"),
                 reason: format!(

@@ -311,7 +311,7 @@ pub fn import(
             let own = Spec::from_toml(text, &PathBuf::from(format!("{}:spec", file.display())))
                 .map_err(|e| corrupt(file, format!("metadata spec: {e}")))?;
             if let Some(g) = given
-                && (g.layers != own.layers || g.stages != own.stages || g.input != own.input)
+                && !g.same_network(&own)
             {
                 return Err(mismatch(
                     file,

@@ -157,6 +157,12 @@ mod validate;
 use validate::{RawSpec, validate};
 
 impl Spec {
+    /// Whether `other` builds the same networks (layers, split, stages and input; the name
+    /// and source may differ): weights of one fit the other.
+    pub fn same_network(&self, other: &Spec) -> bool {
+        self.layers == other.layers && self.stages == other.stages && self.input == other.input
+    }
+
     /// Reads and validates a model description file.
     pub fn from_file(path: &Path) -> Result<Spec, SpecError> {
         // (bounded: a description is a few kilobytes, and a device file never ends)
