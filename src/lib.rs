@@ -19,6 +19,7 @@ pub mod cli;
 pub mod compaction;
 pub mod cost;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod export;
 pub mod files;

@@ -17,7 +17,13 @@ fn main() {
     onionnet::alloc::keep_freed_memory();
     onionnet::cli::report_panics();
     let cli = Cli::parse();
-    let device = cli.device.device();
+    let device = match cli.device.init() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
     let result = match &cli.command {
         Command::Demo(a) => demo::run(a, &device),
         Command::Fit(a) => fit::run(a, &device),

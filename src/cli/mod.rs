@@ -15,8 +15,8 @@ pub mod patches;
 pub mod retrieve;
 pub mod train;
 
-use burn::tensor::Device;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use crate::device::DeviceKind;
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// OnionNet: cascades of feature-sharing deep classifiers.
@@ -28,30 +28,6 @@ pub struct Cli {
     /// Where tensors live and compute.
     #[arg(long, global = true, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum DeviceKind {
-    /// burn's pure-Rust CPU backend (flex), SIMD and threads.
-    Cpu,
-    /// NVIDIA GPU (build with `--features cuda`).
-    #[cfg(feature = "cuda")]
-    Cuda,
-    /// Any GPU through wgpu (build with `--features wgpu`).
-    #[cfg(feature = "wgpu")]
-    Wgpu,
-}
-
-impl DeviceKind {
-    pub fn device(self) -> Device {
-        match self {
-            DeviceKind::Cpu => Device::flex(),
-            #[cfg(feature = "cuda")]
-            DeviceKind::Cuda => Device::cuda(0),
-            #[cfg(feature = "wgpu")]
-            DeviceKind::Wgpu => Device::wgpu(Default::default()),
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -396,7 +396,19 @@ pub fn run_stream_on(
 pub fn prepare(engine: EngineKind, models: &[&Model]) -> Vec<Option<FastModel>> {
     models
         .iter()
-        .map(|m| (engine == EngineKind::Own).then(|| FastModel::from_model(m)))
+        .map(|m| {
+            (engine == EngineKind::Own).then(|| {
+                use burn::module::Module;
+                if let Some(d) = m
+                    .nets
+                    .first()
+                    .and_then(|n| n.module.devices().into_iter().next())
+                {
+                    crate::device::note_own_engine_on_cpu(&d);
+                }
+                FastModel::from_model(m)
+            })
+        })
         .collect()
 }
 

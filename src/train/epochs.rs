@@ -165,6 +165,16 @@ pub(crate) fn run<T: Task>(
             format!("{} epoch {}/{}", unit.label, epoch + 1, cfg.epochs),
             cfg.quiet,
         );
+        // a GPU compiles (and autotunes) its kernels during the first steps of a network
+        if epoch == state.epochs_done[i]
+            && module
+                .devices()
+                .first()
+                .is_some_and(|d| !crate::device::is_cpu(d))
+        {
+            pb.set_message("compiling kernels…");
+            pb.enable_steady_tick(std::time::Duration::from_millis(500));
+        }
         let mut sums = vec![(0.0f64, 0usize); unit.stages.len()];
         let mut seen = 0usize;
         for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
