@@ -45,9 +45,18 @@ fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     assert!(d <= tol * scale, "{what}: differ by {d} (scale {scale})");
 }
 
+/// (paths relative to the repository root, where the tests run: `scripts/gpu-check.sh` runs
+/// this test binary on another machine, from its copy of the repository)
 fn spec(name: &str) -> Spec {
-    Spec::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("specs/{name}.toml")))
-        .unwrap()
+    Spec::from_file(Path::new(&format!("specs/{name}.toml"))).unwrap()
+}
+
+/// The command-line binary: `ONIONNET_BIN` where the script says where it is.
+fn bin() -> std::path::PathBuf {
+    std::env::var_os("ONIONNET_BIN").map_or_else(
+        || env!("CARGO_BIN_EXE_onionnet").into(),
+        std::path::PathBuf::from,
+    )
 }
 
 fn on(model: &Model, device: &Device) -> Model {
@@ -226,11 +235,11 @@ fn one_training_step_has_the_same_gradients_on_the_gpu() {
     ignore = "needs `--features wgpu` and a GPU adapter"
 )]
 fn train_calibrate_and_evaluate_on_the_gpu() {
-    let bin = env!("CARGO_BIN_EXE_onionnet");
+    let bin = bin();
     let out = std::env::temp_dir().join(format!("onionnet-gpu-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run = |device: &str| {
-        std::process::Command::new(bin)
+        std::process::Command::new(&bin)
             .args(["--device", device, "fit", "fashion-retrieval", "--data"])
             .arg(onionnet::data::fashion::subset_dir())
             .args([
