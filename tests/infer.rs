@@ -152,6 +152,7 @@ fn own_path_matches_burn_on_a_trained_three_stage_network() {
         labels: (0..n).map(|i| i % 6).collect(),
         shape: [2, 12, 12],
         classes: 6,
+        files: None,
     };
     let cfg = TrainConfig {
         epochs: 1,
@@ -282,6 +283,7 @@ proptest::proptest! {
             labels: (0..n).map(|i| i % 6).collect(),
             shape: [c, h, w],
             classes: 6,
+            files: None,
         };
         let cfg = TrainConfig { epochs: 1, batch_size: n, quiet: true, seed, ..TrainConfig::default() };
         let tmp = common::tmp(&format!("prop-{seed}"));

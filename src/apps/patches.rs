@@ -277,6 +277,7 @@ mod tests {
             labels: vec![1, 0, 0, 0, 0, 1, 0, 0, 0, 0],
             shape: [1, 1, 1],
             classes: 2,
+            files: None,
         };
         let s = imbalanced(&ds, 2, 1);
         assert_eq!(s.len(), 6);

@@ -15,7 +15,7 @@ use crate::checkpoint::Checkpoint;
 use crate::checkpoint::Preprocess;
 use crate::cost::speedup;
 use crate::data::folder::{self, ImageFolder};
-use crate::data::{Dataset, fashion};
+use crate::data::{Dataset, fashion, stream};
 use crate::error::CascadeError;
 use crate::infer::{prepare, run_stream_on};
 use crate::model::Model;
@@ -69,7 +69,20 @@ impl Splits {
     ) -> anyhow::Result<(Splits, Vec<(std::path::PathBuf, String)>)> {
         let folder = ImageFolder::scan(dir)?;
         let classes = folder.classes.len();
-        let (all, mut skipped) = folder::load(&folder.train, shape, classes);
+        // the training images stay in their files (a check pass finds the unreadable ones and
+        // sums the pixels for the statistics); the test images are decoded into memory, as the
+        // evaluation runs every query over all of them
+        let pb = crate::train::bar(folder.train.len() as u64, "checking images".into(), false);
+        let (files, labels, mut skipped) =
+            stream::check(&folder.train, shape, |n| pb.inc(n as u64));
+        pb.finish_and_clear();
+        let all = Dataset {
+            images: Vec::new(),
+            labels,
+            shape,
+            classes,
+            files: Some(files),
+        };
         let (full, test) = match &folder.test {
             Some(files) => {
                 let (test, more) = folder::load(files, shape, classes);
@@ -83,7 +96,8 @@ impl Splits {
                     "{}: {n} readable images: too few to split into training, held-out and test images",
                     dir.display()
                 );
-                all.split((n / 6).max(1), seed ^ 0x7e57)?
+                let (full, test) = all.split((n / 6).max(1), seed ^ 0x7e57)?;
+                (full, test.in_memory())
             }
         };
         let splits = Splits::from_sets(

@@ -76,6 +76,7 @@ pub fn load_split(dir: &Path, split: &str) -> Result<Dataset, DataError> {
         labels: labels.data.iter().map(|&l| l as usize).collect(),
         shape: [1, 28, 28],
         classes: 10,
+        files: None,
     })
 }
 

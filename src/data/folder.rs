@@ -227,6 +227,7 @@ pub fn load(
             labels,
             shape,
             classes,
+            files: None,
         },
         skipped,
     )

@@ -8,6 +8,7 @@ pub mod image;
 pub mod keypoints;
 pub mod patches;
 pub mod scenes;
+pub mod stream;
 
 use crate::error::DataError;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -17,10 +18,14 @@ use rand::seq::SliceRandom;
 /// Images (row-major `[N, C, H, W]`) and fine labels.
 #[derive(Debug, Clone)]
 pub struct Dataset {
+    /// The pixels, when in memory (empty when `files` holds the rows).
     pub images: Vec<f32>,
     pub labels: Vec<usize>,
     pub shape: [usize; 3],
     pub classes: usize,
+    /// The rows as image files, decoded when a batch asks for them (training on an image
+    /// folder: bounded memory whatever its size).
+    pub files: Option<stream::Files>,
 }
 
 impl Dataset {
@@ -38,6 +43,15 @@ impl Dataset {
 
     /// The rows `idx`, in that order.
     pub fn subset(&self, idx: &[usize]) -> Dataset {
+        if let Some(f) = &self.files {
+            return Dataset {
+                images: Vec::new(),
+                labels: idx.iter().map(|&i| self.labels[i]).collect(),
+                shape: self.shape,
+                classes: self.classes,
+                files: Some(f.subset(idx)),
+            };
+        }
         let n = self.item_len();
         let mut images = Vec::with_capacity(idx.len() * n);
         for &i in idx {
@@ -48,6 +62,7 @@ impl Dataset {
             labels: idx.iter().map(|&i| self.labels[i]).collect(),
             shape: self.shape,
             classes: self.classes,
+            files: None,
         }
     }
 
@@ -77,6 +92,9 @@ impl Dataset {
     /// Per-channel standardisation with statistics of `self` (call on the training split and
     /// apply the same to the others).
     pub fn stats(&self) -> (f32, f32) {
+        if let Some(f) = &self.files {
+            return f.stats(self.item_len());
+        }
         let n = self.images.len().max(1) as f64;
         let mean = self.images.iter().map(|&v| v as f64).sum::<f64>() / n;
         let var = self
@@ -89,13 +107,17 @@ impl Dataset {
     }
 
     pub fn normalise(&mut self, (mean, std): (f32, f32)) {
+        if let Some(f) = &mut self.files {
+            f.normalise((mean, std));
+        }
         for v in &mut self.images {
             *v = (*v - mean) / std;
         }
     }
 
     /// The whole set as tensors of at most `batch` rows, with the rows each holds (built once
-    /// before timed inference, so every network is timed on the same ready batches).
+    /// before timed inference, so every network is timed on the same ready batches; rows in
+    /// files are decoded into memory here).
     pub fn batches(&self, batch: usize, device: &Device) -> Vec<(Vec<usize>, Tensor<4>)> {
         let all: Vec<usize> = (0..self.len()).collect();
         all.chunks(batch.max(1))
@@ -106,11 +128,37 @@ impl Dataset {
     /// The images of rows `idx` as a tensor `[len, C, H, W]`.
     pub fn batch(&self, idx: &[usize], device: &Device) -> Tensor<4> {
         let n = self.item_len();
-        let mut buf = Vec::with_capacity(idx.len() * n);
-        for &i in idx {
-            buf.extend_from_slice(&self.images[i * n..(i + 1) * n]);
-        }
+        let buf = match &self.files {
+            Some(f) => f.rows(idx, self.shape),
+            None => {
+                let mut buf = Vec::with_capacity(idx.len() * n);
+                for &i in idx {
+                    buf.extend_from_slice(&self.images[i * n..(i + 1) * n]);
+                }
+                buf
+            }
+        };
         let [c, h, w] = self.shape;
         Tensor::from_data(TensorData::new(buf, [idx.len(), c, h, w]), device)
+    }
+
+    /// Tells a dataset in files the batches an epoch will ask for, in order, so that a reader
+    /// thread decodes them ahead of the network (nothing to do in memory).
+    pub fn read_ahead(&self, batches: Vec<Vec<usize>>) {
+        if let Some(f) = &self.files {
+            f.read_ahead(batches, self.shape);
+        }
+    }
+
+    /// The rows in memory (a dataset in files decoded; one in memory as it is).
+    pub fn in_memory(self) -> Dataset {
+        let Some(f) = &self.files else { return self };
+        let all: Vec<usize> = (0..self.len()).collect();
+        let images = f.rows(&all, self.shape);
+        Dataset {
+            images,
+            files: None,
+            ..self
+        }
     }
 }

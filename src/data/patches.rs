@@ -145,6 +145,7 @@ pub fn generate_pairs(photos: &[GreyImage], n: usize, seed: u64) -> (Dataset, Ve
         labels,
         shape: [2, SIZE, SIZE],
         classes: 2,
+        files: None,
     }
     .subset(&order);
     let truth = order.iter().map(|&i| truth[i].clone()).collect();
@@ -193,6 +194,7 @@ pub fn graffiti(dir: &Path, n: usize, tol: f64) -> Result<Graffiti, DataError> {
             labels,
             shape: [2, SIZE, SIZE],
             classes: 2,
+            files: None,
         },
         corners: [c1, c3],
     })

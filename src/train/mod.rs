@@ -44,6 +44,10 @@ impl epochs::Task for Classify<'_> {
         self.train_set.len()
     }
 
+    fn read_ahead(&self, batches: Vec<Vec<usize>>) {
+        self.train_set.read_ahead(batches);
+    }
+
     fn step(
         &self,
         module: &OnionModule,

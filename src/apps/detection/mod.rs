@@ -95,6 +95,7 @@ pub fn calibrate(
         labels: Vec::new(),
         shape: [i.channels, i.height, i.width],
         classes: det.spec.classes,
+        files: None,
     };
     for scene in scenes {
         let labels = proposal_labels(scene, proposals);
