@@ -56,7 +56,7 @@ pub enum Command {
     /// on real photographs, with a monolithic, non-sharing-cascade or onion classifier head;
     /// mAP at IoU 0.5, % of proposals passing stage 1, time per image, speed-ups.
     Detect(detect::DetectArgs),
-    /// Train one network of a model description on Fashion-MNIST.
+    /// Train one network of a model description on Fashion-MNIST or an image folder.
     Train(train::TrainArgs),
     /// Thresholds of a trained cascade for target TPRs, from the held-out calibration split.
     Calibrate(calibrate::CalibrateArgs),
