@@ -229,3 +229,47 @@ fn match_with_the_trained_onion(tmp: &Path) {
         "{err}"
     );
 }
+
+/// `patches --audit`: with the shipped 2ch-deep onion at TPR 0.99 (thresholds from synthetic
+/// pairs), half the pairs stage 1 rejects go through stage 2 anyway, on Graffiti and on
+/// synthetic pairs from other photographs: the counts agree with the cascade's pass rate, and
+/// a network run without thresholds is not audited.
+#[test]
+fn the_patch_audit_counts_what_stage_1_rejected() {
+    let device = burn::tensor::Device::flex();
+    let dir = onionnet::models::resolve(Path::new("2ch-deep"), NetworkKind::Onion).unwrap();
+    let ckpt = Checkpoint::new(&dir);
+    let model = ckpt.load_model(&device).unwrap();
+    let cal = onionnet::models::operating_point(&ckpt, &model, Some(0.99)).unwrap();
+    let graf = graffiti(&data_dir().unwrap().join("graffiti"), 40, 4.0).unwrap();
+    let photos = data_dir().unwrap().join("photos");
+    let (synthetic, _) = generate_pairs(&load_photos(&photos, &TEST_PHOTOS).unwrap(), 400, 9);
+    let models = vec![(&model, vec![cal])];
+    for (name, data) in [("graffiti", &graf.pairs), ("synthetic", &synthetic)] {
+        let run = |audit| RunOptions {
+            batch: 256,
+            pool: 1,
+            engine: onionnet::infer::EngineKind::Own,
+            audit,
+        };
+        let out = evaluate(&models, data, 1, run(Some(0.5)), &device, name).unwrap();
+        let a = out[0].audit.expect("a calibrated cascade is audited");
+        let passed = (out[0].pass * data.len() as f64).round() as usize;
+        assert_eq!(a.rejected, data.len() - passed, "{name}");
+        assert!(a.rejected > 0, "{name}: stage 1 rejects pairs");
+        assert_eq!(
+            a.audited,
+            (a.rejected as f64 * 0.5).round() as usize,
+            "{name}"
+        );
+        assert!(
+            a.found <= a.audited && a.confirmed <= passed,
+            "{name}: {a:?}"
+        );
+        assert!(a.seconds > 0.0);
+        // the uncalibrated (monolithic-like) run is not audited
+        let open = vec![(&model, vec![None])];
+        let o = evaluate(&open, data, 1, run(Some(0.5)), &device, name).unwrap();
+        assert!(o[0].audit.is_none());
+    }
+}

@@ -13,6 +13,11 @@ use common::{onionnet, stderr, tmp};
 
 /// The first `n` test images of the committed subset as PNGs in a fresh folder.
 fn pngs(name: &str, n: usize) -> (PathBuf, Vec<PathBuf>) {
+    pngs_with(name, n, |v| v)
+}
+
+/// The same, each pixel (in [0, 1]) through `shift` first.
+fn pngs_with(name: &str, n: usize, mut shift: impl FnMut(f32) -> f32) -> (PathBuf, Vec<PathBuf>) {
     let d = tmp(name);
     let test = onionnet::data::fashion::load_split(&onionnet::data::fashion::subset_dir(), "t10k")
         .unwrap();
@@ -20,7 +25,7 @@ fn pngs(name: &str, n: usize) -> (PathBuf, Vec<PathBuf>) {
         .map(|i| {
             let px: Vec<u8> = test.images[i * 784..(i + 1) * 784]
                 .iter()
-                .map(|&v| (v * 255.0).round() as u8)
+                .map(|&v| (shift(v).clamp(0.0, 1.0) * 255.0).round() as u8)
                 .collect();
             let p = d.join(format!("{i:04}.png"));
             image::GrayImage::from_raw(28, 28, px)
@@ -102,4 +107,45 @@ fn auditing_every_reject_finds_what_the_full_run_finds() {
         stderr(&o)
     );
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A shifted stream is flagged: the shipped onion was calibrated on clean Fashion-MNIST; on
+/// the same test images with strong pixel noise stage 1 rejects many images the last stage
+/// calls sneakers, and the live TPR's interval falls below the target. On the clean images
+/// it does not.
+#[test]
+fn the_audit_flags_a_shifted_stream() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let (noisy, _) = pngs_with("audit-noisy", 2000, |v| v + rng.random_range(-0.4f32..0.4));
+    let (clean, _) = pngs("audit-clean", 2000);
+    let audit = |d: &PathBuf| {
+        let o = onionnet(&[
+            "retrieve",
+            "--model",
+            "fashion",
+            "--query",
+            "Sneaker",
+            "--target-tpr",
+            "0.99",
+            "--audit",
+            "1",
+            d.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let e = audit(&noisy);
+    assert!(
+        e.contains("warning: Sneaker: the live TPR is below the target"),
+        "{e}"
+    );
+    let e = audit(&clean);
+    assert!(
+        e.contains("audit: live TPR") && !e.contains("warning"),
+        "{e}"
+    );
+    for d in [noisy, clean] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

@@ -5,6 +5,7 @@
 //! rate at the threshold where 95% of the matches are found; a pair a cascade rejects at
 //! stage 1 ranks below every pair it keeps.
 
+use crate::audit::Audit;
 use crate::calibrate::{Calibration, threshold_for_tpr};
 use crate::cascade::Gate;
 use crate::cost::speedup;
@@ -41,6 +42,8 @@ pub struct PatchOutcome {
     /// TPR of stage 1 on the test positives.
     pub reached_tpr: Option<f64>,
     pub ms_per_1000: f64,
+    /// The audit of the pairs the early stages rejected (`--audit`, calibrated cascades).
+    pub audit: Option<Audit>,
 }
 
 pub(crate) fn gate(model: &Model, cal: &Option<Calibration>) -> Gate {
@@ -102,7 +105,7 @@ pub fn evaluate(
         batch,
         pool,
         engine,
-        ..
+        audit,
     } = run;
     let fast = prepare(engine, &models.iter().map(|(m, _)| *m).collect::<Vec<_>>());
     if data.is_empty() {
@@ -172,10 +175,77 @@ pub fn evaluate(
                     (0..n).filter(|&i| data.labels[i] == 1 && p[i]).count() as f64 / npos as f64
                 }),
                 ms_per_1000: t[t.len() / 2] * 1e6 / n as f64,
+                audit: match (audit, cal) {
+                    (Some(f), Some(_)) => {
+                        let seed = (mi * 10 + ci) as u64;
+                        Some(audit_rejected(
+                            m,
+                            fast[mi].as_ref(),
+                            data,
+                            s,
+                            (f, seed),
+                            batch,
+                            device,
+                        ))
+                    }
+                    _ => None,
+                },
             });
         }
     }
     Ok(out)
+}
+
+/// Whether the last stage calls a pair a match, from its s-class 1 score.
+fn called_match(model: &Model, score: f32) -> bool {
+    match model.stage(model.num_stages() - 1).loss {
+        crate::spec::Loss::Hinge => score > 0.0,
+        crate::spec::Loss::CrossEntropy => score > 0.5,
+    }
+}
+
+/// Audits a seeded `fraction` of the pairs an early stage rejected (final score −∞): the last
+/// stage's verdict on them against the matches it confirms among the survivors
+/// ([`crate::audit`]); its time is the audit's, not the cascade's.
+fn audit_rejected(
+    model: &Model,
+    fast: Option<&FastModel>,
+    data: &Dataset,
+    scores: &[f32],
+    (fraction, seed): (f64, u64),
+    batch: usize,
+    device: &Device,
+) -> Audit {
+    let t0 = Instant::now();
+    let rejected: Vec<usize> = (0..scores.len())
+        .filter(|&i| scores[i] == f32::NEG_INFINITY)
+        .collect();
+    let rows = crate::audit::pick(&rejected, fraction, seed);
+    let last = model.num_stages() - 1;
+    let found = if rows.is_empty() {
+        0
+    } else {
+        let out = run_stream_on(
+            model,
+            fast,
+            &data.batch(&rows, device),
+            batch,
+            &Gate::open(&model.spec),
+        );
+        (0..rows.len())
+            .filter(|&i| called_match(model, out.scores[last][i * 2 + 1]))
+            .count()
+    };
+    Audit {
+        confirmed: scores
+            .iter()
+            .filter(|&&v| v != f32::NEG_INFINITY && called_match(model, v))
+            .count(),
+        rejected: rejected.len(),
+        audited: rows.len(),
+        found,
+        seconds: t0.elapsed().as_secs_f64(),
+    }
 }
 
 /// Table rows for one test setting.

@@ -132,16 +132,25 @@ pub fn print_results(
         print!("{}", table::to_string(&rows));
     }
     if let Some(f) = opts.audit {
-        print_audit(&outcomes, f, as_json);
+        let audits: Vec<_> = outcomes
+            .iter()
+            .map(|o| (o.kind, o.target_tpr, o.audit))
+            .collect();
+        print_audit(&audits, f, "images", as_json);
     }
     Ok(())
 }
 
 /// The audit's table (on stderr with `--json`), and a warning for each operating point whose
-/// live TPR's interval lies wholly below its target.
-fn print_audit(outcomes: &[crate::apps::retrieval::Outcome], fraction: f64, to_stderr: bool) {
+/// live TPR's interval lies wholly below its target: per (network, target TPR, audit).
+pub(crate) fn print_audit(
+    audits: &[(NetworkKind, Option<f64>, Option<crate::audit::Audit>)],
+    fraction: f64,
+    what: &str,
+    to_stderr: bool,
+) {
     let mut text = format!(
-        "\naudit of {:.1}% of the rejected images (seeded; its time is not in ms/1000):\n{:<12} {:>10} {:>8} {:>15} {:>9} {:>8} {:>7} {:>5} {:>8}\n",
+        "\naudit of {:.1}% of the rejected {what} (seeded; its time is not in ms/1000):\n{:<12} {:>10} {:>8} {:>15} {:>9} {:>8} {:>7} {:>5} {:>8}\n",
         100.0 * fraction,
         "network",
         "target TPR",
@@ -154,15 +163,15 @@ fn print_audit(outcomes: &[crate::apps::retrieval::Outcome], fraction: f64, to_s
         "audit ms"
     );
     let mut warnings = Vec::new();
-    for o in outcomes {
-        let (Some(a), Some(target)) = (o.audit, o.target_tpr) else {
+    for &(kind, target, audit) in audits {
+        let (Some(a), Some(target)) = (audit, target) else {
             continue;
         };
         let live = a.live_tpr().map_or("-".into(), |t| format!("{t:.3}"));
         let (lo, hi) = a.interval().unwrap_or((f64::NAN, f64::NAN));
         text.push_str(&format!(
             "{:<12} {:>10} {:>8} {:>15} {:>9} {:>8} {:>7} {:>5} {:>8.1}\n",
-            o.kind.name(),
+            kind.name(),
             target,
             live,
             format!("{lo:.3}-{hi:.3}"),
@@ -175,7 +184,7 @@ fn print_audit(outcomes: &[crate::apps::retrieval::Outcome], fraction: f64, to_s
         if a.below(target) {
             warnings.push(format!(
                 "warning: {} at target TPR {target}: the live TPR is below the target (95% interval {lo:.3}-{hi:.3}): the data may have drifted; calibrate again",
-                o.kind.name()
+                kind.name()
             ));
         }
     }

@@ -63,6 +63,11 @@ pub struct PatchesArgs {
     /// Print `{"rows": [...]}` on stdout instead of the tables.
     #[arg(long)]
     pub json: bool,
+    /// Send this fraction of the pairs stage 1 rejects through the remaining stages anyway
+    /// (seeded) and report the live TPR they imply, with its interval; a warning when it lies
+    /// below the target (the Graffiti pairs are another distribution than the training pairs).
+    #[arg(long, value_name = "F", value_parser = super::parse_fraction)]
+    pub audit: Option<f64>,
     #[command(flatten)]
     pub optim: OptimArgs,
 }
@@ -126,7 +131,7 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         batch: args.batch,
         pool: args.pool,
         engine: args.engine,
-        audit: None,
+        audit: args.audit,
     };
     let settings = [
         ("balanced", &balanced, 3),
@@ -134,6 +139,7 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
     ];
     let mut all_rows = Vec::new();
     let mut tables = String::new();
+    let mut audits = Vec::new();
     for (name, data, reps) in settings {
         let out: Vec<PatchOutcome> = evaluate(&refs, data, reps, run, device, name)?;
         let r = rows(&spec, &out, name);
@@ -145,6 +151,7 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
             table::to_string(&r)
         ));
         all_rows.extend(r);
+        audits.push((name, out));
     }
     // running time against the imbalance (negatives per positive), first target TPR
     let sweep = imbalance_sweep(&refs, &graf.pairs, &[1, 3, 10, 30, 100, 300], run, device)?;
@@ -161,6 +168,20 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         println!("{}", json::to_string(&all_rows));
     } else {
         print!("{tables}{lines}");
+    }
+    if let Some(f) = args.audit {
+        for (name, out) in &audits {
+            if args.json {
+                eprint!("\n{name}:");
+            } else {
+                print!("\n{name}:");
+            }
+            let a: Vec<_> = out
+                .iter()
+                .map(|o| (o.kind, o.target_tpr, o.audit))
+                .collect();
+            super::eval::print_audit(&a, f, "pairs", args.json);
+        }
     }
     eprintln!(
         "\nnetworks, thresholds and {} saved under {}",
