@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 /// Batches the reader thread decodes ahead of the one in use.
 pub const AHEAD: usize = 2;
 
+/// A batch read ahead: its rows and their standardised pixels.
+type Batch = (Vec<usize>, Vec<f32>);
+
 /// The rows of a dataset as image files.
 #[derive(Debug, Clone)]
 pub struct Files {
@@ -24,7 +27,7 @@ pub struct Files {
     /// `(mean, std)` applied to every decoded pixel.
     norm: (f32, f32),
     /// A reader thread's batches, in the order it was given.
-    ahead: Arc<Mutex<Option<Receiver<(Vec<usize>, Vec<f32>)>>>>,
+    ahead: Arc<Mutex<Option<Receiver<Batch>>>>,
 }
 
 /// One pass over `items` (on every thread, `chunk` files at a time): the files that decode,
