@@ -64,6 +64,17 @@ pub struct Calibration {
     pub positives: Vec<Vec<usize>>,
 }
 
+/// The exact two-sided 95% (Clopper–Pearson) interval of a rate observed as `k` of `n`
+/// (`None` when n = 0).
+pub fn interval95(k: usize, n: usize) -> Option<[f64; 2]> {
+    (n > 0).then(|| {
+        [
+            clopper_pearson_lower(k, n, 0.975),
+            1.0 - clopper_pearson_lower(n - k, n, 0.975),
+        ]
+    })
+}
+
 /// The exact one-sided Clopper–Pearson lower bound at confidence `c` of a success rate
 /// observed as `k` successes in `n` trials: the p at which k or more successes have
 /// probability 1 - c (0 when k = 0). Bisection on the binomial tail, in log space.
@@ -372,6 +383,13 @@ mod tests {
         assert_eq!(positives_needed(0.99, 0.95), 299);
         assert!(clopper_pearson_lower(299, 299, 0.95) >= 0.99);
         assert!(clopper_pearson_lower(298, 298, 0.95) < 0.99);
+        // the two-sided 95% interval: 50 of 100 is (0.3983, 0.6017); 0 of 10 is
+        // (0, 1 - 0.025^(1/10)); nothing observed, no interval
+        let [lo, hi] = interval95(50, 100).unwrap();
+        assert!(close(lo, 0.3983) && close(hi, 0.6017), "{lo} {hi}");
+        let [lo, hi] = interval95(0, 10).unwrap();
+        assert!(lo == 0.0 && close(hi, 1.0 - 0.025f64.powf(0.1)), "{hi}");
+        assert_eq!(interval95(0, 0), None);
     }
 
     #[test]

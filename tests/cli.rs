@@ -306,6 +306,14 @@ fn demo_json_then_eval_and_damaged_checkpoints() {
     }
     assert_eq!(rows[0]["network"], "monolithic");
     assert!(rows[0]["target_tpr"].is_null() && rows[0]["pass_pct"].is_null());
+    // each cascade's reached TPR comes with its exact 95% interval, which contains it
+    assert!(rows[0].get("reached_tpr_interval").is_none());
+    for r in &rows[1..] {
+        let t = r["reached_tpr"].as_f64().unwrap();
+        let i = r["reached_tpr_interval"].as_array().expect("an interval");
+        let (lo, hi) = (i[0].as_f64().unwrap(), i[1].as_f64().unwrap());
+        assert!(lo <= t && t <= hi && lo < hi, "{r}");
+    }
     assert!(
         rows.iter()
             .any(|r| r["network"] == "onion" && r["target_tpr"] == 0.99)

@@ -41,6 +41,8 @@ pub struct PatchOutcome {
     pub pass: f64,
     /// TPR of stage 1 on the test positives.
     pub reached_tpr: Option<f64>,
+    /// What that rests on: (positives passing stage 1, positives).
+    pub reached: Option<(usize, usize)>,
     pub ms_per_1000: f64,
     /// The audit of the pairs the early stages rejected (`--audit`, calibrated cascades).
     pub audit: Option<Audit>,
@@ -174,6 +176,12 @@ pub fn evaluate(
                 reached_tpr: cal.as_ref().map(|_| {
                     (0..n).filter(|&i| data.labels[i] == 1 && p[i]).count() as f64 / npos as f64
                 }),
+                reached: cal.as_ref().map(|_| {
+                    (
+                        (0..n).filter(|&i| data.labels[i] == 1 && p[i]).count(),
+                        npos,
+                    )
+                }),
                 ms_per_1000: t[t.len() / 2] * 1e6 / n as f64,
                 audit: match (audit, cal) {
                     (Some(f), Some(_)) => {
@@ -265,6 +273,9 @@ pub fn rows(spec: &crate::spec::Spec, outcomes: &[PatchOutcome], setting: &str) 
                 metric: Some(o.fpr95),
                 target_tpr: o.target_tpr,
                 reached_tpr: o.reached_tpr,
+                reached_tpr_interval: o
+                    .reached
+                    .and_then(|(k, n)| crate::calibrate::interval95(k, n)),
                 pass_pct: (o.kind != NetworkKind::Monolithic).then_some(100.0 * o.pass),
                 ms_per_1000: Some(o.ms_per_1000),
                 speedup_measured: mono.map(|m| m.ms_per_1000 / o.ms_per_1000),

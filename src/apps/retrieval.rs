@@ -381,7 +381,11 @@ pub struct Outcome {
     pub ap: Vec<f64>,
     /// Mean over queries of the fraction passing each early stage (of those reaching it).
     pub pass: Vec<f64>,
+    /// Stage 1's TPR over the test images: the fraction passing stage 1 for a query of their
+    /// own class (its group's s-class).
     pub reached_tpr: Option<f64>,
+    /// What that rests on: (positives passing stage 1, positives), each image counted once.
+    pub reached: Option<(usize, usize)>,
     pub ms_per_1000: f64,
     /// What auditing the rejected inputs saw (with `RunOptions::audit`).
     pub audit: Option<Audit>,
@@ -567,7 +571,8 @@ pub fn evaluate(
                 map: mean(&a.ap),
                 ap: a.ap.clone(),
                 pass: a.pass.iter().map(|p| mean(p)).collect(),
-                reached_tpr: (!a.tpr.is_empty()).then(|| mean(&a.tpr)),
+                reached_tpr: a.reached().map(|(k, n)| k as f64 / n.max(1) as f64),
+                reached: a.reached(),
                 ms_per_1000: mean(&a.ms),
                 audit: a.audit,
             });
@@ -657,11 +662,12 @@ fn audit_query(
 }
 
 /// Per-query figures of one network at one operating point, averaged over the queries at the
-/// end: AP, the fraction passing each early stage, stage 1's TPR, ms per 1,000 examples.
+/// end: AP, the fraction passing each early stage, ms per 1,000 examples; and per stage-1
+/// group (queries of one group share their positives and gate), its positives passing.
 struct Acc {
     ap: Vec<f64>,
     pass: Vec<Vec<f64>>,
-    tpr: Vec<f64>,
+    groups: std::collections::BTreeMap<usize, (usize, usize)>,
     ms: Vec<f64>,
     audit: Option<Audit>,
 }
@@ -671,7 +677,7 @@ impl Acc {
         Self {
             ap: Vec::new(),
             pass: vec![Vec::new(); stages.saturating_sub(1)],
-            tpr: Vec::new(),
+            groups: std::collections::BTreeMap::new(),
             ms: Vec::new(),
             audit: None,
         }
@@ -699,9 +705,19 @@ impl Acc {
                 .filter(|&r| model.stage(0).s_class(test.labels[r]) == g)
                 .collect();
             let passed = pos.iter().filter(|&&r| reached[r] >= 1).count();
-            self.tpr.push(passed as f64 / pos.len().max(1) as f64);
+            self.groups.entry(g).or_insert((passed, pos.len()));
         }
         self.ms.push(ms);
+    }
+
+    /// Positives passing stage 1 and positives, over the groups queried (`None` without an
+    /// early stage).
+    fn reached(&self) -> Option<(usize, usize)> {
+        (!self.groups.is_empty()).then(|| {
+            self.groups
+                .values()
+                .fold((0, 0), |(k, n), &(a, b)| (k + a, n + b))
+        })
     }
 }
 
@@ -719,6 +735,9 @@ pub fn rows(spec: &Spec, outcomes: &[Outcome]) -> Vec<Row> {
                 metric: Some(o.map),
                 target_tpr: o.target_tpr,
                 reached_tpr: o.reached_tpr,
+                reached_tpr_interval: o
+                    .reached
+                    .and_then(|(k, n)| crate::calibrate::interval95(k, n)),
                 pass_pct: o.pass.first().map(|p| 100.0 * p),
                 ms_per_1000: Some(o.ms_per_1000),
                 speedup_measured: mono.map(|m| m.ms_per_1000 / o.ms_per_1000),

@@ -17,8 +17,11 @@ pub struct Row {
     pub metric_name: String,
     pub metric: Option<f64>,
     pub target_tpr: Option<f64>,
-    /// Mean TPR of stage 1 actually reached on the test split.
+    /// TPR of stage 1 actually reached on the test split.
     pub reached_tpr: Option<f64>,
+    /// Its exact (Clopper–Pearson) two-sided 95% interval, from the test positives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reached_tpr_interval: Option<[f64; 2]>,
     /// Mean % of examples passing stage 1.
     pub pass_pct: Option<f64>,
     pub ms_per_1000: Option<f64>,

@@ -51,6 +51,18 @@ pub fn to_string(rows: &[Row]) -> String {
             Box::new(|r: &Row| cell(r.speedup_theory, |v| format!("{v:.2}x"))),
         ),
     ];
+    if rows.iter().any(|r| r.reached_tpr_interval.is_some()) {
+        columns.insert(
+            4,
+            (
+                "95% interval".into(),
+                Box::new(|r: &Row| {
+                    r.reached_tpr_interval
+                        .map_or("-".into(), |[lo, hi]| format!("{lo:.3}-{hi:.3}"))
+                }),
+            ),
+        );
+    }
     if rows.iter().any(|r| r.head_ms_per_image.is_some()) {
         columns.push((
             "head ms/img".into(),

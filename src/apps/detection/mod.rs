@@ -128,6 +128,8 @@ pub struct Outcome {
     pub pass: f64,
     /// Fraction of object proposals (IoU >= 0.5) passing stage 1.
     pub reached_tpr: Option<f64>,
+    /// What that rests on: (object proposals passing stage 1, object proposals).
+    pub reached: Option<(usize, usize)>,
     pub head_ms_per_image: f64,
     pub pipeline_ms_per_image: f64,
     /// Mean per image: backbone, RoI pooling, head (stage forwards), head overhead, NMS.
@@ -206,6 +208,7 @@ pub fn evaluate(
                 aps,
                 pass: p[0] as f64 / p[1].max(1) as f64,
                 reached_tpr: cascade.then(|| p[2] as f64 / p[3].max(1) as f64),
+                reached: cascade.then(|| (p[2], p[3])),
                 head_ms_per_image: ms(t[2] + t[3]),
                 pipeline_ms_per_image: ms(t[5]),
                 breakdown: [ms(t[0]), ms(t[1]), ms(t[2]), ms(t[3]), ms(t[4])],
@@ -281,6 +284,9 @@ pub fn rows(
                 metric: Some(o.map),
                 target_tpr: o.target_tpr,
                 reached_tpr: o.reached_tpr,
+                reached_tpr_interval: o
+                    .reached
+                    .and_then(|(k, n)| crate::calibrate::interval95(k, n)),
                 pass_pct: (o.kind != NetworkKind::Monolithic).then_some(100.0 * o.pass),
                 ms_per_1000: Some(o.head_ms_per_image * 1000.0 / proposals as f64),
                 speedup_measured: mono.map(|m| m.head_ms_per_image / o.head_ms_per_image),
