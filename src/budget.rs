@@ -1,25 +1,51 @@
 //! A time budget instead of a TPR target (MSDNet's budgeted mode, with real exits): the
-//! highest target TPR whose expected cost fits a fraction of the monolithic network's. The
-//! expected cost is the cost model's: each stage's multiply-adds times the held-out fraction
-//! of retrieval queries' inputs reaching it (an input reaches stage s + 1 for query q when it
-//! passed the thresholds of q's s-classes at stages 1..s). Every early stage is calibrated to
-//! the same target, so the stages of an S > 2 cascade are chosen together.
+//! highest target TPR whose expected cost fits the budget. The expected cost is each stage's
+//! cost times the held-out fraction of retrieval queries' inputs reaching it (an input reaches
+//! stage s + 1 for query q when it passed the thresholds of q's s-classes at stages 1..s). A
+//! stage's cost comes from the cost model (multiply-adds, `--budget R`: R of the monolithic
+//! network's) or from its time measured on this machine (`--budget-ms B`: B ms per 1,000
+//! inputs). Every early stage is calibrated to the same target, so the stages of an S > 2
+//! cascade are chosen together.
 
 use crate::calibrate::{Calibration, Target, calibrate};
-use crate::cost::{expected_cost, stage_costs};
+use crate::cascade::Gate;
+use crate::cost::{expected_cost, relative_costs};
+use crate::data::Dataset;
 use crate::error::CascadeError;
+use crate::model::Model;
 use crate::onion::NetworkKind;
-use crate::spec::Spec;
+use burn::tensor::Device;
+
+/// What a budget is given as.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// A fraction of the monolithic network's cost (the cost model).
+    Fraction(f64),
+    /// Milliseconds per 1,000 inputs on this machine (stage times measured here).
+    MsPer1000(f64),
+}
+
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Budget::Fraction(r) => write!(f, "{r}x"),
+            Budget::MsPer1000(ms) => write!(f, "{ms}ms"),
+        }
+    }
+}
 
 /// The operating point chosen for a budget.
 #[derive(Debug, Clone)]
 pub struct Budgeted {
     pub calibration: Calibration,
-    /// Expected cost per input over the monolithic network's (the cost model's, at the
-    /// held-out pass fractions).
+    /// Expected cost per input over the monolithic network's, at the held-out pass fractions.
     pub expected: f64,
+    /// The expected time in ms per 1,000 inputs (`Budget::MsPer1000` only: measured stages).
+    pub expected_ms: Option<f64>,
     /// The held-out fraction of inputs passing each early stage (of those reaching it).
     pub pass: Vec<f64>,
+    /// Where the stage costs came from, in words.
+    pub basis: String,
 }
 
 /// The fraction of inputs passing each early stage under `cal`, averaged over one query per
@@ -55,26 +81,26 @@ pub fn pass_fractions(
 }
 
 /// The highest target TPR (one of the TPRs the held-out positives can reach exactly, at
-/// `confidence` where given) whose expected cost is at most `budget` times the monolithic
-/// network's; an error when even the lowest target does not fit.
+/// `confidence` where given) whose expected cost — `costs[s]`, each stage's cost as a fraction
+/// of the monolithic network's, weighted by the fraction reaching it — is at most `budget`
+/// (a fraction of the monolithic network's); an error naming `what` when even the lowest
+/// target does not fit.
 #[allow(clippy::too_many_arguments)]
-pub fn for_budget(
-    spec: &Spec,
-    kind: NetworkKind,
+pub fn search(
+    costs: &[f64],
     scores: &[Vec<f32>],
     s_labels: &[Vec<usize>],
     classes: &[usize],
     s_class: &[Vec<usize>],
     budget: f64,
     confidence: Option<f64>,
-) -> Result<Budgeted, CascadeError> {
+    what: &str,
+) -> Result<(Calibration, f64, Vec<f64>), CascadeError> {
     if !(budget.is_finite() && budget > 0.0) {
         return Err(CascadeError::Mismatch(format!(
-            "--budget {budget}: must be a positive fraction of the monolithic network's time"
+            "{what}: must be a positive time budget"
         )));
     }
-    let costs = stage_costs(spec, kind);
-    let mono = stage_costs(spec, NetworkKind::Monolithic)[0] as f64;
     // every TPR a threshold can reach exactly: k of n positives of some s-class
     let mut candidates: Vec<f64> = Vec::new();
     for (s, labels) in s_labels.iter().enumerate() {
@@ -85,25 +111,120 @@ pub fn for_budget(
     }
     candidates.sort_by(|a, b| b.total_cmp(a));
     candidates.dedup();
-    let cheapest = costs[0] as f64 / mono;
     for tpr in candidates {
         let target = Target { tpr, confidence };
         let Ok(cal) = calibrate(scores, s_labels, classes, target) else {
             continue; // a target the held-out positives cannot certify
         };
         let pass = pass_fractions(scores, classes, s_class, &cal);
-        let expected = expected_cost(&costs, &pass) / mono;
+        let expected = expected_cost(costs, &pass);
         if expected <= budget {
-            return Ok(Budgeted {
-                calibration: cal,
-                expected,
-                pass,
-            });
+            return Ok((cal, expected, pass));
         }
     }
     Err(CascadeError::Mismatch(format!(
-        "--budget {budget}: no target TPR fits it (stage 1 alone costs {cheapest:.3} of the monolithic network)"
+        "{what}: no target TPR fits it (stage 1 alone costs {:.3} of the monolithic network)",
+        costs.first().copied().unwrap_or(0.0)
     )))
+}
+
+/// Each stage's time per input (seconds) of `model` run on `rows` with every input passing,
+/// and the monolithic network's of the same description (random weights: the time does not
+/// depend on them), on the own inference path: medians of `reps` runs.
+pub fn measured_stage_times(
+    model: &Model,
+    rows: &Dataset,
+    reps: usize,
+    device: &Device,
+) -> (Vec<f64>, f64) {
+    let n = rows.len().min(1000).max(1);
+    let x = rows.batch(&(0..n).collect::<Vec<_>>(), device);
+    let mono = crate::bench::random_models(&model.spec, device, 1)
+        .into_iter()
+        .find(|m| m.kind == NetworkKind::Monolithic)
+        .expect("the three kinds");
+    let time = |m: &Model| -> Vec<f64> {
+        let fast = crate::infer::FastModel::from_model(m);
+        let open = Gate::open(&m.spec);
+        let mut per: Vec<Vec<f64>> = vec![Vec::new(); m.num_stages()];
+        for _ in 0..reps.max(1) + 1 {
+            let out = crate::infer::run_stream_on(m, Some(&fast), &x, 256, &open);
+            for (s, d) in out.timing.stage.iter().enumerate() {
+                per[s].push(d.as_secs_f64() / n as f64);
+            }
+        }
+        per.into_iter()
+            .map(|mut v| {
+                v.remove(0); // (the warm-up run)
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            })
+            .collect()
+    };
+    (time(model), time(&mono)[0])
+}
+
+/// The operating point of `model` for `budget` on the held-out `calib` split.
+pub fn for_budget(
+    model: &Model,
+    calib: &Dataset,
+    budget: Budget,
+    confidence: Option<f64>,
+    device: &Device,
+) -> Result<Budgeted, CascadeError> {
+    if model.num_stages() < 2 {
+        return Err(CascadeError::Mismatch(
+            "a monolithic network has no early stage to calibrate".into(),
+        ));
+    }
+    let (scores, labels, classes) = crate::calibrate::early_scores(model, calib, device)?;
+    let s_class: Vec<Vec<usize>> = (0..classes.len())
+        .map(|s| {
+            (0..model.spec.classes)
+                .map(|q| model.stage(s).s_class(q))
+                .collect()
+        })
+        .collect();
+    let (costs, fraction, mono_ms, basis) = match budget {
+        Budget::Fraction(r) => (
+            relative_costs(&model.spec, model.kind),
+            r,
+            None,
+            "cost model (multiply-adds)".to_string(),
+        ),
+        Budget::MsPer1000(ms) => {
+            let (stages, mono) = measured_stage_times(model, calib, 3, device);
+            let mono_ms = mono * 1e6;
+            (
+                stages.iter().map(|t| t / mono).collect(),
+                ms / mono_ms,
+                Some(mono_ms),
+                format!(
+                    "stage times measured here: {} ms per 1,000 inputs (monolithic {mono_ms:.1})",
+                    stages
+                        .iter()
+                        .map(|t| format!("{:.1}", t * 1e6))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                ),
+            )
+        }
+    };
+    let what = match budget {
+        Budget::Fraction(r) => format!("--budget {r}"),
+        Budget::MsPer1000(ms) => format!("--budget-ms {ms}"),
+    };
+    let (mut calibration, expected, pass) = search(
+        &costs, &scores, &labels, &classes, &s_class, fraction, confidence, &what,
+    )?;
+    calibration.budget = Some(budget.to_string());
+    Ok(Budgeted {
+        calibration,
+        expected,
+        expected_ms: mono_ms.map(|m| expected * m),
+        pass,
+        basis,
+    })
 }
 
 #[cfg(test)]
@@ -133,18 +254,19 @@ mod tests {
                 })
                 .collect::<Vec<f32>>(),
         ];
-        let costs = stage_costs(&spec, NetworkKind::Onion);
-        let mono = stage_costs(&spec, NetworkKind::Monolithic)[0] as f64;
+        let costs = crate::cost::stage_costs(&spec, NetworkKind::Onion);
+        let mono = crate::cost::stage_costs(&spec, NetworkKind::Monolithic)[0] as f64;
+        let costs: Vec<f64> = costs.iter().map(|&c| c as f64).collect();
         for budget in [0.2, 0.3, 0.5, 0.8, 1.2] {
-            let got = for_budget(
-                &spec,
-                NetworkKind::Onion,
+            let got = search(
+                &relative_costs(&spec, NetworkKind::Onion),
                 &scores,
                 &labels,
                 &[4],
                 &s_class,
                 budget,
                 None,
+                "--budget",
             );
             // brute force: every k / n of every group, each calibrated and costed
             let mut best: Option<(f64, f64)> = None;
@@ -166,9 +288,9 @@ mod tests {
                 }
             }
             match (got, best) {
-                (Ok(b), Some((tpr, cost))) => {
-                    assert_eq!(b.calibration.target_tpr, tpr, "budget {budget}");
-                    assert!((b.expected - cost).abs() < 1e-12 && b.expected <= budget);
+                (Ok((cal, expected, _)), Some((tpr, cost))) => {
+                    assert_eq!(cal.target_tpr, tpr, "budget {budget}");
+                    assert!((expected - cost).abs() < 1e-12 && expected <= budget);
                 }
                 (Err(e), None) => assert!(e.to_string().contains("no target TPR fits")),
                 (got, best) => panic!("budget {budget}: search {got:?}, brute force {best:?}"),
@@ -185,6 +307,7 @@ mod tests {
             thresholds: vec![vec![0.5, 0.75]],
             confidence: None,
             positives: Vec::new(),
+            budget: None,
         };
         let pass = pass_fractions(&scores, &[2], &[vec![0, 1]], &cal);
         // query 0 passes inputs 0 and 2 (0.9, 0.6); query 1 passes input 1 (0.8)

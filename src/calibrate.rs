@@ -62,6 +62,9 @@ pub struct Calibration {
     /// The held-out positives each threshold rests on: `positives[s][c]`.
     #[serde(default)]
     pub positives: Vec<Vec<usize>>,
+    /// The time budget this target was chosen for (`--budget`, `--budget-ms`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
 }
 
 /// The exact two-sided 95% (Clopper–Pearson) interval of a rate observed as `k` of `n`
@@ -201,6 +204,7 @@ pub fn calibrate(
         thresholds,
         confidence: target.confidence,
         positives,
+        budget: None,
     })
 }
 

@@ -77,11 +77,11 @@ pub fn stage_costs(spec: &Spec, kind: NetworkKind) -> Vec<u64> {
 
 /// Expected cost per example when a fraction `pass[s]` of the examples reaching early stage s
 /// passes it.
-pub fn expected_cost(stage_costs: &[u64], pass: &[f64]) -> f64 {
+pub fn expected_cost(stage_costs: &[f64], pass: &[f64]) -> f64 {
     let mut reach = 1.0;
     let mut total = 0.0;
     for (s, &c) in stage_costs.iter().enumerate() {
-        total += reach * c as f64;
+        total += reach * c;
         reach *= pass.get(s).copied().unwrap_or(1.0);
     }
     total
@@ -90,13 +90,21 @@ pub fn expected_cost(stage_costs: &[u64], pass: &[f64]) -> f64 {
 /// The cost model's speed-up of a network kind over the monolithic network when a fraction
 /// `pass[s]` of the examples reaching early stage s passes it (the tables' "theory" column).
 pub fn speedup(spec: &Spec, kind: NetworkKind, pass: &[f64]) -> f64 {
-    let mono = stage_costs(spec, NetworkKind::Monolithic)[0] as f64;
-    mono / expected_cost(&stage_costs(spec, kind), pass)
+    1.0 / expected_cost(&relative_costs(spec, kind), pass)
 }
 
-/// T(p) of a kind with the same pass fraction at every early stage.
+/// Each stage's multiply-adds as a fraction of the monolithic network's.
+pub fn relative_costs(spec: &Spec, kind: NetworkKind) -> Vec<f64> {
+    let mono = stage_costs(spec, NetworkKind::Monolithic)[0] as f64;
+    stage_costs(spec, kind)
+        .iter()
+        .map(|&c| c as f64 / mono)
+        .collect()
+}
+
+/// T(p) of a kind with the same pass fraction at every early stage (multiply-adds).
 pub fn time_at(spec: &Spec, kind: NetworkKind, p: f64) -> f64 {
-    let costs = stage_costs(spec, kind);
+    let costs: Vec<f64> = stage_costs(spec, kind).iter().map(|&c| c as f64).collect();
     expected_cost(&costs, &vec![p; costs.len()])
 }
 

@@ -377,6 +377,8 @@ pub fn calibrate_dir(
 pub struct Outcome {
     pub kind: NetworkKind,
     pub target_tpr: Option<f64>,
+    /// The time budget that chose the target, if one did.
+    pub budget: Option<String>,
     pub map: f64,
     pub ap: Vec<f64>,
     /// Mean over queries of the fraction passing each early stage (of those reaching it).
@@ -568,6 +570,7 @@ pub fn evaluate(
             out.push(Outcome {
                 kind: model.kind,
                 target_tpr: cal.as_ref().map(|c| c.target_tpr),
+                budget: cal.as_ref().and_then(|c| c.budget.clone()),
                 map: mean(&a.ap),
                 ap: a.ap.clone(),
                 pass: a.pass.iter().map(|p| mean(p)).collect(),
@@ -734,6 +737,7 @@ pub fn rows(spec: &Spec, outcomes: &[Outcome]) -> Vec<Row> {
                 metric_name: "mAP".into(),
                 metric: Some(o.map),
                 target_tpr: o.target_tpr,
+                budget: o.budget.clone(),
                 reached_tpr: o.reached_tpr,
                 reached_tpr_interval: o
                     .reached

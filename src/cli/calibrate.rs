@@ -22,8 +22,13 @@ pub struct CalibrateArgs {
     /// Instead of the target TPRs: the highest target whose expected cost (the cost model's, at
     /// the held-out pass fractions of one query per class) is at most this fraction of the
     /// monolithic network's, e.g. 0.3.
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", conflicts_with = "budget_ms")]
     pub budget: Option<f64>,
+    /// Instead of the target TPRs: the highest target whose expected time on this machine (each
+    /// stage's time measured here, at the held-out pass fractions) is at most this many
+    /// milliseconds per 1,000 inputs.
+    #[arg(long, value_name = "B")]
+    pub budget_ms: Option<f64>,
     /// Also show how often the calibration holds on unseen data: over N seeded splits of the
     /// held-out images into halves (one calibrates, the other tests), the fraction of draws
     /// whose TPR reaches the target, with and without --confidence.
@@ -39,7 +44,12 @@ pub fn run(args: &CalibrateArgs, device: &Device) -> anyhow::Result<()> {
     let spec = Checkpoint::new(&args.model).load_spec().ok();
     let shape = spec.map_or([1, 28, 28], |s| s.input.dims());
     let splits = args.data.load(shape)?;
-    if let Some(budget) = args.budget {
+    let budget = match (args.budget, args.budget_ms) {
+        (Some(r), _) => Some(crate::budget::Budget::Fraction(r)),
+        (_, Some(ms)) => Some(crate::budget::Budget::MsPer1000(ms)),
+        _ => None,
+    };
+    if let Some(budget) = budget {
         return calibrate_for_budget(args, &splits.calib, budget, device);
     }
     for cal in calibrate_dir(
@@ -101,50 +111,20 @@ fn print_coverage(
     Ok(())
 }
 
-/// `--budget R`: the operating point chosen for the budget, written as the only calibration.
+/// `--budget R` / `--budget-ms B`: the operating point chosen for the budget, written as the
+/// only calibration.
 fn calibrate_for_budget(
     args: &CalibrateArgs,
     calib: &crate::data::Dataset,
-    budget: f64,
+    budget: crate::budget::Budget,
     device: &Device,
 ) -> anyhow::Result<()> {
     let ckpt = Checkpoint::new(&args.model);
     let model = ckpt.load_model(device)?;
-    anyhow::ensure!(
-        model.num_stages() > 1,
-        "{}: a monolithic network has no early stage to calibrate",
-        args.model.display()
-    );
-    let (scores, labels, classes) = crate::calibrate::early_scores(&model, calib, device)?;
-    let s_class: Vec<Vec<usize>> = (0..classes.len())
-        .map(|s| {
-            (0..model.spec.classes)
-                .map(|q| model.stage(s).s_class(q))
-                .collect()
-        })
-        .collect();
-    let b = crate::budget::for_budget(
-        &model.spec,
-        model.kind,
-        &scores,
-        &labels,
-        &classes,
-        &s_class,
-        budget,
-        args.confidence,
-    )?;
+    let b = crate::budget::for_budget(&model, calib, budget, args.confidence, device)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.model.display()))?;
     ckpt.save_thresholds(std::slice::from_ref(&b.calibration))?;
-    println!(
-        "budget {budget} of the monolithic network's time: target TPR {:.4}{}, expected cost {:.3} of the monolithic network's (cost model, held-out pass fractions {:?})",
-        b.calibration.target_tpr,
-        args.confidence
-            .map_or(String::new(), |c| format!(" at confidence {c}")),
-        b.expected,
-        b.pass
-            .iter()
-            .map(|p| (p * 1000.0).round() / 1000.0)
-            .collect::<Vec<_>>()
-    );
+    println!("{}", super::budget_line(&b, args.confidence));
     eprintln!(
         "wrote {} (`onionnet eval` measures its time)",
         args.model.join("thresholds.json").display()

@@ -28,6 +28,8 @@ pub struct DemoArgs {
     #[arg(long, value_parser = parse_confidence)]
     pub confidence: Option<f64>,
     #[command(flatten)]
+    pub budget: super::BudgetArgs,
+    #[command(flatten)]
     pub eval: EvalOpts,
     #[command(flatten)]
     pub optim: OptimArgs,
@@ -46,6 +48,7 @@ pub fn run(args: &DemoArgs, device: &Device) -> anyhow::Result<()> {
         out: &args.out,
         tpr: &args.tpr,
         confidence: args.confidence,
+        budget: &args.budget,
         eval: &args.eval,
         optim: &args.optim,
         data: &args.data,
@@ -59,6 +62,7 @@ pub(crate) struct Fit<'a> {
     pub out: &'a Path,
     pub tpr: &'a [f64],
     pub confidence: Option<f64>,
+    pub budget: &'a super::BudgetArgs,
     pub eval: &'a EvalOpts,
     pub optim: &'a OptimArgs,
     pub data: &'a DataArgs,
@@ -90,7 +94,7 @@ impl Fit<'_> {
         );
         let step = |i: usize, what: &str| eprintln!("\n[{i}/5] {what}");
         let names = &splits.class_names;
-        let loaded = pipeline::retrieval(
+        let mut loaded = pipeline::retrieval(
             &spec,
             &splits,
             &cfg,
@@ -117,12 +121,46 @@ impl Fit<'_> {
                 Step::Calibration => step(4, "calibration on the held-out split"),
             },
         )?;
+        self.add_budgets(&mut loaded, &splits.calib, device)?;
         step(5, "evaluation: one retrieval query per class");
         super::eval::print_results(&loaded, &splits.test, self.eval, device)?;
         eprintln!(
             "\nnetworks, thresholds and preprocessing saved under {}",
             self.out.display()
         );
+        Ok(())
+    }
+
+    /// The operating points of `--budget` / `--budget-ms`, added to each cascade's (and to
+    /// its thresholds file); a budget no target fits is a warning, the rest goes on.
+    fn add_budgets(
+        &self,
+        loaded: &mut pipeline::Calibrated,
+        calib: &crate::data::Dataset,
+        device: &Device,
+    ) -> anyhow::Result<()> {
+        let budgets = self.budget.budgets();
+        if budgets.is_empty() {
+            return Ok(());
+        }
+        for (model, cals) in loaded.iter_mut().filter(|(m, _)| m.num_stages() > 1) {
+            for &b in &budgets {
+                match crate::budget::for_budget(model, calib, b, self.confidence, device) {
+                    Ok(got) => {
+                        eprintln!(
+                            "  {}: {}",
+                            model.kind.name(),
+                            super::budget_line(&got, self.confidence)
+                        );
+                        cals.push(Some(got.calibration));
+                    }
+                    Err(e) => eprintln!("warning: {}: {e}", model.kind.name()),
+                }
+            }
+            let all: Vec<_> = cals.iter().flatten().cloned().collect();
+            crate::checkpoint::Checkpoint::new(&self.out.join(model.kind.name()))
+                .save_thresholds(&all)?;
+        }
         Ok(())
     }
 }

@@ -27,6 +27,8 @@ pub struct FitArgs {
     #[arg(long, value_parser = parse_confidence)]
     pub confidence: Option<f64>,
     #[command(flatten)]
+    pub budget: super::BudgetArgs,
+    #[command(flatten)]
     pub eval: EvalOpts,
     #[command(flatten)]
     pub optim: OptimArgs,
@@ -52,6 +54,7 @@ pub fn run(args: &FitArgs, device: &Device) -> anyhow::Result<()> {
         out: &out,
         tpr: &args.tpr,
         confidence: args.confidence,
+        budget: &args.budget,
         eval: &args.eval,
         optim: &args.optim,
         data: &args.data,

@@ -130,6 +130,46 @@ impl DataArgs {
     }
 }
 
+/// Time budgets that choose operating points besides the target TPRs (`demo`, `fit`).
+#[derive(Debug, Clone, Args)]
+pub struct BudgetArgs {
+    /// Also the highest target TPR whose expected cost (the cost model's, at the held-out
+    /// pass fractions) is at most R of the monolithic network's; repeatable.
+    #[arg(long = "budget", value_name = "R")]
+    pub budget: Vec<f64>,
+    /// Also the highest target TPR whose expected time on this machine (each stage's time
+    /// measured here) is at most B ms per 1,000 inputs; repeatable.
+    #[arg(long = "budget-ms", value_name = "B")]
+    pub budget_ms: Vec<f64>,
+}
+
+impl BudgetArgs {
+    pub fn budgets(&self) -> Vec<crate::budget::Budget> {
+        use crate::budget::Budget;
+        let r = self.budget.iter().map(|&r| Budget::Fraction(r));
+        r.chain(self.budget_ms.iter().map(|&ms| Budget::MsPer1000(ms)))
+            .collect()
+    }
+}
+
+/// What a budget chose, in one line.
+pub(crate) fn budget_line(b: &crate::budget::Budgeted, confidence: Option<f64>) -> String {
+    format!(
+        "budget {}: target TPR {:.4}{}, expected cost {:.3} of the monolithic network's{} ({}; held-out pass fractions {:?})",
+        b.calibration.budget.as_deref().unwrap_or("?"),
+        b.calibration.target_tpr,
+        confidence.map_or(String::new(), |c| format!(" at confidence {c}")),
+        b.expected,
+        b.expected_ms
+            .map_or(String::new(), |ms| format!(", {ms:.1} ms per 1,000 inputs")),
+        b.basis,
+        b.pass
+            .iter()
+            .map(|p| (p * 1000.0).round() / 1000.0)
+            .collect::<Vec<_>>()
+    )
+}
+
 /// Target TPRs, validated.
 pub fn parse_tpr(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;

@@ -17,6 +17,10 @@ pub struct Row {
     pub metric_name: String,
     pub metric: Option<f64>,
     pub target_tpr: Option<f64>,
+    /// The time budget the target was chosen for (`--budget R`: "Rx" of the monolithic
+    /// network's cost; `--budget-ms B`: "Bms" per 1,000 inputs), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
     /// TPR of stage 1 actually reached on the test split.
     pub reached_tpr: Option<f64>,
     /// Its exact (Clopper–Pearson) two-sided 95% interval, from the test positives.

@@ -51,9 +51,19 @@ pub fn to_string(rows: &[Row]) -> String {
             Box::new(|r: &Row| cell(r.speedup_theory, |v| format!("{v:.2}x"))),
         ),
     ];
+    if rows.iter().any(|r| r.budget.is_some()) {
+        columns.insert(
+            2,
+            (
+                "budget".into(),
+                Box::new(|r: &Row| r.budget.clone().unwrap_or_else(|| "-".into())),
+            ),
+        );
+    }
+    let after_tpr = columns.iter().position(|c| c.0 == "reached TPR").unwrap() + 1;
     if rows.iter().any(|r| r.reached_tpr_interval.is_some()) {
         columns.insert(
-            4,
+            after_tpr,
             (
                 "95% interval".into(),
                 Box::new(|r: &Row| {
