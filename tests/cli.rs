@@ -440,3 +440,87 @@ fn calibrating_on_images_of_another_size_is_refused() {
     ]);
     assert_clean_error(&o, &["[1, 28, 28]", "[1, 32, 32]"]);
 }
+
+/// Time budgets choose operating points: on `demo` (repeatable, beside the target TPRs, each
+/// row naming its budget; a budget nothing fits is a warning) and on `calibrate` (the cost
+/// model's `--budget`, or `--budget-ms` from stage times measured here; not both).
+#[test]
+fn budgets_choose_operating_points() {
+    let d = tmp("cli-budget");
+    let out = d.join("run");
+    let o = onionnet(&[
+        "demo",
+        "--epochs",
+        "1",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+        "--data",
+        &subset(),
+        "--train-limit",
+        "1500",
+        "--calib-size",
+        "500",
+        "--test-limit",
+        "300",
+        "--tpr",
+        "0.95",
+        "--budget",
+        "0.6",
+        "--budget",
+        "0.0001",
+        "--budget-ms",
+        "1000000",
+    ]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("warning: onion: --budget 0.0001: no target TPR fits"),
+        "{e}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    // monolithic + 2 cascades x (one target TPR + two budgets that fit)
+    assert_eq!(rows.len(), 7, "{rows:?}");
+    for kind in ["non-sharing", "onion"] {
+        let of = |b: &str| {
+            rows.iter()
+                .find(|r| r["network"] == kind && r["budget"] == b)
+                .unwrap_or_else(|| panic!("{kind} has no {b} row: {rows:?}"))
+        };
+        // the cost model's budget: no higher a target than the unbounded one, which takes the
+        // highest target the held-out positives reach (every positive)
+        let tight = of("0.6x")["target_tpr"].as_f64().unwrap();
+        let loose = of("1000000ms")["target_tpr"].as_f64().unwrap();
+        assert!(tight <= loose && loose == 1.0, "{kind}: {tight} {loose}");
+    }
+    // calibrate: --budget-ms from measured stage times, written as the only operating point
+    let onion = out.join("onion");
+    let cal = |extra: &[&str]| {
+        let mut a = vec!["calibrate", onion.to_str().unwrap(), "--data"];
+        let s = subset();
+        a.push(&s);
+        a.extend_from_slice(&["--train-limit", "1500", "--calib-size", "500"]);
+        a.extend_from_slice(extra);
+        onionnet(&a)
+    };
+    let o = cal(&["--budget-ms", "1000000"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out_line = String::from_utf8_lossy(&o.stdout);
+    assert!(out_line.contains("stage times measured here"), "{out_line}");
+    let t: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(onion.join("thresholds.json")).unwrap()).unwrap();
+    let cals = t["calibrations"].as_array().unwrap();
+    assert_eq!(cals.len(), 1);
+    assert_eq!(cals[0]["budget"], "1000000ms");
+    let o = cal(&["--budget-ms", "0.000001"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--budget-ms 0.000001: no target TPR fits"),
+        "{}",
+        stderr(&o)
+    );
+    let o = cal(&["--budget", "0.5", "--budget-ms", "3"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&d);
+}
