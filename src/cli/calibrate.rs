@@ -85,23 +85,55 @@ fn print_coverage(
     let model = Checkpoint::new(&args.model).load_model(device)?;
     let (scores, labels, classes) = crate::calibrate::early_scores(&model, &splits.calib, device)?;
     let (t_scores, t_labels, _) = crate::calibrate::early_scores(&model, &splits.test, device)?;
-    let (held, test) = ((scores, labels), (t_scores, t_labels));
-    println!(
-        "{} draws of half the {} held-out images, each calibrating; the fraction of draws whose TPR on the {} test images reaches the target",
-        draws,
+    let what = format!(
+        "{draws} draws of half the {} held-out images, each calibrating; the fraction of draws whose TPR on the {} test images reaches the target",
         splits.calib.len(),
         splits.test.len()
     );
+    coverage_table(
+        &what,
+        ((scores, labels), (t_scores, t_labels)),
+        &classes,
+        None,
+        &args.tpr,
+        args.confidence,
+        draws,
+    )
+}
+
+/// The coverage table: per target TPR, as a point estimate and at `confidence` where given,
+/// the mean and lowest over the (stage, s-class) pairs (only s-class `of_interest` at every
+/// early stage, where given) of the fraction of `draws` reaching the target on the test scores.
+pub(crate) fn coverage_table(
+    what: &str,
+    (held, test): (crate::calibrate::Scored, crate::calibrate::Scored),
+    classes: &[usize],
+    of_interest: Option<usize>,
+    tprs: &[f64],
+    confidence: Option<f64>,
+    draws: usize,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(draws >= 1, "--coverage {draws}: at least 1 draw");
+    println!("{what}");
     println!(
         "{:>10}  {:>10}  {:>12}  {:>14}",
         "target TPR", "confidence", "mean s-class", "lowest s-class"
     );
     let mut confidences = vec![None];
-    confidences.extend(args.confidence.map(Some));
-    for &tpr in &args.tpr {
+    confidences.extend(confidence.map(Some));
+    for &tpr in tprs {
         for &confidence in &confidences {
             let target = crate::calibrate::Target { tpr, confidence };
-            let held = crate::calibrate::coverage(&held, &test, &classes, target, draws, 1)?;
+            let mut held = crate::calibrate::coverage(&held, &test, classes, target, draws, 1)?;
+            if let Some(c) = of_interest {
+                // (the flattened (stage, s-class) pairs: stage s's start at the sum before it)
+                let starts = classes.iter().scan(0, |at, &k| {
+                    let start = *at;
+                    *at += k;
+                    Some(start)
+                });
+                held = starts.map(|start| held[start + c]).collect();
+            }
             let mean = held.iter().sum::<f64>() / held.len() as f64;
             let low = held.iter().copied().fold(1.0, f64::min);
             let conf = confidence.map_or("-".to_string(), |c| c.to_string());

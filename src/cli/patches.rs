@@ -63,6 +63,11 @@ pub struct PatchesArgs {
     /// Print `{"rows": [...]}` on stdout instead of the tables.
     #[arg(long)]
     pub json: bool,
+    /// Also show how often the calibration holds on unseen pairs: over N seeded halves of the
+    /// held-out pairs (each calibrates), the fraction whose TPR on the balanced test pairs
+    /// reaches the target, with and without --confidence.
+    #[arg(long, value_name = "N")]
+    pub coverage: Option<usize>,
     /// Send this fraction of the pairs stage 1 rejects through the remaining stages anyway
     /// (seeded) and report the live TPR they imply, with its interval; a warning when it lies
     /// below the target (the Graffiti pairs are another distribution than the training pairs).
@@ -125,6 +130,27 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
         &crate::calibrate::targets(&args.tpr, args.confidence),
     )?;
     let refs: Vec<_> = loaded.iter().map(|(m, c)| (m, c.clone())).collect();
+    if let Some(draws) = args.coverage {
+        for (model, _) in loaded.iter().filter(|(m, _)| m.num_stages() > 1) {
+            let held = crate::calibrate::early_scores(model, &calib, device)?;
+            let test = crate::calibrate::early_scores(model, &balanced, device)?;
+            let what = format!(
+                "\n{}: {draws} draws of half the {} held-out pairs, each calibrating; the fraction of draws whose TPR on the {} balanced test pairs reaches the target (s-class match)",
+                model.kind.name(),
+                calib.len(),
+                balanced.len()
+            );
+            super::calibrate::coverage_table(
+                &what,
+                ((held.0, held.1), (test.0, test.1)),
+                &held.2,
+                Some(1),
+                &args.tpr,
+                args.confidence,
+                draws,
+            )?;
+        }
+    }
 
     eprintln!("[5/5] evaluation");
     let run = RunOptions {
