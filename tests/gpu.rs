@@ -105,50 +105,6 @@ fn forward_on_the_gpu_matches_the_cpu() {
     }
 }
 
-/// A three-stage description without dropout (random masks differ between devices).
-const NO_DROPOUT: &str = r#"
-name = "gradients"
-classes = 6
-input = { channels = 2, height = 13, width = 13 }
-[[layer]]
-type = "conv"
-name = "c1"
-filters = 12
-kernel = 3
-padding = 1
-stride = 2
-split = [3, 4, 5]
-[[layer]]
-type = "batchnorm"
-[[layer]]
-type = "relu"
-[[layer]]
-type = "maxpool"
-kernel = 2
-ceil = true
-[[layer]]
-type = "conv"
-name = "c2"
-filters = 16
-kernel = 3
-split = [4, 6, 6]
-[[layer]]
-type = "relu"
-[[layer]]
-type = "fc"
-name = "f1"
-units = 20
-split = [0, 8, 12]
-[[stage]]
-ends_at = "c2"
-classes = 2
-label_map = [0, 0, 0, 1, 1, 1]
-[[stage]]
-classes = 3
-label_map = [0, 0, 1, 1, 2, 2]
-[[stage]]
-"#;
-
 /// Every parameter's gradient, in visiting order.
 struct Collect<'a> {
     grads: &'a Gradients,
@@ -208,15 +164,21 @@ fn one_training_step_has_the_same_gradients_on_the_gpu() {
     let Some(gpu) = gpu() else { return };
     let cpu = Device::flex().autodiff();
     let gpu = gpu.autodiff();
-    let spec = Spec::from_toml(NO_DROPOUT, Path::new("gradients.toml")).unwrap();
-    let x = Tensor::<4>::random([8, 2, 13, 13], Distribution::Normal(0.0, 1.0), &cpu);
-    for kind in NetworkKind::ALL {
-        for arch in archs(&spec, kind) {
+    // the three-stage fixtures without dropout (its random masks differ between devices)
+    let specs = [true, false].map(|strided| {
+        let text = common::three_stage_toml(strided)
+            .replace("[[layer]]\ntype = \"dropout\"\nprob = 0.3\n", "");
+        assert!(!text.contains("dropout"));
+        Spec::from_toml(&text, Path::new("gradients.toml")).unwrap()
+    });
+    let x = Tensor::<4>::random([8, 2, 12, 12], Distribution::Normal(0.0, 1.0), &cpu);
+    for (spec, kind) in specs.iter().flat_map(|s| NetworkKind::ALL.map(|k| (s, k))) {
+        for arch in archs(spec, kind) {
             cpu.seed(11);
             let net = Net::new(arch, &cpu);
             let moved = Net {
                 arch: net.arch.clone(),
-                module: net.module.clone().to_device(&gpu),
+                module: net.module.clone().fork(&gpu),
             };
             let want = gradients(&net, &x, 5);
             let got = gradients(&moved, &x.clone().to_device(&gpu), 5);

@@ -40,13 +40,20 @@ pub fn assert_clean_error(o: &Output, needles: &[&str]) {
 /// of 6 classes. `strided`: the first conv with stride 2 and an overlapping max pooling
 /// (stride 1), to cover those shapes too.
 pub fn three_stage(strided: bool) -> Spec {
+    Spec::from_toml(&three_stage_toml(strided), Path::new("three-stage.toml"))
+        .expect("the fixture is valid")
+}
+
+/// The TOML text of [`three_stage`].
+#[allow(dead_code)] // (not every test file uses every fixture)
+pub fn three_stage_toml(strided: bool) -> String {
     let mut text = THREE_STAGE.to_string();
     if strided {
         text = text
             .replacen("padding = 1\n", "padding = 1\nstride = 2\n", 1)
             .replacen("kernel = 2\n", "kernel = 2\nstride = 1\n", 1);
     }
-    Spec::from_toml(&text, Path::new("three-stage.toml")).expect("the fixture is valid")
+    text
 }
 
 const THREE_STAGE: &str = r#"
