@@ -164,12 +164,15 @@ pub fn measured_stage_times(
     (time(model), time(&mono)[0])
 }
 
-/// The operating point of `model` for `budget` on the held-out `calib` split.
+/// The operating point of `model` for `budget` on the held-out `calib` split, for `queries`
+/// (fine classes, each gated on its s-classes: every class for retrieval; "match" alone for
+/// patch matching).
 pub fn for_budget(
     model: &Model,
     calib: &Dataset,
     budget: Budget,
     confidence: Option<f64>,
+    queries: &[usize],
     device: &Device,
 ) -> Result<Budgeted, CascadeError> {
     if model.num_stages() < 2 {
@@ -179,11 +182,7 @@ pub fn for_budget(
     }
     let (scores, labels, classes) = crate::calibrate::early_scores(model, calib, device)?;
     let s_class: Vec<Vec<usize>> = (0..classes.len())
-        .map(|s| {
-            (0..model.spec.classes)
-                .map(|q| model.stage(s).s_class(q))
-                .collect()
-        })
+        .map(|s| queries.iter().map(|&q| model.stage(s).s_class(q)).collect())
         .collect();
     let (costs, fraction, mono_ms, basis) = match budget {
         Budget::Fraction(r) => (

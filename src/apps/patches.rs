@@ -36,6 +36,8 @@ pub fn fpr95(positives: &[f32], negatives: &[f32]) -> Option<f64> {
 pub struct PatchOutcome {
     pub kind: NetworkKind,
     pub target_tpr: Option<f64>,
+    /// The time budget that chose the target, if one did.
+    pub budget: Option<String>,
     pub fpr95: f64,
     /// Fraction passing stage 1 (1 for the monolithic network).
     pub pass: f64,
@@ -171,6 +173,7 @@ pub fn evaluate(
             out.push(PatchOutcome {
                 kind: m.kind,
                 target_tpr: cal.as_ref().map(|c| c.target_tpr),
+                budget: cal.as_ref().and_then(|c| c.budget.clone()),
                 fpr95: fpr95(&pos, &neg).unwrap_or(1.0),
                 pass: p.iter().filter(|&&x| x).count() as f64 / n as f64,
                 reached_tpr: cal.as_ref().map(|_| {
@@ -272,6 +275,7 @@ pub fn rows(spec: &crate::spec::Spec, outcomes: &[PatchOutcome], setting: &str) 
                 metric_name: "FPR95".into(),
                 metric: Some(o.fpr95),
                 target_tpr: o.target_tpr,
+                budget: o.budget.clone(),
                 reached_tpr: o.reached_tpr,
                 reached_tpr_interval: o
                     .reached

@@ -153,7 +153,8 @@ fn calibrate_for_budget(
 ) -> anyhow::Result<()> {
     let ckpt = Checkpoint::new(&args.model);
     let model = ckpt.load_model(device)?;
-    let b = crate::budget::for_budget(&model, calib, budget, args.confidence, device)
+    let queries: Vec<usize> = (0..model.spec.classes).collect();
+    let b = crate::budget::for_budget(&model, calib, budget, args.confidence, &queries, device)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.model.display()))?;
     ckpt.save_thresholds(std::slice::from_ref(&b.calibration))?;
     println!("{}", super::budget_line(&b, args.confidence));

@@ -121,46 +121,21 @@ impl Fit<'_> {
                 Step::Calibration => step(4, "calibration on the held-out split"),
             },
         )?;
-        self.add_budgets(&mut loaded, &splits.calib, device)?;
+        let queries: Vec<usize> = (0..spec.classes).collect();
+        super::add_budgets(
+            self.budget,
+            &mut loaded,
+            (&splits.calib, &queries),
+            self.confidence,
+            self.out,
+            device,
+        )?;
         step(5, "evaluation: one retrieval query per class");
         super::eval::print_results(&loaded, &splits.test, self.eval, device)?;
         eprintln!(
             "\nnetworks, thresholds and preprocessing saved under {}",
             self.out.display()
         );
-        Ok(())
-    }
-
-    /// The operating points of `--budget` / `--budget-ms`, added to each cascade's (and to
-    /// its thresholds file); a budget no target fits is a warning, the rest goes on.
-    fn add_budgets(
-        &self,
-        loaded: &mut pipeline::Calibrated,
-        calib: &crate::data::Dataset,
-        device: &Device,
-    ) -> anyhow::Result<()> {
-        let budgets = self.budget.budgets();
-        if budgets.is_empty() {
-            return Ok(());
-        }
-        for (model, cals) in loaded.iter_mut().filter(|(m, _)| m.num_stages() > 1) {
-            for &b in &budgets {
-                match crate::budget::for_budget(model, calib, b, self.confidence, device) {
-                    Ok(got) => {
-                        eprintln!(
-                            "  {}: {}",
-                            model.kind.name(),
-                            super::budget_line(&got, self.confidence)
-                        );
-                        cals.push(Some(got.calibration));
-                    }
-                    Err(e) => eprintln!("warning: {}: {e}", model.kind.name()),
-                }
-            }
-            let all: Vec<_> = cals.iter().flatten().cloned().collect();
-            crate::checkpoint::Checkpoint::new(&self.out.join(model.kind.name()))
-                .save_thresholds(&all)?;
-        }
         Ok(())
     }
 }

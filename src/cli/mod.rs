@@ -152,6 +152,37 @@ impl BudgetArgs {
     }
 }
 
+/// The operating points of `--budget` / `--budget-ms`, added to each cascade's (and to its
+/// thresholds file under `out`), chosen on the held-out `calib` for `queries`; a budget no
+/// target fits is a warning, the rest goes on.
+pub(crate) fn add_budgets(
+    args: &BudgetArgs,
+    loaded: &mut crate::pipeline::Calibrated,
+    (calib, queries): (&crate::data::Dataset, &[usize]),
+    confidence: Option<f64>,
+    out: &std::path::Path,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<()> {
+    let budgets = args.budgets();
+    if budgets.is_empty() {
+        return Ok(());
+    }
+    for (model, cals) in loaded.iter_mut().filter(|(m, _)| m.num_stages() > 1) {
+        for &b in &budgets {
+            match crate::budget::for_budget(model, calib, b, confidence, queries, device) {
+                Ok(got) => {
+                    eprintln!("  {}: {}", model.kind.name(), budget_line(&got, confidence));
+                    cals.push(Some(got.calibration));
+                }
+                Err(e) => eprintln!("warning: {}: {e}", model.kind.name()),
+            }
+        }
+        let all: Vec<_> = cals.iter().flatten().cloned().collect();
+        crate::checkpoint::Checkpoint::new(&out.join(model.kind.name())).save_thresholds(&all)?;
+    }
+    Ok(())
+}
+
 /// What a budget chose, in one line.
 pub(crate) fn budget_line(b: &crate::budget::Budgeted, confidence: Option<f64>) -> String {
     format!(

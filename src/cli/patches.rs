@@ -49,6 +49,8 @@ pub struct PatchesArgs {
     /// held-out positives) instead of reaching it as a point estimate, e.g. 0.95.
     #[arg(long, value_parser = parse_confidence)]
     pub confidence: Option<f64>,
+    #[command(flatten)]
+    pub budget: super::BudgetArgs,
     /// Pairs per inference batch.
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
@@ -124,10 +126,19 @@ pub fn run(args: &PatchesArgs, device: &Device) -> anyhow::Result<()> {
     eprintln!("[3/5] non-sharing cascade and onion (joint hinge loss)");
     let cascades = exp.cascades(&mono, &spec)?;
     eprintln!("[4/5] stage-1 thresholds on the held-out pairs");
-    let loaded = exp.calibrate(
+    let mut loaded = exp.calibrate(
         mono,
         cascades,
         &crate::calibrate::targets(&args.tpr, args.confidence),
+    )?;
+    // (the s-class of interest is "match" at every early stage)
+    super::add_budgets(
+        &args.budget,
+        &mut loaded,
+        (&calib, &[1]),
+        args.confidence,
+        &args.out,
+        device,
     )?;
     let refs: Vec<_> = loaded.iter().map(|(m, c)| (m, c.clone())).collect();
     if let Some(draws) = args.coverage {
