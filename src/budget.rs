@@ -130,14 +130,15 @@ pub fn search(
 
 /// Each stage's time per input (seconds) of `model` run on `rows` with every input passing,
 /// and the monolithic network's of the same description (random weights: the time does not
-/// depend on them), on the own inference path: medians of `reps` runs.
-pub fn measured_stage_times(
+/// depend on them), on the own inference path: medians of `reps` runs. `rows` is not empty
+/// ([`for_budget`] has read its scores first).
+pub(crate) fn measured_stage_times(
     model: &Model,
     rows: &Dataset,
     reps: usize,
     device: &Device,
 ) -> (Vec<f64>, f64) {
-    let n = rows.len().min(1000).max(1);
+    let n = rows.len().clamp(1, 1000);
     let x = rows.batch(&(0..n).collect::<Vec<_>>(), device);
     let mono = crate::bench::random_models(&model.spec, device, 1)
         .into_iter()
