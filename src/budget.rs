@@ -83,8 +83,8 @@ pub fn pass_fractions(
 /// The highest target TPR (one of the TPRs the held-out positives can reach exactly, at
 /// `confidence` where given) whose expected cost — `costs[s]`, each stage's cost as a fraction
 /// of the monolithic network's, weighted by the fraction reaching it — is at most `budget`
-/// (a fraction of the monolithic network's); an error naming `what` when even the lowest
-/// target does not fit.
+/// (a fraction of the monolithic network's); an error naming `what` and what stage 1 alone
+/// costs (`stage1`) when even the lowest target does not fit.
 #[allow(clippy::too_many_arguments)]
 pub fn search(
     costs: &[f64],
@@ -94,7 +94,7 @@ pub fn search(
     s_class: &[Vec<usize>],
     budget: f64,
     confidence: Option<f64>,
-    what: &str,
+    (what, stage1): (&str, &str),
 ) -> Result<(Calibration, f64, Vec<f64>), CascadeError> {
     if !(budget.is_finite() && budget > 0.0) {
         return Err(CascadeError::Mismatch(format!(
@@ -123,8 +123,7 @@ pub fn search(
         }
     }
     Err(CascadeError::Mismatch(format!(
-        "{what}: no target TPR fits it (stage 1 alone costs {:.3} of the monolithic network)",
-        costs.first().copied().unwrap_or(0.0)
+        "{what}: no target TPR fits it (stage 1 alone {stage1})"
     )))
 }
 
@@ -165,17 +164,18 @@ pub(crate) fn measured_stage_times(
     (time(model), time(&mono)[0])
 }
 
-/// The operating point of `model` for `budget` on the held-out `calib` split, for `queries`
+/// The operating points of `model` for `budgets` on the held-out `calib` split, for `queries`
 /// (fine classes, each gated on its s-classes: every class for retrieval; "match" alone for
-/// patch matching).
-pub fn for_budget(
+/// patch matching): one result per budget (a budget nothing fits is an error of its own). The
+/// held-out scores are read, and the stage times measured, once for all of them.
+pub fn for_budgets(
     model: &Model,
     calib: &Dataset,
-    budget: Budget,
+    budgets: &[Budget],
     confidence: Option<f64>,
     queries: &[usize],
     device: &Device,
-) -> Result<Budgeted, CascadeError> {
+) -> Result<Vec<Result<Budgeted, CascadeError>>, CascadeError> {
     if model.num_stages() < 2 {
         return Err(CascadeError::Mismatch(
             "a monolithic network has no early stage to calibrate".into(),
@@ -185,54 +185,60 @@ pub fn for_budget(
     let s_class: Vec<Vec<usize>> = (0..classes.len())
         .map(|s| queries.iter().map(|&q| model.stage(s).s_class(q)).collect())
         .collect();
-    let (costs, fraction, mono_ms, basis) = match budget {
-        Budget::Fraction(r) => (
-            relative_costs(&model.spec, model.kind),
-            r,
-            None,
-            "cost model (multiply-adds)".to_string(),
-        ),
-        Budget::MsPer1000(ms) => {
-            let (stages, mono) = measured_stage_times(model, calib, 3, device);
-            let mono_ms = mono * 1e6;
-            (
-                stages.iter().map(|t| t / mono).collect(),
-                ms / mono_ms,
-                Some(mono_ms),
-                format!(
+    let model_costs = relative_costs(&model.spec, model.kind);
+    // (measured on the first budget in ms, for all of them)
+    let measured = std::cell::OnceCell::new();
+    let choose = |budget: Budget| {
+        let (costs, fraction, mono_ms, basis, what, stage1) = match budget {
+            Budget::MsPer1000(ms) => {
+                let (stages, mono) =
+                    measured.get_or_init(|| measured_stage_times(model, calib, 3, device));
+                let mono_ms = mono * 1e6;
+                let costs: Vec<f64> = stages.iter().map(|t| t / mono).collect();
+                let basis = format!(
                     "stage times measured here: {} ms per 1,000 inputs (monolithic {mono_ms:.1})",
                     stages
                         .iter()
                         .map(|t| format!("{:.1}", t * 1e6))
                         .collect::<Vec<_>>()
                         .join(" / ")
-                ),
-            )
-        }
+                );
+                let stage1 = format!(
+                    "takes {:.1} ms per 1,000 inputs here, the monolithic network {mono_ms:.1}",
+                    costs[0] * mono_ms
+                );
+                let what = format!("--budget-ms {ms}");
+                (costs, ms / mono_ms, Some(mono_ms), basis, what, stage1)
+            }
+            Budget::Fraction(r) => (
+                model_costs.clone(),
+                r,
+                None,
+                "cost model (multiply-adds)".to_string(),
+                format!("--budget {r}"),
+                format!("costs {:.3} of the monolithic network", model_costs[0]),
+            ),
+        };
+        let (mut calibration, expected, pass) = search(
+            &costs,
+            &scores,
+            &labels,
+            &classes,
+            &s_class,
+            fraction,
+            confidence,
+            (&what, &stage1),
+        )?;
+        calibration.budget = Some(budget.to_string());
+        Ok(Budgeted {
+            calibration,
+            expected,
+            expected_ms: mono_ms.map(|m| expected * m),
+            pass,
+            basis,
+        })
     };
-    let what = match budget {
-        Budget::Fraction(r) => format!("--budget {r}"),
-        Budget::MsPer1000(ms) => format!("--budget-ms {ms}"),
-    };
-    let (mut calibration, expected, pass) = search(
-        &costs, &scores, &labels, &classes, &s_class, fraction, confidence, &what,
-    )
-    .map_err(|e| match mono_ms {
-        // (a budget in ms: the cheapest stage in ms too)
-        Some(m) if e.to_string().contains("no target TPR fits") => CascadeError::Mismatch(format!(
-            "{what}: no target TPR fits it (stage 1 alone takes {:.1} ms per 1,000 inputs here, the monolithic network {m:.1})",
-            costs[0] * m
-        )),
-        _ => e,
-    })?;
-    calibration.budget = Some(budget.to_string());
-    Ok(Budgeted {
-        calibration,
-        expected,
-        expected_ms: mono_ms.map(|m| expected * m),
-        pass,
-        basis,
-    })
+    Ok(budgets.iter().map(|&b| choose(b)).collect())
 }
 
 #[cfg(test)]
@@ -274,7 +280,7 @@ mod tests {
                 &s_class,
                 budget,
                 None,
-                "--budget",
+                ("--budget", "costs"),
             );
             // brute force: every k / n of every group, each calibrated and costed
             let mut best: Option<(f64, f64)> = None;

@@ -168,6 +168,13 @@ pub fn evaluate(
                 .map(|i| s[i])
                 .collect();
             let npos = pos.len();
+            // (positives passing stage 1, positives), for a calibrated cascade
+            let reached = cal.as_ref().map(|_| {
+                (
+                    (0..n).filter(|&i| data.labels[i] == 1 && p[i]).count(),
+                    npos,
+                )
+            });
             let mut t = times[mi][ci].clone();
             t.sort_by(f64::total_cmp);
             out.push(PatchOutcome {
@@ -176,15 +183,8 @@ pub fn evaluate(
                 budget: cal.as_ref().and_then(|c| c.budget.clone()),
                 fpr95: fpr95(&pos, &neg).unwrap_or(1.0),
                 pass: p.iter().filter(|&&x| x).count() as f64 / n as f64,
-                reached_tpr: cal.as_ref().map(|_| {
-                    (0..n).filter(|&i| data.labels[i] == 1 && p[i]).count() as f64 / npos as f64
-                }),
-                reached: cal.as_ref().map(|_| {
-                    (
-                        (0..n).filter(|&i| data.labels[i] == 1 && p[i]).count(),
-                        npos,
-                    )
-                }),
+                reached_tpr: reached.map(|(k, n)| k as f64 / n as f64),
+                reached,
                 ms_per_1000: t[t.len() / 2] * 1e6 / n as f64,
                 audit: match (audit, cal) {
                     (Some(f), Some(_)) => {

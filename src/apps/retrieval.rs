@@ -567,6 +567,7 @@ pub fn evaluate(
         for (ci, cal) in cals.iter().enumerate() {
             let a = &acc[mi][ci];
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            let reached = a.reached();
             out.push(Outcome {
                 kind: model.kind,
                 target_tpr: cal.as_ref().map(|c| c.target_tpr),
@@ -574,8 +575,8 @@ pub fn evaluate(
                 map: mean(&a.ap),
                 ap: a.ap.clone(),
                 pass: a.pass.iter().map(|p| mean(p)).collect(),
-                reached_tpr: a.reached().map(|(k, n)| k as f64 / n.max(1) as f64),
-                reached: a.reached(),
+                reached_tpr: reached.map(|(k, n)| k as f64 / n.max(1) as f64),
+                reached,
                 ms_per_1000: mean(&a.ms),
                 audit: a.audit,
             });

@@ -154,8 +154,12 @@ fn calibrate_for_budget(
     let ckpt = Checkpoint::new(&args.model);
     let model = ckpt.load_model(device)?;
     let queries: Vec<usize> = (0..model.spec.classes).collect();
-    let b = crate::budget::for_budget(&model, calib, budget, args.confidence, &queries, device)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.model.display()))?;
+    let in_dir = |e: crate::error::CascadeError| anyhow::anyhow!("{}: {e}", args.model.display());
+    let b = crate::budget::for_budgets(&model, calib, &[budget], args.confidence, &queries, device)
+        .map_err(in_dir)?
+        .pop()
+        .expect("one result per budget")
+        .map_err(in_dir)?;
     ckpt.save_thresholds(std::slice::from_ref(&b.calibration))?;
     println!("{}", super::budget_line(&b, args.confidence));
     eprintln!(

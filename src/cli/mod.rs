@@ -168,8 +168,10 @@ pub(crate) fn add_budgets(
         return Ok(());
     }
     for (model, cals) in loaded.iter_mut().filter(|(m, _)| m.num_stages() > 1) {
-        for &b in &budgets {
-            match crate::budget::for_budget(model, calib, b, confidence, queries, device) {
+        let chosen =
+            crate::budget::for_budgets(model, calib, &budgets, confidence, queries, device)?;
+        for got in chosen {
+            match got {
                 Ok(got) => {
                     eprintln!("  {}: {}", model.kind.name(), budget_line(&got, confidence));
                     cals.push(Some(got.calibration));

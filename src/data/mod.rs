@@ -142,10 +142,11 @@ impl Dataset {
         Tensor::from_data(TensorData::new(buf, [idx.len(), c, h, w]), device)
     }
 
-    /// Tells a dataset in files the batches an epoch will ask for, in order, so that a reader
-    /// thread decodes them ahead of the network (nothing to do in memory).
-    pub fn read_ahead(&self, batches: Vec<Vec<usize>>) {
+    /// Tells a dataset in files the rows an epoch will ask for, in `order`, `batch` at a time,
+    /// so that a reader thread decodes them ahead of the network (nothing to do in memory).
+    pub fn read_ahead(&self, order: &[usize], batch: usize) {
         if let Some(f) = &self.files {
+            let batches = order.chunks(batch.max(1)).map(<[usize]>::to_vec).collect();
             f.read_ahead(batches, self.shape);
         }
     }

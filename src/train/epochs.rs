@@ -32,9 +32,9 @@ pub(crate) trait Task {
     /// The loss terms of one step on the items `chunk` (one per trained stage, in order) and
     /// the number of examples they cover; `rng` is the epoch's generator, after the shuffle.
     fn step(&self, module: &Self::Module, chunk: &[usize], rng: &mut StdRng) -> (Vec<Term>, usize);
-    /// The batches of an epoch, in the order `step` will get them (a dataset in files reads
+    /// An epoch's order, which `step` gets in chunks of `batch` (a dataset in files reads
     /// them ahead of the network).
-    fn read_ahead(&self, _batches: Vec<Vec<usize>>) {}
+    fn read_ahead(&self, _order: &[usize], _batch: usize) {}
     /// Validation loss and accuracy of each trained stage.
     fn validate(&self, module: &Self::Module) -> Vec<(f64, f64)>;
 }
@@ -178,12 +178,7 @@ pub(crate) fn run<T: Task>(
             pb.set_message("compiling kernels…");
             pb.enable_steady_tick(std::time::Duration::from_millis(500));
         }
-        task.read_ahead(
-            order
-                .chunks(cfg.batch_size)
-                .map(<[usize]>::to_vec)
-                .collect(),
-        );
+        task.read_ahead(&order, cfg.batch_size);
         let mut sums = vec![(0.0f64, 0usize); unit.stages.len()];
         let mut seen = 0usize;
         for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {

@@ -44,8 +44,8 @@ impl epochs::Task for Classify<'_> {
         self.train_set.len()
     }
 
-    fn read_ahead(&self, batches: Vec<Vec<usize>>) {
-        self.train_set.read_ahead(batches);
+    fn read_ahead(&self, order: &[usize], batch: usize) {
+        self.train_set.read_ahead(order, batch);
     }
 
     fn step(
