@@ -32,6 +32,7 @@ pub mod pipeline;
 pub mod report;
 pub mod shipped;
 pub mod spec;
+pub mod study;
 pub mod train;
 pub mod trained;
 pub mod workers;

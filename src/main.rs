@@ -3,7 +3,7 @@
 use clap::Parser;
 use onionnet::cli::{
     Cli, Command, bench, calibrate, cost, demo, detect, eval, export, fit, matching, models,
-    patches, retrieve, train,
+    patches, retrieve, study, train,
 };
 
 fn main() {
@@ -37,6 +37,7 @@ fn main() {
         Command::Eval(a) => eval::run(a, &device),
         Command::Cost(a) => cost::run(a),
         Command::Bench(a) => bench::run(a, &device),
+        Command::Study(a) => study::run_study(a, &device),
         Command::Patches(a) => patches::run(a, &device),
         Command::Detect(a) => detect::run(a, &device),
     };

@@ -198,6 +198,15 @@ pub struct OnionModule {
 pub type Maps = Vec<Option<Tensor<4>>>;
 
 impl OnionModule {
+    /// The module with its first `k` branches frozen: their parameters take no gradient, so
+    /// training leaves them as they are (stage-wise training).
+    pub fn freeze(mut self, k: usize) -> OnionModule {
+        for b in self.branches.iter_mut().take(k) {
+            *b = b.clone().no_grad();
+        }
+        self
+    }
+
     /// Builds the module for `arch` with fresh weights.
     pub fn new(arch: &Arch, device: &Device) -> OnionModule {
         let branches = arch

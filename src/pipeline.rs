@@ -75,14 +75,38 @@ impl Experiment<'_> {
     /// — whose last stage is `mono` itself when the split adds up, so it is reused rather than
     /// trained twice — and the onion.
     pub fn cascades(&self, mono: &Model, spec: &Spec) -> Result<[Model; 2], TrainError> {
+        Ok([self.non_sharing(mono, spec)?, self.onion(spec)?])
+    }
+
+    /// The non-sharing cascade of `spec`, its last stage `mono` when the split adds up.
+    pub fn non_sharing(&self, mono: &Model, spec: &Spec) -> Result<Model, TrainError> {
         let ns_archs = archs(spec, NetworkKind::NonSharing);
         let mut pretrained = vec![None; ns_archs.len()];
         if ns_archs.last() == Some(&mono.nets[0].arch) {
             *pretrained.last_mut().expect("a stage") = Some(mono.nets[0].module.clone().train());
         }
-        let ns = self.train(spec, NetworkKind::NonSharing, pretrained)?;
-        let onion = self.train(spec, NetworkKind::Onion, Vec::new())?;
-        Ok([ns, onion])
+        self.train(spec, NetworkKind::NonSharing, pretrained)
+    }
+
+    /// The onion of `spec`, trained jointly.
+    pub fn onion(&self, spec: &Spec) -> Result<Model, TrainError> {
+        self.train(spec, NetworkKind::Onion, Vec::new())
+    }
+
+    /// The onion of `spec`, trained stage-wise ([`crate::train::train_stagewise`]).
+    pub fn onion_stagewise(&self, spec: &Spec) -> Result<Model, TrainError> {
+        let ckpt = Checkpoint::new(&self.out.join(NetworkKind::Onion.name()));
+        crate::train::train_stagewise(TrainJob {
+            spec,
+            kind: NetworkKind::Onion,
+            train_set: self.train,
+            valid_set: self.held_out,
+            cfg: self.cfg,
+            ckpt: &ckpt,
+            resume: true,
+            pretrained: Vec::new(),
+            device: self.device,
+        })
     }
 
     /// Calibrates the cascades on the held-out split at every target TPR, saves

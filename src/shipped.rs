@@ -8,10 +8,14 @@ use crate::spec::Spec;
 use std::path::{Path, PathBuf};
 
 /// The shipped descriptions: name and text (`specs/NAME.toml` in the repository).
-pub const SPECS: [(&str, &str); 4] = [
+pub const SPECS: [(&str, &str); 5] = [
     (
         "fashion-retrieval",
         include_str!("../specs/fashion-retrieval.toml"),
+    ),
+    (
+        "fashion-3stage",
+        include_str!("../specs/fashion-3stage.toml"),
     ),
     ("2ch-deep", include_str!("../specs/2ch-deep.toml")),
     ("alexnet-64", include_str!("../specs/alexnet-64.toml")),

@@ -380,6 +380,9 @@ pub struct Outcome {
     /// The time budget that chose the target, if one did.
     pub budget: Option<String>,
     pub map: f64,
+    /// mAP of stage 1 alone: every example ranked by its stage-1 score of the query's s-class
+    /// (cascades only).
+    pub stage1_map: Option<f64>,
     pub ap: Vec<f64>,
     /// Mean over queries of the fraction passing each early stage (of those reaching it).
     pub pass: Vec<f64>,
@@ -434,6 +437,29 @@ fn ranking(
     order
 }
 
+/// Refuses networks of different monolithic networks: speed-ups and the cost model compare
+/// networks of one monolithic network, the same layers and widths (the split may differ).
+/// (`onionnet study` compares its variants with the base's monolithic network on purpose.)
+pub fn same_monolithic(models: &[&Model]) -> Result<(), CascadeError> {
+    let plain = |m: &Model| -> Vec<(crate::spec::LayerKind, usize)> {
+        m.spec
+            .layers
+            .iter()
+            .map(|l| (l.kind.clone(), l.width))
+            .collect()
+    };
+    if let Some(first) = models.first()
+        && let Some(other) = models.iter().find(|m| plain(m) != plain(first))
+    {
+        return Err(CascadeError::Mismatch(format!(
+            "{} and {} describe different monolithic networks (layers or widths differ): their times and speed-ups cannot be compared",
+            first.spec.source.display(),
+            other.spec.source.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The test split against the networks and the run's settings.
 fn check(
     models: &[(&Model, Vec<Option<Calibration>>)],
@@ -459,24 +485,6 @@ fn check(
                 test.classes
             )));
         }
-    }
-    // speed-ups and the cost model compare networks of one monolithic network: the same
-    // layers and widths (the split may differ)
-    let plain = |m: &Model| -> Vec<(crate::spec::LayerKind, usize)> {
-        m.spec
-            .layers
-            .iter()
-            .map(|l| (l.kind.clone(), l.width))
-            .collect()
-    };
-    if let Some((first, _)) = models.first()
-        && let Some((other, _)) = models.iter().find(|(m, _)| plain(m) != plain(first))
-    {
-        return Err(CascadeError::Mismatch(format!(
-            "{} and {} describe different monolithic networks (layers or widths differ): their times and speed-ups cannot be compared",
-            first.spec.source.display(),
-            other.spec.source.display()
-        )));
     }
     let (batch, pool) = (run.batch, run.pool);
     if batch == 0 || pool == 0 {
@@ -539,10 +547,10 @@ pub fn evaluate(
             for (ci, cal) in cals.iter().enumerate() {
                 let gate = query_gate(model, cal.as_ref(), c);
                 let t0 = Instant::now();
-                let (reached, in_topk, order) =
+                let (reached, in_topk, order, first) =
                     run_query(model, fast[mi].as_ref(), &batches, batch, &gate, c, top_k);
                 let ms_per_1000 = t0.elapsed().as_secs_f64() * 1000.0 / n as f64 * 1000.0;
-                acc[mi][ci].add(model, test, c, &reached, &order, ms_per_1000);
+                acc[mi][ci].add(model, test, c, (&reached, &order, &first), ms_per_1000);
                 if let Some(f) = audit.filter(|_| cal.is_some()) {
                     let seed = (c * 1000 + mi * 10 + ci) as u64;
                     let a = audit_query(
@@ -573,6 +581,7 @@ pub fn evaluate(
                 target_tpr: cal.as_ref().map(|c| c.target_tpr),
                 budget: cal.as_ref().and_then(|c| c.budget.clone()),
                 map: mean(&a.ap),
+                stage1_map: (!a.ap1.is_empty()).then(|| mean(&a.ap1)),
                 ap: a.ap.clone(),
                 pass: a.pass.iter().map(|p| mean(p)).collect(),
                 reached_tpr: reached.map(|(k, n)| k as f64 / n.max(1) as f64),
@@ -585,8 +594,9 @@ pub fn evaluate(
     Ok(out)
 }
 
-/// One query (class `c`) over the test batches: the last stage each example reached, and the
-/// examples ranked for that query (see [`ranking`]).
+/// One query (class `c`) over the test batches: the last stage each example reached, whether
+/// the last stage retrieved it, the examples ranked for that query (see [`ranking`]), and
+/// each example's stage-1 score of the query's s-class.
 fn run_query(
     model: &Model,
     fast: Option<&crate::infer::FastModel>,
@@ -595,7 +605,7 @@ fn run_query(
     gate: &Gate,
     c: usize,
     top_k: usize,
-) -> (Vec<usize>, Vec<bool>, Vec<usize>) {
+) -> (Vec<usize>, Vec<bool>, Vec<usize>, Vec<f32>) {
     let n = batches.iter().map(|(rows, _)| rows.len()).sum();
     let stages = model.num_stages();
     let (k0, kl) = (model.stage(0).classes, model.stage(stages - 1).classes);
@@ -617,7 +627,7 @@ fn run_query(
         }
     }
     let order = ranking(&reached, &first, &last, &in_topk, stages);
-    (reached, in_topk, order)
+    (reached, in_topk, order, first)
 }
 
 /// The audit of one query: the survivors the last stage confirms (query class `c` in its
@@ -670,6 +680,8 @@ fn audit_query(
 /// group (queries of one group share their positives and gate), its positives passing.
 struct Acc {
     ap: Vec<f64>,
+    /// Stage 1 alone's AP (cascades only).
+    ap1: Vec<f64>,
     pass: Vec<Vec<f64>>,
     groups: std::collections::BTreeMap<usize, (usize, usize)>,
     ms: Vec<f64>,
@@ -680,6 +692,7 @@ impl Acc {
     fn new(stages: usize) -> Self {
         Self {
             ap: Vec::new(),
+            ap1: Vec::new(),
             pass: vec![Vec::new(); stages.saturating_sub(1)],
             groups: std::collections::BTreeMap::new(),
             ms: Vec::new(),
@@ -692,13 +705,18 @@ impl Acc {
         model: &Model,
         test: &Dataset,
         c: usize,
-        reached: &[usize],
-        order: &[usize],
+        (reached, order, first): (&[usize], &[usize], &[f32]),
         ms: f64,
     ) {
         let stages = model.num_stages();
-        let relevant: Vec<bool> = order.iter().map(|&r| test.labels[r] == c).collect();
-        self.ap.push(average_precision(&relevant));
+        let relevant =
+            |order: &[usize]| -> Vec<bool> { order.iter().map(|&r| test.labels[r] == c).collect() };
+        self.ap.push(average_precision(&relevant(order)));
+        if stages > 1 {
+            let mut by_first: Vec<usize> = (0..first.len()).collect();
+            by_first.sort_by(|&a, &b| first[b].total_cmp(&first[a]));
+            self.ap1.push(average_precision(&relevant(&by_first)));
+        }
         for (s, pass) in self.pass.iter_mut().enumerate() {
             let reach = reached.iter().filter(|&&r| r >= s).count().max(1);
             pass.push(reached.iter().filter(|&&r| r > s).count() as f64 / reach as f64);
@@ -737,6 +755,7 @@ pub fn rows(spec: &Spec, outcomes: &[Outcome]) -> Vec<Row> {
                 network: o.kind.name().into(),
                 metric_name: "mAP".into(),
                 metric: Some(o.map),
+                stage1_metric: o.stage1_map,
                 target_tpr: o.target_tpr,
                 budget: o.budget.clone(),
                 reached_tpr: o.reached_tpr,

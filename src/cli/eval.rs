@@ -2,7 +2,7 @@
 
 use super::DataArgs;
 use crate::apps::RunOptions;
-use crate::apps::retrieval::{evaluate, rows};
+use crate::apps::retrieval::{evaluate, rows, same_monolithic};
 use crate::checkpoint::Checkpoint;
 use crate::error::CheckpointError;
 use crate::model::Model;
@@ -101,6 +101,7 @@ pub fn print_results(
     opts.check()?;
     let refs: Vec<(&Model, Vec<Option<crate::calibrate::Calibration>>)> =
         loaded.iter().map(|(m, c)| (m, c.clone())).collect();
+    same_monolithic(&refs.iter().map(|(m, _)| *m).collect::<Vec<_>>())?;
     let outcomes = evaluate(
         &refs,
         test,

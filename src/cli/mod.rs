@@ -13,6 +13,7 @@ pub mod matching;
 pub mod models;
 pub mod patches;
 pub mod retrieve;
+pub mod study;
 pub mod train;
 
 pub use crate::device::DeviceKind;
@@ -67,6 +68,10 @@ pub enum Command {
     /// The synthetic time-cost benchmark: forced pass fractions p, measured vs theoretical
     /// time of the three networks (table, CSV, PNG plot, time breakdown).
     Bench(bench::BenchArgs),
+    /// The paper's analysis: width and depth variants of one description (a study file) trained,
+    /// calibrated and evaluated on the retrieval data; stage 1 alone, cascade and 'full'
+    /// precision, % passing, speed-ups; the variants' time-cost curves.
+    Study(study::StudyArgs),
 }
 
 /// Where the data come from and how they are split (shared by train, calibrate, eval, demo).

@@ -194,6 +194,19 @@ impl Act {
 
     /// Stored values per example (border included).
     #[inline]
+    /// The first `c` channels of every position (border included).
+    pub(super) fn narrowed(self, c: usize) -> Act {
+        if c == self.c {
+            return self;
+        }
+        let buf = self
+            .buf
+            .par_chunks_exact(self.c)
+            .flat_map_iter(|p| p[..c].iter().copied())
+            .collect();
+        Act { c, buf, ..self }
+    }
+
     pub(super) fn example_len(&self) -> usize {
         (self.h + 2 * self.border) * (self.w + 2 * self.border) * self.c
     }

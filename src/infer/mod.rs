@@ -95,7 +95,10 @@ impl FastNet {
                         LayerKind::Conv {
                             stride, padding, ..
                         } => m.conv(b, l).map(|c| {
-                            Op::Conv(pack(c, &widths(b, l), *stride, *padding, next_relu))
+                            Op::Conv(
+                                pack(c, &widths(b, l), *stride, *padding, next_relu)
+                                    .with_narrow_outputs(),
+                            )
                         }),
                         LayerKind::Fc => m
                             .conv(b, l)

@@ -36,6 +36,10 @@ pub(super) struct PackedConv {
     pub(super) stride: usize,
     pub(super) padding: usize,
     pub(super) relu: bool,
+    /// A conv whose outputs are not a multiple of 8: the same layer [`PackedConv::widened`],
+    /// which runs in its place on the direct kernel, its output cut back to `cout` channels
+    /// (see [`PackedConv::with_narrow_outputs`]).
+    pub(super) wide: Option<Box<PackedConv>>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +117,7 @@ pub(super) fn pack(
         stride,
         padding,
         relu,
+        wide: None,
     };
     // (the stacked matrix only where the GEMM path runs the layer)
     if !packed.direct() {
@@ -171,6 +176,21 @@ impl PackedConv {
     /// kernel runs it: a head has 1–10 outputs, and a GEMM that narrow costs more in set-up
     /// than in arithmetic (measured: 44 µs for a 192 -> 1 hinge head over 128 examples, on one
     /// thread). Readers keep the first `outputs` channels.
+    /// A hidden conv with outputs not a multiple of 8 (a thin stage: 4 filters at 1/8 of
+    /// fashion-retrieval's conv1) runs widened with zero filters on the direct kernel, then
+    /// keeps its own channels: im2col + GEMM cost it 10-36 times its multiply-adds
+    /// (`bench --layers` on that variant), the wider direct kernel at most 2 times.
+    pub(super) fn with_narrow_outputs(mut self) -> PackedConv {
+        if self.direct_runs() || !direct::available() {
+            return self;
+        }
+        let wide = self.clone().widened();
+        if wide.direct() {
+            self.wide = Some(Box::new(wide));
+        }
+        self
+    }
+
     pub(super) fn widened(mut self) -> PackedConv {
         let wide = self.cout.next_multiple_of(8);
         if wide == self.cout {
@@ -274,6 +294,11 @@ impl PackedConv {
             && self.padding == 0
             && direct::weight_bound(self.cout, x0.n);
         let few = few && self.blocks.iter().all(Option::is_some);
+        if let Some(wide) = self.wide.as_deref().filter(|_| !few) {
+            return wide
+                .forward_via(srcs, true, pool, border)
+                .narrowed(self.cout);
+        }
         self.forward_via(srcs, self.direct() || few, pool, border)
     }
 

@@ -37,6 +37,7 @@ fn layer(
         stride: s,
         padding: p,
         relu: true,
+        wide: None,
     }
 }
 
@@ -438,6 +439,41 @@ fn widened_head_keeps_outputs() {
                 assert!((x - z).abs() <= 1e-4, "{outputs} outputs: {x} vs {z}");
             }
             assert!(a[outputs..].iter().all(|&v| v == 0.0), "padding stays zero");
+        }
+    }
+}
+
+/// A hidden conv with outputs not a multiple of 8 runs widened and keeps its own channels:
+/// the same maps as im2col + GEMM, with pooling and a stored border, and a zero border.
+#[test]
+#[cfg_attr(
+    not(host_avx2),
+    ignore = "this CPU has no AVX2/FMA: the direct kernels do not run here"
+)]
+fn narrow_hidden_conv_runs_widened() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for (widths, cout) in [(vec![1], 4), (vec![1], 28), (vec![8, 4], 12), (vec![3], 7)] {
+        let conv = layer(&mut rng, &widths, cout, 3, 1, 1).with_narrow_outputs();
+        assert!(conv.wide.is_some(), "{widths:?} -> {cout}: runs widened");
+        let xs: Vec<Act> = widths
+            .iter()
+            .map(|&c| Act::new(5, 9, 9, c, random(&mut rng, 5 * 81 * c)))
+            .collect();
+        let srcs: Vec<&Act> = xs.iter().collect();
+        for (pool, border) in [(None, 0), (Some((2, false)), 1), (None, 1)] {
+            let a = conv.forward(&srcs, pool, border);
+            let b = conv.forward_via(&srcs, false, None, 0);
+            let b = pool.map_or(b.clone(), |(side, ceil)| maxpool(&b, side, side, ceil));
+            assert_eq!(
+                (a.n, a.h, a.w, a.c, a.border),
+                (b.n, b.h, b.w, cout, border)
+            );
+            let plain = a.unbordered();
+            for (x, y) in plain.values().iter().zip(b.values()) {
+                assert!((x - y).abs() <= 1e-4, "{widths:?} -> {cout}: {x} vs {y}");
+            }
+            let sum = |v: &[f32]| v.iter().map(|x| x.abs() as f64).sum::<f64>();
+            assert_eq!(sum(a.values()), sum(plain.values()), "border values");
         }
     }
 }

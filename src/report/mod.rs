@@ -11,11 +11,21 @@ use serde::Serialize;
 /// One line of a results table.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Row {
+    /// The study's variant the row belongs to (`onionnet study`; "baseline" for the base
+    /// description's monolithic network and non-sharing cascade).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
     /// "monolithic" | "non-sharing" | "onion"
     pub network: String,
     /// Name of the precision metric ("mAP", ...).
     pub metric_name: String,
     pub metric: Option<f64>,
+    /// The metric of stage 1 alone (retrieval: every example ranked by its stage-1 score).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage1_metric: Option<f64>,
+    /// The metric with every example passing every stage (the paper's 'full').
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_metric: Option<f64>,
     pub target_tpr: Option<f64>,
     /// The time budget the target was chosen for (`--budget R`: "Rx" of the monolithic
     /// network's cost; `--budget-ms B`: "Bms" per 1,000 inputs), if any.

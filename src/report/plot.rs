@@ -85,6 +85,12 @@ pub fn line_plot(
             RGBColor(255, 127, 14),
             RGBColor(44, 160, 44),
             RGBColor(214, 39, 40),
+            RGBColor(148, 103, 189),
+            RGBColor(140, 86, 75),
+            RGBColor(227, 119, 194),
+            RGBColor(127, 127, 127),
+            RGBColor(188, 189, 34),
+            RGBColor(23, 190, 207),
         ];
         for s in series {
             let colour = palette[s.colour % palette.len()];

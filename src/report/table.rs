@@ -60,6 +60,31 @@ pub fn to_string(rows: &[Row]) -> String {
             ),
         );
     }
+    // (the study's columns: its variant, stage 1 alone and 'full' beside the cascade's metric)
+    if rows.iter().any(|r| r.variant.is_some()) {
+        let name = rows.first().map_or("metric", |r| r.metric_name.as_str());
+        columns.insert(
+            1,
+            (
+                format!("s1 {name}"),
+                Box::new(|r: &Row| cell(r.stage1_metric, |v| format!("{:.2}", 100.0 * v))),
+            ),
+        );
+        columns.insert(
+            3,
+            (
+                format!("full {name}"),
+                Box::new(|r: &Row| cell(r.full_metric, |v| format!("{:.2}", 100.0 * v))),
+            ),
+        );
+        columns.insert(
+            0,
+            (
+                "variant".into(),
+                Box::new(|r: &Row| r.variant.clone().unwrap_or_default()),
+            ),
+        );
+    }
     let after_tpr = columns.iter().position(|c| c.0 == "reached TPR").unwrap() + 1;
     if rows.iter().any(|r| r.reached_tpr_interval.is_some()) {
         columns.insert(

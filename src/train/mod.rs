@@ -258,6 +258,51 @@ pub struct TrainJob<'a> {
 
 /// Trains a network kind from its description, checkpointing after every epoch.
 pub fn train(job: TrainJob<'_>) -> Result<Model, TrainError> {
+    train_from(job, None)
+}
+
+/// Stage-wise training of an onion (the paper's contrast to joint training, which it found
+/// worse): stage 1 first on its own loss (the later stages' loss weights set to 0), saved
+/// under `ckpt/stage1`; then stage 1's weights frozen and the later stages trained on their
+/// own losses (stage 1's weight set to 0), each phase for the settings' epochs. The model's
+/// description carries the last phase's weights.
+pub fn train_stagewise(job: TrainJob<'_>) -> Result<Model, TrainError> {
+    if job.kind != NetworkKind::Onion || job.spec.num_stages() < 2 {
+        return Err(TrainError::Settings(format!(
+            "stage-wise training needs an onion of two or more stages ({}: {} network, {} stages)",
+            job.spec.name,
+            job.kind,
+            job.spec.num_stages()
+        )));
+    }
+    let weighted = |keep: &dyn Fn(usize) -> bool| {
+        let mut spec = job.spec.clone();
+        for (s, st) in spec.stages.iter_mut().enumerate() {
+            if !keep(s) {
+                st.weight = 0.0;
+            }
+        }
+        spec
+    };
+    let first = weighted(&|s| s == 0);
+    let ckpt1 = Checkpoint::new(&job.ckpt.dir.join("stage1"));
+    let stage1 = train_from(
+        TrainJob {
+            spec: &first,
+            ckpt: &ckpt1,
+            pretrained: Vec::new(),
+            ..job
+        },
+        None,
+    )?;
+    let rest = weighted(&|s| s > 0);
+    let module = stage1.nets.into_iter().next().expect("one module").module;
+    train_from(TrainJob { spec: &rest, ..job }, Some((module.train(), 1)))
+}
+
+/// [`train`], the first module starting from `start = (module, k)` with its first `k`
+/// branches frozen (no gradients, so no updates), where given.
+fn train_from(job: TrainJob<'_>, start: Option<(OnionModule, usize)>) -> Result<Model, TrainError> {
     let TrainJob {
         spec,
         kind,
@@ -319,9 +364,14 @@ pub fn train(job: TrainJob<'_>) -> Result<Model, TrainError> {
     let mut state = epochs::start(spec, kind, cfg, train_set.len(), archs.len(), ckpt, resume)?;
     let ad = device.clone().autodiff();
     let mut nets = Vec::with_capacity(archs.len());
+    let mut start = start;
     for (i, arch) in archs.into_iter().enumerate() {
         ad.seed(cfg.seed.wrapping_add(i as u64));
         let mut module = OnionModule::new(&arch, &ad);
+        let mut frozen = 0;
+        if let Some((init, k)) = start.take().filter(|_| i == 0) {
+            (module, frozen) = (init, k);
+        }
         if let Some(done) = pretrained[i].take() {
             module = done;
             state.epochs_done[i] = cfg.epochs;
@@ -329,6 +379,7 @@ pub fn train(job: TrainJob<'_>) -> Result<Model, TrainError> {
         } else if state.epochs_done[i] > 0 {
             module = ckpt.load_module(i, module)?;
         }
+        module = module.freeze(frozen);
         let mut optim = epochs::optimiser(cfg, &state, i, ckpt)?;
         let unit = epochs::Unit {
             index: i,

@@ -296,7 +296,7 @@ pub fn rows(
                 head_ms_per_image: Some(o.head_ms_per_image),
                 pipeline_ms_per_image: Some(o.pipeline_ms_per_image),
                 speedup_pipeline: mono.map(|m| m.pipeline_ms_per_image / o.pipeline_ms_per_image),
-                budget: None,
+                ..Row::default()
             }
         })
         .collect()
