@@ -26,7 +26,11 @@ pub fn prune_maps<T>(spec: &Spec, own: &mut [Option<T>]) {
     for (l, m) in own.iter_mut().enumerate() {
         let read_by_layer = l + 1 < layers.len() && layers[l + 1].kind.is_weighted();
         let read_by_head = spec.stages.iter().any(|s| s.depth == l + 1);
-        if !(read_by_layer || read_by_head) {
+        // (a residual's projection reads the source maps of the branches before its own)
+        let read_by_add = layers
+            .iter()
+            .any(|x| x.kind.projection().is_some_and(|(from, _)| from == l));
+        if !(read_by_layer || read_by_head || read_by_add) {
             *m = None;
         }
     }

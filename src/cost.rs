@@ -25,6 +25,17 @@ pub fn layer_costs(arch: &Arch) -> Vec<LayerCost> {
     for (b, br) in arch.branches.iter().enumerate() {
         for (l, layer) in arch.layers.iter().enumerate().take(br.depth) {
             let c = br.channels[l];
+            if let (true, Some((from, _))) = (c > 0, layer.kind.projection()) {
+                let (ho, wo) = arch.sizes[l + 1];
+                let cin = arch.in_channels(b, from + 1);
+                out.push(LayerCost {
+                    layer: layer.name.clone(),
+                    branch: b,
+                    in_channels: cin,
+                    out_channels: c,
+                    macs: (ho * wo * cin * c) as u64,
+                });
+            }
             if c == 0 || !layer.kind.is_weighted() {
                 continue;
             }

@@ -239,6 +239,18 @@ impl OnionModule {
                                 .with_initializer(he())
                                 .init(device),
                         ),
+                        // a residual's projection: 1x1 from the source's maps (the conv slot
+                        // of its layer)
+                        LayerKind::Add {
+                            from,
+                            projection: true,
+                            stride,
+                        } if c > 0 => Some(
+                            Conv2dConfig::new([arch.in_channels(b, from + 1), c], [1, 1])
+                                .with_stride([*stride, *stride])
+                                .with_initializer(he())
+                                .init(device),
+                        ),
                         _ => None,
                     });
                     norms.push(match layer.kind {
@@ -313,6 +325,14 @@ impl OnionModule {
                 LayerKind::Dropout { .. } => own[l - 1]
                     .clone()
                     .map(|x| m.drops[l].as_ref().unwrap().forward(x)),
+                LayerKind::Add { from, .. } => own[l - 1].clone().map(|x| {
+                    let z = match m.convs[l].as_ref() {
+                        Some(proj) => gather(&own, *from).map(|z| proj.forward(z)),
+                        None => own[*from].clone(),
+                    };
+                    x + z.expect("validated: an identity residual's branch has maps at its source")
+                }),
+                LayerKind::Avgpool => own[l - 1].clone().map(|x| x.mean_dim(3).mean_dim(2)),
             };
             own.push(out);
         }

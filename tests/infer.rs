@@ -126,7 +126,14 @@ where
 #[test]
 fn own_path_matches_burn_on_the_shipped_descriptions() {
     let device = burn::tensor::Device::default();
-    for name in ["fashion-retrieval", "2ch-deep", "alexnet-64", "detection"] {
+    for name in [
+        "fashion-retrieval",
+        "fashion-3stage",
+        "2ch-deep",
+        "alexnet-64",
+        "detection",
+        "resnet-fashion",
+    ] {
         let spec = Spec::from_file(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("specs/{name}.toml")),
         )

@@ -64,6 +64,20 @@ pub type ActMaps = Vec<Option<Act>>;
 pub struct FastNet {
     pub arch: Arch,
     branches: Vec<FastBranch>,
+    /// `kept[l]`: the maps after layer l are a residual's source, so no conv fuses them away
+    /// (its ReLU or pooling applied in the same pass).
+    kept: Vec<bool>,
+}
+
+/// Which layers' maps a residual (`add`) reads.
+fn kept_maps(arch: &Arch) -> Vec<bool> {
+    let mut kept = vec![false; arch.layers.len()];
+    for l in &arch.layers {
+        if let LayerKind::Add { from, .. } = l.kind {
+            kept[from] = true;
+        }
+    }
+    kept
 }
 
 impl FastNet {
@@ -79,6 +93,7 @@ impl FastNet {
                     .collect()
             }
         };
+        let kept = kept_maps(&arch);
         let branches = arch
             .branches
             .iter()
@@ -86,11 +101,13 @@ impl FastNet {
             .map(|(b, br)| {
                 let mut ops: Vec<Option<Op>> = Vec::with_capacity(br.depth);
                 for (l, layer) in arch.layers.iter().enumerate().take(br.depth) {
+                    // (a residual's source keeps its pre-ReLU maps: no fused ReLU)
                     let next_relu = arch
                         .layers
                         .get(l + 1)
                         .is_some_and(|n| n.kind == LayerKind::Relu)
-                        && l + 1 < br.depth;
+                        && l + 1 < br.depth
+                        && !kept[l];
                     let op = match &layer.kind {
                         LayerKind::Conv {
                             stride, padding, ..
@@ -137,6 +154,16 @@ impl FastNet {
                             Op::Affine { scale, shift }
                         }),
                         LayerKind::Dropout { .. } => ops[l - 1].as_ref().map(|_| Op::Identity),
+                        LayerKind::Add { from, stride, .. } => {
+                            ops[l - 1].as_ref().map(|_| Op::Add {
+                                from: *from,
+                                projection: m.conv(b, l).map(|c| {
+                                    pack(c, &widths(b, from + 1), *stride, 0, false)
+                                        .with_narrow_outputs()
+                                }),
+                            })
+                        }
+                        LayerKind::Avgpool => ops[l - 1].as_ref().map(|_| Op::GlobalAvg),
                     };
                     ops.push(op);
                 }
@@ -150,7 +177,11 @@ impl FastNet {
                 }
             })
             .collect();
-        FastNet { arch, branches }
+        FastNet {
+            arch,
+            branches,
+            kept,
+        }
     }
 
     /// The zero border to store around the maps after layer `l` of branch `b`: the padding
@@ -282,7 +313,7 @@ impl FastNet {
                         kernel,
                         stride,
                         ceil,
-                    })) if kernel == stride => {
+                    })) if kernel == stride && !self.kept[l..pool_at].contains(&true) => {
                         let border = self.border_after(b, pool_at);
                         let pool = Some((*kernel, *ceil));
                         *pooled = Some(c.forward(&srcs, pool, border));
@@ -320,6 +351,41 @@ impl FastNet {
                 y
             }),
             Some(Op::Identity) => own[l - 1].clone(),
+            Some(Op::Add { from, projection }) => own[l - 1].as_ref().map(|x| {
+                let z = match projection {
+                    Some(p) => p.forward(&sources(arch, b, *from, own, prev), None, 0),
+                    None => own[*from]
+                        .as_ref()
+                        .expect("validated: an identity residual's branch has maps at its source")
+                        .unbordered()
+                        .into_owned(),
+                };
+                // (made without a border, as the batch norm's maps: the next conv pads)
+                let mut y = x.unbordered().into_owned();
+                y.values_mut()
+                    .par_iter_mut()
+                    .zip(z.unbordered().values().par_iter())
+                    .for_each(|(a, b)| *a += b);
+                y
+            }),
+            Some(Op::GlobalAvg) => own[l - 1].as_ref().map(|x| {
+                let x = x.unbordered();
+                let (c, positions) = (x.c, x.h * x.w);
+                let means = x
+                    .values()
+                    .par_chunks_exact(positions * c)
+                    .flat_map_iter(|e| {
+                        let mut sum = vec![0f32; c];
+                        for px in e.chunks_exact(c) {
+                            for (s, v) in sum.iter_mut().zip(px) {
+                                *s += v;
+                            }
+                        }
+                        sum.into_iter().map(move |s| s / positions as f32)
+                    })
+                    .collect();
+                Act::new(x.n, 1, 1, c, means)
+            }),
         }
     }
 }

@@ -59,6 +59,14 @@ pub(super) enum Op {
         shift: Vec<f32>,
     },
     Identity,
+    /// A residual: the maps before plus those after layer `from` (this branch's own), or
+    /// plus their `projection` (reading the sources there, as a conv would).
+    Add {
+        from: usize,
+        projection: Option<PackedConv>,
+    },
+    /// Global average pooling.
+    GlobalAvg,
 }
 
 pub(super) fn host(t: Tensor<1>) -> Vec<f32> {

@@ -80,6 +80,10 @@ impl FastNet {
                 (None, true) => l + 1,
                 (None, false) => l,
             };
+            // (a residual's source must stay: no fused-away maps)
+            if self.kept[l..dest].contains(&true) {
+                break;
+            }
             let g = c.geometry(input.n, srcs[0].1, pool, self.border_after(b, dest));
             if g.out == (1, 1) {
                 // an fc layer: one position per example, so a chunk's few examples would fill

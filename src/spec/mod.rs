@@ -47,11 +47,39 @@ pub enum LayerKind {
     Dropout {
         prob: f64,
     },
+    /// Residual connection: the maps before this layer plus the maps after layer `from`
+    /// (0-based, earlier) — as they are where their channels, split among stages and size
+    /// match the maps before this layer (identity), else through a 1x1 convolution of stride
+    /// `stride` (a projection, with weights). In the onion each branch adds to its own
+    /// channels: its own maps of `from` (identity), or the projection of the maps of `from`
+    /// of branches 1..=s (one-way, like every weighted layer).
+    Add {
+        from: usize,
+        projection: bool,
+        stride: usize,
+    },
+    /// Global average pooling: each channel's mean over the map (output 1x1).
+    Avgpool,
 }
 
 impl LayerKind {
+    /// Conv and fc layers: they set the channels of the maps after them, and read the maps of
+    /// the branches before theirs.
     pub fn is_weighted(&self) -> bool {
         matches!(self, LayerKind::Conv { .. } | LayerKind::Fc)
+    }
+
+    /// The residual layer's source layer and its projection's stride, if it has a
+    /// projection.
+    pub fn projection(&self) -> Option<(usize, usize)> {
+        match *self {
+            LayerKind::Add {
+                from,
+                projection: true,
+                stride,
+            } => Some((from, stride)),
+            _ => None,
+        }
     }
 }
 
@@ -263,6 +291,11 @@ impl Spec {
                 LayerKind::Dropout { prob } => {
                     out.push_str(&format!("type = \"dropout\"\nprob = {prob:?}\n"))
                 }
+                LayerKind::Add { from, .. } => out.push_str(&format!(
+                    "type = \"add\"\nfrom = {:?}\n",
+                    self.layers[*from].name
+                )),
+                LayerKind::Avgpool => out.push_str("type = \"avgpool\"\n"),
             }
         }
         for s in &self.stages {
@@ -340,6 +373,11 @@ pub fn running_values(input: &InputShape, layers: &[Layer]) -> Vec<(u128, u128)>
             weights += (fan_in + 1) * l.width as u128;
             c = l.width as u128;
         }
+        // (a projection: 1x1 from the source's channels, at most as many as the widest layer)
+        if l.kind.projection().is_some() {
+            let widest = layers.iter().map(|o| o.width as u128).max().unwrap_or(0);
+            weights += (widest + 1) * c;
+        }
         (h, w) = (nh, nw);
         maps += c * h as u128 * w as u128;
         out.push((weights, maps));
@@ -361,7 +399,7 @@ pub fn out_size(kind: &LayerKind, h: usize, w: usize) -> Option<(usize, usize)> 
             conv(h, *kernel, *stride, *padding)?,
             conv(w, *kernel, *stride, *padding)?,
         )),
-        LayerKind::Fc => Some((1, 1)),
+        LayerKind::Fc | LayerKind::Avgpool => Some((1, 1)),
         LayerKind::Maxpool {
             kernel,
             stride,
@@ -381,6 +419,9 @@ pub fn out_size(kind: &LayerKind, h: usize, w: usize) -> Option<(usize, usize)> 
             };
             Some((pool(h)?, pool(w)?))
         }
-        LayerKind::Relu | LayerKind::Batchnorm | LayerKind::Dropout { .. } => Some((h, w)),
+        LayerKind::Relu
+        | LayerKind::Batchnorm
+        | LayerKind::Dropout { .. }
+        | LayerKind::Add { .. } => Some((h, w)),
     }
 }

@@ -44,6 +44,8 @@ pub(super) struct RawLayer {
     ceil: Option<bool>,
     prob: Option<f64>,
     split: Option<Vec<SplitValue>>,
+    /// `add`: the earlier layer whose maps are added.
+    from: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -135,6 +137,8 @@ pub(super) fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
         }
     }
 
+    resolve_adds(&raw.layers, &mut layers, &raw.input, path)?;
+
     let mut stages: Vec<Stage> = Vec::with_capacity(s_count);
     for (s, rs) in raw.stages.iter().enumerate() {
         let prev = stages.last().map(|p| p.depth);
@@ -159,6 +163,72 @@ pub(super) fn validate(raw: RawSpec, path: &Path) -> Result<Spec, SpecError> {
         detector,
         source: path.to_path_buf(),
     })
+}
+
+/// Each `add` layer's source (`from`: an earlier layer's name, after the first conv or fc)
+/// and whether it needs a projection: identity where the source's maps have the channels,
+/// split among stages and size of the maps before the `add`, else a 1x1 convolution whose
+/// stride brings the source's size to theirs.
+fn resolve_adds(
+    raw: &[RawLayer],
+    layers: &mut [Layer],
+    input: &InputShape,
+    path: &Path,
+) -> Result<(), SpecError> {
+    let sizes = {
+        let mut v = vec![(input.height, input.width)];
+        for l in layers.iter() {
+            let (h, w) = *v.last().unwrap();
+            v.push(out_size(&l.kind, h, w).unwrap_or((0, 0)));
+        }
+        v
+    };
+    // the conv or fc layer that last set the channels of the maps after layer l
+    let setter = |layers: &[Layer], l: usize| (0..=l).rev().find(|&j| layers[j].kind.is_weighted());
+    for i in 0..layers.len() {
+        if !matches!(layers[i].kind, LayerKind::Add { .. }) {
+            continue;
+        }
+        let name = raw[i].from.as_deref().unwrap_or_default();
+        let field = format!("layer[{i}].from");
+        let err = |reason: String| SpecError::invalid(path, &field, format!("{name:?}"), reason);
+        let Some(from) = layers[..i].iter().position(|l| l.name == name) else {
+            return Err(err(format!(
+                "not the name of a layer before this one ({})",
+                layers[..i]
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        let (Some(sz), Some(sx)) = (setter(layers, from), setter(layers, i - 1)) else {
+            return Err(err(
+                "the maps added must come after the first conv or fc layer (each stage's own channels)".into(),
+            ));
+        };
+        if sz == sx {
+            return Err(err(format!(
+                "no conv or fc layer between {name:?} and this add: a residual adds a block's output to its input"
+            )));
+        }
+        let ((hz, wz), (hx, wx)) = (sizes[from + 1], sizes[i]);
+        let same = layers[sz].width == layers[sx].width
+            && layers[sz].split == layers[sx].split
+            && (hz, wz) == (hx, wx);
+        let stride = (hz / hx.max(1)).max(1);
+        if !same && ((hz - 1) / stride + 1, (wz - 1) / stride + 1) != (hx, wx) {
+            return Err(err(format!(
+                "its {hz}x{wz} maps cannot be brought to the {hx}x{wx} maps before the add by a 1x1 convolution of any stride"
+            )));
+        }
+        layers[i].kind = LayerKind::Add {
+            from,
+            projection: !same,
+            stride: if same { 1 } else { stride },
+        };
+    }
+    Ok(())
 }
 
 /// The largest image side, kernel and stride a description may give: far beyond any network
@@ -285,11 +355,13 @@ fn kind_of(at: &str, rl: &RawLayer, path: &Path) -> Result<LayerKind, SpecError>
         "relu" | "batchnorm" => &[],
         "maxpool" => &["kernel", "stride", "ceil"],
         "dropout" => &["prob"],
+        "add" => &["from"],
+        "avgpool" => &[],
         other => {
             return Err(err(
                 &format!("{at}.type"),
                 &format!("{other:?}"),
-                "expected one of conv, fc, relu, maxpool, batchnorm, dropout",
+                "expected one of conv, fc, relu, maxpool, batchnorm, dropout, add, avgpool",
             ));
         }
     };
@@ -302,6 +374,7 @@ fn kind_of(at: &str, rl: &RawLayer, path: &Path) -> Result<LayerKind, SpecError>
         ("ceil", rl.ceil.is_some()),
         ("prob", rl.prob.is_some()),
         ("split", rl.split.is_some()),
+        ("from", rl.from.is_some()),
     ];
     for (f, is) in present {
         if is && !allowed.contains(&f) {
@@ -360,6 +433,22 @@ fn kind_of(at: &str, rl: &RawLayer, path: &Path) -> Result<LayerKind, SpecError>
             }
             LayerKind::Dropout { prob }
         }
+        // (`from` is resolved once every layer is known: `resolve_adds`)
+        "add" => {
+            if rl.from.is_none() {
+                return Err(err(
+                    &format!("{at}.from"),
+                    &"(missing)",
+                    "required: the name of an earlier layer whose maps are added",
+                ));
+            }
+            LayerKind::Add {
+                from: usize::MAX,
+                projection: false,
+                stride: 1,
+            }
+        }
+        "avgpool" => LayerKind::Avgpool,
         _ => unreachable!("checked above"),
     };
     Ok(kind)
