@@ -432,3 +432,107 @@ pub fn archs(spec: &Spec, kind: NetworkKind) -> Vec<Arch> {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// Two residual blocks (an identity and a projection) with batch norm, global average
+    /// pooling; `split1` / `split2` the splits of the 8- and 16-filter convs.
+    fn residual_spec(split1: &str, split2: &str) -> Spec {
+        let text = format!(
+            r#"
+classes = 4
+input = {{ channels = 2, height = 8, width = 8 }}
+[[layer]]
+type = "conv"
+name = "c1"
+filters = 8
+kernel = 3
+padding = 1
+split = {split1}
+[[layer]]
+type = "relu"
+name = "r1"
+[[layer]]
+type = "conv"
+filters = 8
+kernel = 3
+padding = 1
+split = {split1}
+[[layer]]
+type = "batchnorm"
+[[layer]]
+type = "add"
+from = "r1"
+[[layer]]
+type = "relu"
+name = "r2"
+[[layer]]
+type = "conv"
+filters = 16
+kernel = 3
+padding = 1
+stride = 2
+split = {split2}
+[[layer]]
+type = "add"
+from = "r2"
+[[layer]]
+type = "avgpool"
+[[stage]]
+classes = 2
+label_map = [0, 0, 1, 1]
+[[stage]]
+"#
+        );
+        Spec::from_toml(&text, std::path::Path::new("residual.toml")).unwrap()
+    }
+
+    fn max_diff(a: &Tensor<2>, b: &Tensor<2>) -> f32 {
+        (a.clone() - b.clone()).abs().max().into_scalar::<f32>()
+    }
+
+    #[test]
+    fn residual_onion_with_every_channel_in_stage_1_is_the_monolithic_network() {
+        let device = Device::default();
+        device.seed(3);
+        let spec = residual_spec("[8, 0]", "[16, 0]");
+        let onion_arch = Arch::onion(&spec);
+        let onion = OnionModule::new(&onion_arch, &device);
+        // the monolithic network with stage 1's weights and stage 2's head
+        let [b1, b2] = [&onion.branches[0], &onion.branches[1]];
+        let mono = OnionModule {
+            branches: vec![BranchModule {
+                convs: b1.convs.clone(),
+                norms: b1.norms.clone(),
+                drops: b1.drops.clone(),
+                head: b2.head.clone(),
+            }],
+        };
+        let x = Tensor::<4>::random([5, 2, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let o = onion.forward_all(&onion_arch, &x);
+        let m = mono.forward_all(&Arch::monolithic(&spec), &x);
+        assert!(max_diff(&o[1], &m[0]) <= 1e-5, "{}", max_diff(&o[1], &m[0]));
+    }
+
+    #[test]
+    fn stage_1_of_a_residual_onion_ignores_stage_2() {
+        let device = Device::default();
+        let spec = residual_spec("[2, 6]", "[4, 12]");
+        let arch = Arch::onion(&spec);
+        device.seed(1);
+        let a = OnionModule::new(&arch, &device);
+        device.seed(2);
+        let other = OnionModule::new(&arch, &device);
+        // stage 2's weights replaced
+        let b = OnionModule {
+            branches: vec![a.branches[0].clone(), other.branches[1].clone()],
+        };
+        let x = Tensor::<4>::random([5, 2, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let (ya, yb) = (a.forward_all(&arch, &x), b.forward_all(&arch, &x));
+        assert_eq!(max_diff(&ya[0], &yb[0]), 0.0, "stage 1 unchanged");
+        assert!(max_diff(&ya[1], &yb[1]) > 1e-3, "stage 2 changed");
+    }
+}

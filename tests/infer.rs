@@ -191,7 +191,8 @@ fn own_path_matches_burn_on_a_trained_three_stage_network() {
 }
 
 /// A random description as TOML: 1 or 2 input channels of 5..14 pixels a side, one to three
-/// conv blocks (each maybe followed by ReLU, batch norm, dropout and a max pooling), an fc
+/// conv blocks (each maybe followed by ReLU, batch norm, dropout, a residual adding the maps
+/// before the block, and a max pooling), an fc
 /// layer, two or three stages with explicit label maps, the later ones maybe ending early.
 /// Some draws are invalid (kernels larger than the map, pooling that does not fit, splits
 /// that leave stage 1 without channels).
@@ -202,7 +203,7 @@ fn description() -> impl proptest::strategy::Strategy<Value = String> {
         1usize..5,
         1usize..3,
         0usize..3,
-        0u8..16,
+        0u8..32,
         1usize..4,
     );
     (
@@ -226,24 +227,34 @@ fn description() -> impl proptest::strategy::Strategy<Value = String> {
                 }
                 format!("{v:?}")
             };
+            // (the last layer so far, by name: a block with a residual adds the maps before it)
+            let mut last: Option<String> = None;
             for (i, &(filters, kernel, stride, padding, extras, first)) in blocks.iter().enumerate() {
                 let filters = filters * 2;
+                let before = last.clone();
                 t += &format!(
                     "[[layer]]\nname = \"conv{i}\"\ntype = \"conv\"\nfilters = {filters}\nkernel = {kernel}\nstride = {stride}\npadding = {}\nsplit = {}\n",
                     padding.min(kernel - 1),
                     split(filters, first)
                 );
-                if extras & 1 != 0 {
-                    t += "[[layer]]\ntype = \"batchnorm\"\n";
-                }
-                if extras & 2 != 0 {
-                    t += "[[layer]]\ntype = \"relu\"\n";
-                }
-                if extras & 4 != 0 {
-                    t += "[[layer]]\ntype = \"dropout\"\nprob = 0.25\n";
-                }
-                if extras & 8 != 0 {
-                    t += "[[layer]]\ntype = \"maxpool\"\nkernel = 2\n";
+                last = Some(format!("conv{i}"));
+                for (bit, kind, extra) in [
+                    (1, "batchnorm", ""),
+                    (2, "relu", ""),
+                    (4, "dropout", "prob = 0.25\n"),
+                    (16, "add", ""),
+                    (8, "maxpool", "kernel = 2\n"),
+                ] {
+                    if extras & bit == 0 {
+                        continue;
+                    }
+                    let extra = match (kind, &before) {
+                        ("add", None) => continue,
+                        ("add", Some(from)) => format!("from = \"{from}\"\n"),
+                        _ => extra.to_string(),
+                    };
+                    t += &format!("[[layer]]\nname = \"{kind}{i}\"\ntype = \"{kind}\"\n{extra}");
+                    last = Some(format!("{kind}{i}"));
                 }
             }
             t += &format!("[[layer]]\nname = \"fc\"\ntype = \"fc\"\nunits = {units}\nsplit = {}\n", split(units, 1));
