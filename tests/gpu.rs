@@ -82,9 +82,11 @@ fn forward_on_the_gpu_matches_the_cpu() {
     let Some(gpu) = gpu() else { return };
     let cpu = Device::flex();
     // conv (strided, padded), fc, relu, maxpool (ceil too), batch norm, dropout (inference),
-    // stages ending early, a stage without channels in a layer
+    // stages ending early, a stage without channels in a layer, residuals (identity and
+    // projection) and global average pooling
     let specs = [
         spec("fashion-retrieval"),
+        spec("resnet-fashion"),
         spec("2ch-deep"),
         spec("alexnet-64"),
         spec("detection"),
