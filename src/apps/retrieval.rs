@@ -763,6 +763,8 @@ pub fn rows(spec: &Spec, outcomes: &[Outcome]) -> Vec<Row> {
                     .reached
                     .and_then(|(k, n)| crate::calibrate::interval95(k, n)),
                 pass_pct: o.pass.first().map(|p| 100.0 * p),
+                pass_pct_stages: (o.pass.len() > 1)
+                    .then(|| o.pass.iter().map(|p| 100.0 * p).collect()),
                 ms_per_1000: Some(o.ms_per_1000),
                 speedup_measured: mono.map(|m| m.ms_per_1000 / o.ms_per_1000),
                 speedup_theory: Some(theory),

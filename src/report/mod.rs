@@ -38,6 +38,9 @@ pub struct Row {
     pub reached_tpr_interval: Option<[f64; 2]>,
     /// Mean % of examples passing stage 1.
     pub pass_pct: Option<f64>,
+    /// With more than two stages: the mean % passing each early stage, of those reaching it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass_pct_stages: Option<Vec<f64>>,
     pub ms_per_1000: Option<f64>,
     pub speedup_measured: Option<f64>,
     pub speedup_theory: Option<f64>,

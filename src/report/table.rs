@@ -85,6 +85,21 @@ pub fn to_string(rows: &[Row]) -> String {
             ),
         );
     }
+    if rows.iter().any(|r| r.pass_pct_stages.is_some()) {
+        let at = columns.iter().position(|c| c.0 == "% pass s1").unwrap() + 1;
+        columns.insert(
+            at,
+            (
+                "% pass s2".into(),
+                Box::new(|r: &Row| {
+                    cell(
+                        r.pass_pct_stages.as_ref().and_then(|v| v.get(1).copied()),
+                        |v| format!("{v:.1}"),
+                    )
+                }),
+            ),
+        );
+    }
     let after_tpr = columns.iter().position(|c| c.0 == "reached TPR").unwrap() + 1;
     if rows.iter().any(|r| r.reached_tpr_interval.is_some()) {
         columns.insert(
