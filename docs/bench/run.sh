@@ -30,3 +30,7 @@ run fashion-retrieval 128 61 7 16
 run 2ch-deep 128 41 7 4
 # the large network: smaller batch and fewer repetitions to stay within minutes on 2 cores
 run alexnet-64 32 33 5 4
+# three stages (the same p forced at both early stages): the own path only
+ENGINES="${ENGINES:-own}" run fashion-3stage 128 21 5 16
+# ResNet-18 at 32x32 (0.56 G multiply-adds per image): batch 16, fewer repetitions
+ENGINES="${ENGINES:-own burn}" run resnet18-32 16 9 3 4
