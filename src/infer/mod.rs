@@ -35,7 +35,7 @@ mod tests;
 
 pub use act::Act;
 use gemm::maxpool;
-use pack::{Op, PackedConv, host, pack};
+use pack::{Op, PackedConv, host, pack, pack_folded};
 use plan::{CHUNK_BELOW, chunk_fit, chunks_pay, sources};
 
 /// Which inference path runs trained networks.
@@ -69,6 +69,24 @@ pub struct FastNet {
     kept: Vec<bool>,
 }
 
+/// A batch norm at inference as `x * scale + shift` per channel.
+fn affine_of(bn: &burn::nn::BatchNorm) -> (Vec<f32>, Vec<f32>) {
+    let (g, beta) = (host(bn.gamma.val()), host(bn.beta.val()));
+    let (mean, var) = (host(bn.running_mean.value()), host(bn.running_var.value()));
+    let scale: Vec<f32> = g
+        .iter()
+        .zip(&var)
+        .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
+        .collect();
+    let shift = beta
+        .iter()
+        .zip(&mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    (scale, shift)
+}
+
 /// Which layers' maps a residual (`add`) reads.
 fn kept_maps(arch: &Arch) -> Vec<bool> {
     let mut kept = vec![false; arch.layers.len()];
@@ -100,70 +118,71 @@ impl FastNet {
             .enumerate()
             .map(|(b, br)| {
                 let mut ops: Vec<Option<Op>> = Vec::with_capacity(br.depth);
+                // the layers up to this one are applied by the conv (or add) before them
+                let mut absorbed = 0;
+                let is = |i: usize, kind: &LayerKind| {
+                    i < br.depth && arch.layers.get(i).is_some_and(|n| n.kind == *kind)
+                };
                 for (l, layer) in arch.layers.iter().enumerate().take(br.depth) {
-                    // (a residual's source keeps its pre-ReLU maps: no fused ReLU)
-                    let next_relu = arch
-                        .layers
-                        .get(l + 1)
-                        .is_some_and(|n| n.kind == LayerKind::Relu)
-                        && l + 1 < br.depth
-                        && !kept[l];
-                    let op = match &layer.kind {
-                        LayerKind::Conv {
-                            stride, padding, ..
-                        } => m.conv(b, l).map(|c| {
-                            Op::Conv(
-                                pack(c, &widths(b, l), *stride, *padding, next_relu)
-                                    .with_narrow_outputs(),
-                            )
-                        }),
-                        LayerKind::Fc => m
-                            .conv(b, l)
-                            .map(|c| Op::Conv(pack(c, &widths(b, l), 1, 0, next_relu).for_fc())),
-                        LayerKind::Relu => ops[l - 1].as_ref().map(|prev| {
-                            if matches!(prev, Op::Conv(c) if c.relu) {
-                                Op::Fused
-                            } else {
-                                Op::Relu
+                    // A conv absorbs a batch norm right after it (folded into its weights and
+                    // bias) and then a ReLU, unless a residual reads the maps between.
+                    let fold = is(l + 1, &LayerKind::Batchnorm) && !kept[l];
+                    let relu_at = l + 1 + usize::from(fold);
+                    let relu = is(relu_at, &LayerKind::Relu) && !kept[relu_at - 1];
+                    let affine = if fold {
+                        m.norm(b, l + 1).map(affine_of)
+                    } else {
+                        None
+                    };
+                    let conv = |c, stride, padding| {
+                        let mut p =
+                            pack_folded(c, &widths(b, l), stride, padding, relu, affine.as_ref());
+                        p.span = usize::from(fold) + usize::from(relu);
+                        p
+                    };
+                    let op = if l <= absorbed && l > 0 && ops[l - 1].is_some() {
+                        Some(Op::Fused)
+                    } else {
+                        match &layer.kind {
+                            LayerKind::Conv {
+                                stride, padding, ..
+                            } => m.conv(b, l).map(|c| {
+                                Op::Conv(conv(c, *stride, *padding).with_narrow_outputs())
+                            }),
+                            LayerKind::Fc => m.conv(b, l).map(|c| Op::Conv(conv(c, 1, 0).for_fc())),
+                            LayerKind::Relu => ops[l - 1].as_ref().map(|_| Op::Relu),
+                            LayerKind::Maxpool {
+                                kernel,
+                                stride,
+                                ceil,
+                            } => ops[l - 1].as_ref().map(|_| Op::Maxpool {
+                                kernel: *kernel,
+                                stride: *stride,
+                                ceil: *ceil,
+                            }),
+                            LayerKind::Batchnorm => m.norm(b, l).map(|bn| {
+                                let (scale, shift) = affine_of(bn);
+                                Op::Affine { scale, shift }
+                            }),
+                            LayerKind::Dropout { .. } => ops[l - 1].as_ref().map(|_| Op::Identity),
+                            // (and the ReLU right after, unless a residual reads the sum)
+                            LayerKind::Add { from, stride, .. } => {
+                                ops[l - 1].as_ref().map(|_| Op::Add {
+                                    from: *from,
+                                    projection: m.conv(b, l).map(|c| {
+                                        pack(c, &widths(b, from + 1), *stride, 0, false)
+                                            .with_narrow_outputs()
+                                    }),
+                                    relu: is(l + 1, &LayerKind::Relu) && !kept[l],
+                                })
                             }
-                        }),
-                        LayerKind::Maxpool {
-                            kernel,
-                            stride,
-                            ceil,
-                        } => ops[l - 1].as_ref().map(|_| Op::Maxpool {
-                            kernel: *kernel,
-                            stride: *stride,
-                            ceil: *ceil,
-                        }),
-                        LayerKind::Batchnorm => m.norm(b, l).map(|bn| {
-                            let (g, beta) = (host(bn.gamma.val()), host(bn.beta.val()));
-                            let (mean, var) =
-                                (host(bn.running_mean.value()), host(bn.running_var.value()));
-                            let scale: Vec<f32> = g
-                                .iter()
-                                .zip(&var)
-                                .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
-                                .collect();
-                            let shift = beta
-                                .iter()
-                                .zip(&mean)
-                                .zip(&scale)
-                                .map(|((b, m), s)| b - m * s)
-                                .collect();
-                            Op::Affine { scale, shift }
-                        }),
-                        LayerKind::Dropout { .. } => ops[l - 1].as_ref().map(|_| Op::Identity),
-                        LayerKind::Add { from, stride, .. } => {
-                            ops[l - 1].as_ref().map(|_| Op::Add {
-                                from: *from,
-                                projection: m.conv(b, l).map(|c| {
-                                    pack(c, &widths(b, from + 1), *stride, 0, false)
-                                        .with_narrow_outputs()
-                                }),
-                            })
+                            LayerKind::Avgpool => ops[l - 1].as_ref().map(|_| Op::GlobalAvg),
                         }
-                        LayerKind::Avgpool => ops[l - 1].as_ref().map(|_| Op::GlobalAvg),
+                    };
+                    absorbed = match &op {
+                        Some(Op::Conv(c)) => l + c.span,
+                        Some(Op::Add { relu: true, .. }) => l + 1,
+                        _ => absorbed,
                     };
                     ops.push(op);
                 }
@@ -307,7 +326,7 @@ impl FastNet {
                 // a non-overlapping pooling right after (past a fused ReLU) is fused: the
                 // maps between are read by nobody else, since every branch has the
                 // pooling there and other branches read maps after it
-                let pool_at = if c.relu { l + 2 } else { l + 1 };
+                let pool_at = l + 1 + c.span;
                 match br.ops.get(pool_at) {
                     Some(Some(Op::Maxpool {
                         kernel,
@@ -330,7 +349,11 @@ impl FastNet {
             Some(Op::Fused) => own[l - 1].take(),
             Some(Op::Relu) => own[l - 1].as_ref().map(|x| {
                 let mut y = x.slice(0..x.n);
-                y.values_mut().par_iter_mut().for_each(|v| *v = v.max(0.0));
+                y.values_mut().par_chunks_mut(1 << 14).for_each(|p| {
+                    for v in p {
+                        *v = v.max(0.0);
+                    }
+                });
                 y
             }),
             Some(Op::Maxpool {
@@ -351,23 +374,43 @@ impl FastNet {
                 y
             }),
             Some(Op::Identity) => own[l - 1].clone(),
-            Some(Op::Add { from, projection }) => own[l - 1].as_ref().map(|x| {
-                let z = match projection {
-                    Some(p) => p.forward(&sources(arch, b, *from, own, prev), None, 0),
-                    None => own[*from]
-                        .as_ref()
-                        .expect("validated: an identity residual's branch has maps at its source")
-                        .unbordered()
-                        .into_owned(),
-                };
+            Some(Op::Add {
+                from,
+                projection,
+                relu,
+            }) => {
+                // the maps before are read by nobody else (no stage ends before an add), unless
+                // a residual reads them too: summed in place
+                let x = if self.kept[l - 1] {
+                    own[l - 1].clone()
+                } else {
+                    own[l - 1].take()
+                }?;
+                let z =
+                    match projection {
+                        Some(p) => std::borrow::Cow::Owned(p.forward(
+                            &sources(arch, b, *from, own, prev),
+                            None,
+                            0,
+                        )),
+                        None => std::borrow::Cow::Borrowed(own[*from].as_ref().expect(
+                            "validated: an identity residual's branch has maps at its source",
+                        )),
+                    };
                 // (made without a border, as the batch norm's maps: the next conv pads)
                 let mut y = x.unbordered().into_owned();
+                let z = z.unbordered();
+                const PIECE: usize = 1 << 14;
                 y.values_mut()
-                    .par_iter_mut()
-                    .zip(z.unbordered().values().par_iter())
-                    .for_each(|(a, b)| *a += b);
-                y
-            }),
+                    .par_chunks_mut(PIECE)
+                    .zip(z.values().par_chunks(PIECE))
+                    .for_each(|(a, b)| {
+                        for (a, b) in a.iter_mut().zip(b) {
+                            *a = if *relu { (*a + b).max(0.0) } else { *a + b };
+                        }
+                    });
+                Some(y)
+            }
             Some(Op::GlobalAvg) => own[l - 1].as_ref().map(|x| {
                 let x = x.unbordered();
                 let (c, positions) = (x.c, x.h * x.w);

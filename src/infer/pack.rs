@@ -30,6 +30,9 @@ pub(super) struct PackedConv {
     pub(super) all: Vec<f32>,
     pub(super) bias: Vec<f32>,
     pub(super) cout: usize,
+    /// The layers after it that it applies in the same pass: a batch norm folded into its
+    /// weights and bias, and a ReLU (0, 1 or 2).
+    pub(super) span: usize,
     /// Output channels that mean something: `cout` but for a [`PackedConv::widened`] head.
     pub(super) outputs: usize,
     pub(super) kernel: (usize, usize),
@@ -46,7 +49,8 @@ pub(super) struct PackedConv {
 pub(super) enum Op {
     Conv(PackedConv),
     Relu,
-    /// A ReLU already applied by the conv before it.
+    /// A layer already applied by the conv or add before it: a ReLU, or a batch norm folded
+    /// into the conv's weights.
     Fused,
     Maxpool {
         kernel: usize,
@@ -64,6 +68,8 @@ pub(super) enum Op {
     Add {
         from: usize,
         projection: Option<PackedConv>,
+        /// The ReLU right after, applied in the same pass.
+        relu: bool,
     },
     /// Global average pooling.
     GlobalAvg,
@@ -82,14 +88,37 @@ pub(super) fn pack(
     padding: usize,
     relu: bool,
 ) -> PackedConv {
+    pack_folded(conv, widths, stride, padding, relu, None)
+}
+
+/// [`pack`], with the batch norm `x * scale + shift` after it folded into its weights and bias
+/// where given (exact algebra: one pass over the maps fewer).
+pub(super) fn pack_folded(
+    conv: &Conv2d,
+    widths: &[usize],
+    stride: usize,
+    padding: usize,
+    relu: bool,
+    affine: Option<&(Vec<f32>, Vec<f32>)>,
+) -> PackedConv {
     let [cout, cin, kh, kw] = conv.weight.val().dims();
     debug_assert_eq!(cin, widths.iter().sum::<usize>());
-    let w = conv
+    let mut w = conv
         .weight
         .val()
         .into_data()
         .try_to_vec::<f32>()
         .expect("f32 weights");
+    let mut bias = conv
+        .bias
+        .as_ref()
+        .map_or(vec![0.0; cout], |b| host(b.val()));
+    if let Some((scale, shift)) = affine {
+        for (co, row) in w.chunks_exact_mut(cin * kh * kw).enumerate() {
+            row.iter_mut().for_each(|v| *v *= scale[co]);
+            bias[co] = bias[co] * scale[co] + shift[co];
+        }
+    }
     let mut parts = Vec::with_capacity(widths.len());
     let mut off = 0;
     for &c in widths {
@@ -107,10 +136,6 @@ pub(super) fn pack(
         parts.push((c, p));
         off += c;
     }
-    let bias = conv
-        .bias
-        .as_ref()
-        .map_or(vec![0.0; cout], |b| host(b.val()));
     let mut packed = PackedConv {
         blocks: vec![None; parts.len()],
         pairs: pairs_of(&parts, kw, cout),
@@ -125,6 +150,7 @@ pub(super) fn pack(
         stride,
         padding,
         relu,
+        span: usize::from(relu),
         wide: None,
     };
     // (the stacked matrix only where the GEMM path runs the layer)

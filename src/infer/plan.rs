@@ -43,7 +43,7 @@ impl FastNet {
                 }
                 _ => break,
             };
-            let pool_at = if c.relu { l + 2 } else { l + 1 };
+            let pool_at = l + 1 + c.span;
             let pool = match ops.get(pool_at) {
                 Some(Some(Op::Maxpool {
                     kernel,
@@ -75,10 +75,9 @@ impl FastNet {
             if srcs.len() != c.parts.len() || srcs.iter().any(|s| s.2 != c.padding) {
                 break;
             }
-            let dest = match (pool, c.relu) {
-                (Some(_), _) => pool_at,
-                (None, true) => l + 1,
-                (None, false) => l,
+            let dest = match pool {
+                Some(_) => pool_at,
+                None => l + c.span,
             };
             // (a residual's source must stay: no fused-away maps)
             if self.kept[l..dest].contains(&true) {

@@ -37,6 +37,7 @@ fn layer(
         stride: s,
         padding: p,
         relu: true,
+        span: 1,
         wide: None,
     }
 }
@@ -474,6 +475,55 @@ fn narrow_hidden_conv_runs_widened() {
             }
             let sum = |v: &[f32]| v.iter().map(|x| x.abs() as f64).sum::<f64>();
             assert_eq!(sum(a.values()), sum(plain.values()), "border values");
+        }
+    }
+}
+
+/// A batch norm folded into the conv before it gives the conv's maps times the scale plus the
+/// shift, per channel, on every kernel path (direct, GEMM, widened narrow outputs), with and
+/// without the ReLU after.
+#[test]
+fn folded_batch_norm_is_the_affine_after_the_conv() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    let device = burn::tensor::Device::default();
+    device.seed(4);
+    let mut rng = StdRng::seed_from_u64(4);
+    for (cin, cout) in [(3, 16), (5, 12), (1, 4)] {
+        let conv = Conv2dConfig::new([cin, cout], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device);
+        let scale: Vec<f32> = (0..cout).map(|_| rng.random_range(0.2f32..3.0)).collect();
+        let shift: Vec<f32> = (0..cout).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+        let x = Act::new(3, 7, 7, cin, random(&mut rng, 3 * 49 * cin));
+        let plain = pack(&conv, &[cin], 1, 1, false).forward_via(&[&x], false, None, 0);
+        for relu in [false, true] {
+            let affine = (scale.clone(), shift.clone());
+            let folded =
+                pack_folded(&conv, &[cin], 1, 1, relu, Some(&affine)).with_narrow_outputs();
+            for direct in [false, true] {
+                let y = if direct {
+                    folded.forward(&[&x], None, 0)
+                } else {
+                    folded.forward_via(&[&x], false, None, 0)
+                };
+                for (px, (a, b)) in y
+                    .values()
+                    .chunks_exact(cout)
+                    .zip(plain.values().chunks_exact(cout))
+                    .enumerate()
+                {
+                    for c in 0..cout {
+                        let want = b[c] * scale[c] + shift[c];
+                        let want = if relu { want.max(0.0) } else { want };
+                        assert!(
+                            (a[c] - want).abs() <= 1e-4,
+                            "{cin} -> {cout}, relu {relu}, direct {direct}, position {px} channel {c}: {} vs {want}",
+                            a[c]
+                        );
+                    }
+                }
+            }
         }
     }
 }
