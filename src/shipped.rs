@@ -8,7 +8,7 @@ use crate::spec::Spec;
 use std::path::{Path, PathBuf};
 
 /// The shipped descriptions: name and text (`specs/NAME.toml` in the repository).
-pub const SPECS: [(&str, &str); 5] = [
+pub const SPECS: [(&str, &str); 7] = [
     (
         "fashion-retrieval",
         include_str!("../specs/fashion-retrieval.toml"),
@@ -20,6 +20,11 @@ pub const SPECS: [(&str, &str); 5] = [
     ("2ch-deep", include_str!("../specs/2ch-deep.toml")),
     ("alexnet-64", include_str!("../specs/alexnet-64.toml")),
     ("detection", include_str!("../specs/detection.toml")),
+    (
+        "resnet-fashion",
+        include_str!("../specs/resnet-fashion.toml"),
+    ),
+    ("resnet18-32", include_str!("../specs/resnet18-32.toml")),
 ];
 
 /// Loads a description: the file at `arg` where there is one, else the shipped description
@@ -99,6 +104,9 @@ mod tests {
             "{:#}",
             anyhow::Error::from(load_spec(Path::new("x/2ch-deep.toml")).unwrap_err())
         );
-        assert!(err.contains("fashion-retrieval, 2ch-deep"), "{err}");
+        assert!(
+            err.contains("fashion-retrieval, fashion-3stage, 2ch-deep"),
+            "{err}"
+        );
     }
 }

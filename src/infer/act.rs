@@ -88,6 +88,40 @@ impl Act {
         self.bordered(0)
     }
 
+    /// [`Self::unbordered`], moved rather than copied where it has no border.
+    pub(super) fn into_unbordered(self) -> Act {
+        if self.border == 0 {
+            self
+        } else {
+            self.unbordered().into_owned()
+        }
+    }
+
+    /// `self += z` (a residual), then max(0, ·) where `relu`: `self` without a border, `z` of
+    /// the same shape with any border (read in place, not copied).
+    pub(super) fn add_residual(&mut self, z: &Act, relu: bool) {
+        debug_assert_eq!(
+            (self.border, self.n, self.h, self.w, self.c),
+            (0, z.n, z.h, z.w, z.c)
+        );
+        let (row, zb, c) = (self.w * self.c, z.border, self.c);
+        let zw = (self.w + 2 * zb) * c;
+        let h = self.h;
+        let ex = h * row;
+        self.values_mut()
+            .par_chunks_mut(ex)
+            .zip(z.values().par_chunks(z.example_len()))
+            .for_each(|(y, z)| {
+                for r in 0..h {
+                    let from = (r + zb) * zw + zb * c;
+                    let (a, b) = (&mut y[r * row..(r + 1) * row], &z[from..from + row]);
+                    for (a, b) in a.iter_mut().zip(b) {
+                        *a = if relu { (*a + b).max(0.0) } else { *a + b };
+                    }
+                }
+            });
+    }
+
     /// From a burn `[n, c, h, w]` tensor.
     pub fn from_tensor(x: &Tensor<4>) -> Act {
         let [n, c, h, w] = x.dims();

@@ -398,17 +398,8 @@ impl FastNet {
                         )),
                     };
                 // (made without a border, as the batch norm's maps: the next conv pads)
-                let mut y = x.unbordered().into_owned();
-                let z = z.unbordered();
-                const PIECE: usize = 1 << 14;
-                y.values_mut()
-                    .par_chunks_mut(PIECE)
-                    .zip(z.values().par_chunks(PIECE))
-                    .for_each(|(a, b)| {
-                        for (a, b) in a.iter_mut().zip(b) {
-                            *a = if *relu { (*a + b).max(0.0) } else { *a + b };
-                        }
-                    });
+                let mut y = x.into_unbordered();
+                y.add_residual(&z, *relu);
                 Some(y)
             }
             Some(Op::GlobalAvg) => own[l - 1].as_ref().map(|x| {
