@@ -11,6 +11,7 @@
 //! | layer          | params                                        | shape                          |
 //! |----------------|-----------------------------------------------|--------------------------------|
 //! | conv, fc, head | `weight`, `bias`                              | `[out, in, kh, kw]`, `[out]`   |
+//! | add (projection) | `weight`, `bias` (a 1x1 conv of the source) | `[out, in, 1, 1]`, `[out]`     |
 //! | batchnorm      | `gamma`, `beta`, `running_mean`, `running_var`| `[channels]`                   |
 //!
 //! An fc layer is stored as the convolution it is computed as (its kernel covers the whole
