@@ -119,11 +119,22 @@ impl Experiment<'_> {
     ) -> anyhow::Result<Calibrated> {
         let mut loaded = vec![(mono, vec![None])];
         for model in cascades {
-            let cals = calibrate_model(&model, self.held_out, targets, self.device)?;
-            Checkpoint::new(&self.out.join(model.kind.name())).save_thresholds(&cals)?;
+            let cals = self.calibrate_cascade(&model, targets)?;
             loaded.push((model, cals.into_iter().map(Some).collect()));
         }
         Ok(loaded)
+    }
+
+    /// A cascade's thresholds on the held-out split at every target TPR, saved as
+    /// `thresholds.json` in its directory (`out/<kind>`).
+    pub fn calibrate_cascade(
+        &self,
+        model: &Model,
+        targets: &[Target],
+    ) -> anyhow::Result<Vec<Calibration>> {
+        let cals = calibrate_model(model, self.held_out, targets, self.device)?;
+        Checkpoint::new(&self.out.join(model.kind.name())).save_thresholds(&cals)?;
+        Ok(cals)
     }
 }
 

@@ -319,6 +319,14 @@ pub fn needs_groups(spec: &Spec) -> bool {
     spec.stages.iter().any(|s| s.label_map == LabelMap::KMeans)
 }
 
+/// The number of groups k-means makes: the first `label_map = "kmeans"` stage's classes.
+pub fn kmeans_groups(spec: &Spec) -> usize {
+    spec.stages
+        .iter()
+        .find(|s| s.label_map == LabelMap::KMeans)
+        .map_or(2, |s| s.classes)
+}
+
 /// Computes the groups from a trained monolithic network (k = the k-means stage's classes).
 pub fn groups_from(
     mono: &Model,
@@ -327,12 +335,12 @@ pub fn groups_from(
     seed: u64,
     device: &Device,
 ) -> Vec<usize> {
-    let k = spec
-        .stages
-        .iter()
-        .find(|s| s.label_map == LabelMap::KMeans)
-        .map_or(2, |s| s.classes);
-    kmeans(&class_means(mono, train, device), k, seed, 20)
+    kmeans(
+        &class_means(mono, train, device),
+        kmeans_groups(spec),
+        seed,
+        20,
+    )
 }
 
 /// Average precision of a ranking (`relevant[i]` for the i-th ranked item).

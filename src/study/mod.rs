@@ -19,18 +19,17 @@ pub use variant::{Training, Variant};
 
 use crate::apps::RunOptions;
 use crate::apps::retrieval::{
-    Outcome, Splits, evaluate, groups_from, needs_groups, resolve_groups,
+    Outcome, Splits, evaluate, groups_from, kmeans_groups, needs_groups, resolve_groups,
 };
 use crate::bench::{BenchConfig, BenchRow, run_bench};
-use crate::calibrate::{Calibration, Target, calibrate_model};
-use crate::checkpoint::Checkpoint;
+use crate::calibrate::{Calibration, Target};
 use crate::cost::{expected_cost, stage_costs};
 use crate::error::SpecError;
 use crate::model::Model;
 use crate::onion::NetworkKind;
 use crate::pipeline::Experiment;
 use crate::report::Row;
-use crate::spec::{LabelMap, Spec};
+use crate::spec::Spec;
 use crate::train::TrainConfig;
 use burn::tensor::Device;
 use serde::Deserialize;
@@ -194,30 +193,32 @@ pub fn run(
     step(Step::Train("baseline: non-sharing cascade"));
     let base = resolve(&study.base);
     let ns = base_exp.non_sharing(&mono, &base)?;
+    let dirs: Vec<PathBuf> = study
+        .variants
+        .iter()
+        .map(|(v, _)| set.out.join(v.slug()))
+        .collect();
+    let variant_exp = |i: usize| Experiment {
+        out: &dirs[i],
+        ..base_exp
+    };
     let mut onions = Vec::with_capacity(study.variants.len());
-    for (v, spec) in &study.variants {
+    for (i, (v, spec)) in study.variants.iter().enumerate() {
         step(Step::Train(&v.name));
         let spec = resolve(spec);
-        let dir = set.out.join(v.slug());
-        let vexp = Experiment {
-            out: &dir,
-            ..base_exp
-        };
         onions.push(match v.training {
-            Training::Joint => vexp.onion(&spec)?,
-            Training::Stagewise => vexp.onion_stagewise(&spec)?,
+            Training::Joint => variant_exp(i).onion(&spec)?,
+            Training::Stagewise => variant_exp(i).onion_stagewise(&spec)?,
         });
     }
     step(Step::Calibrate);
-    let calibrate = |m: &Model, dir: &Path| -> anyhow::Result<Vec<Option<Calibration>>> {
-        let cals = calibrate_model(m, &splits.calib, set.targets, device)?;
-        Checkpoint::new(&dir.join(m.kind.name())).save_thresholds(&cals)?;
-        Ok(cals.into_iter().map(Some).collect())
-    };
-    let mut models: Vec<(&Model, Vec<Option<Calibration>>)> =
-        vec![(&mono, vec![None]), (&ns, calibrate(&ns, set.out)?)];
-    for (m, (v, _)) in onions.iter().zip(&study.variants) {
-        let mut cals = calibrate(m, &set.out.join(v.slug()))?;
+    let some = |cals: Vec<Calibration>| cals.into_iter().map(Some).collect::<Vec<_>>();
+    let mut models: Vec<(&Model, Vec<Option<Calibration>>)> = vec![
+        (&mono, vec![None]),
+        (&ns, some(base_exp.calibrate_cascade(&ns, set.targets)?)),
+    ];
+    for (i, m) in onions.iter().enumerate() {
+        let mut cals = some(variant_exp(i).calibrate_cascade(m, set.targets)?);
         cals.push(None); // 'full': every example passes
         models.push((m, cals));
     }
@@ -249,14 +250,6 @@ pub fn run(
         }
     }
     Ok(Report { rows, curves })
-}
-
-/// The number of s-classes of the first k-means stage.
-fn kmeans_groups(spec: &Spec) -> usize {
-    spec.stages
-        .iter()
-        .find(|s| s.label_map == LabelMap::KMeans)
-        .map_or(2, |s| s.classes)
 }
 
 /// The study's rows, from the outcomes of `models` in order (each model's operating points in
