@@ -182,7 +182,7 @@ pub struct Detector {
 mod tests;
 mod validate;
 
-use validate::{RawSpec, validate};
+use validate::validate;
 
 impl Spec {
     /// Whether `other` builds the same networks (layers, split, stages and input; the name
@@ -193,46 +193,12 @@ impl Spec {
 
     /// Reads and validates a model description file.
     pub fn from_file(path: &Path) -> Result<Spec, SpecError> {
-        // (bounded: a description is a few kilobytes, and a device file never ends)
-        const LIMIT: u64 = 1 << 20;
-        let io = |source| SpecError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, LIMIT + 1),
-            &mut bytes,
-        )
-        .map_err(io)?;
-        if bytes.len() as u64 > LIMIT {
-            return Err(SpecError::Toml {
-                path: path.to_path_buf(),
-                message: format!("longer than {LIMIT} bytes: not a model description"),
-            });
-        }
-        let text = String::from_utf8(bytes).map_err(|e| {
-            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-            let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
-            let column = good.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
-            SpecError::Toml {
-                path: path.to_path_buf(),
-                message: format!(
-                    "not UTF-8 text: invalid byte 0x{:02x} at line {line}, column {column}",
-                    e.as_bytes()[good.len()]
-                ),
-            }
-        })?;
-        Spec::from_toml(&text, path)
+        Spec::from_toml(&read_text(path)?, path)
     }
 
     /// Parses and validates a description; `path` is only used in error messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Spec, SpecError> {
-        let raw: RawSpec = toml::from_str(text).map_err(|e| SpecError::Toml {
-            path: path.to_path_buf(),
-            message: e.to_string().trim().replace('\n', " "),
-        })?;
-        validate(raw, path)
+        validate(parse_toml(text, path)?, path)
     }
 
     /// Number of stages S.
@@ -354,6 +320,50 @@ impl Spec {
         }
         sizes
     }
+}
+
+/// The text of a description file (or a study file): at most 1 MiB of UTF-8, errors naming the
+/// file and, for a bad byte, its line and column.
+pub fn read_text(path: &Path) -> Result<String, SpecError> {
+    // (bounded: a description is a few kilobytes, and a device file never ends)
+    const LIMIT: u64 = 1 << 20;
+    let io = |source| SpecError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, LIMIT + 1),
+        &mut bytes,
+    )
+    .map_err(io)?;
+    if bytes.len() as u64 > LIMIT {
+        return Err(SpecError::Toml {
+            path: path.to_path_buf(),
+            message: format!("longer than {LIMIT} bytes: not a model description"),
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = good.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+        SpecError::Toml {
+            path: path.to_path_buf(),
+            message: format!(
+                "not UTF-8 text: invalid byte 0x{:02x} at line {line}, column {column}",
+                e.as_bytes()[good.len()]
+            ),
+        }
+    })?;
+    Ok(text)
+}
+
+/// TOML `text` into `T`; a malformed file is an error naming `path`.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, SpecError> {
+    toml::from_str(text).map_err(|e| SpecError::Toml {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().replace('\n', " "),
+    })
 }
 
 /// After each layer of `layers` on `input`: the weights so far and the values of one

@@ -56,19 +56,12 @@ impl Study {
     /// Reads a study file and builds every variant's description (errors name the study
     /// file, the variant and the field).
     pub fn from_file(path: &Path) -> Result<Study, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Study::from_toml(&text, path)
+        Study::from_toml(&crate::spec::read_text(path)?, path)
     }
 
     /// Parses a study; `path` places the files it names and is used in error messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Study, SpecError> {
-        let raw: RawStudy = toml::from_str(text).map_err(|e| SpecError::Toml {
-            path: path.to_path_buf(),
-            message: e.to_string().trim().replace('\n', " "),
-        })?;
+        let raw: RawStudy = crate::spec::parse_toml(text, path)?;
         let beside = path.parent().unwrap_or(Path::new(".")).join(&raw.spec);
         let base = crate::shipped::load_spec(if beside.exists() { &beside } else { &raw.spec })?;
         if raw.variants.is_empty() {
